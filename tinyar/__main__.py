@@ -1,0 +1,3 @@
+from tinyar.cli import main
+
+raise SystemExit(main())

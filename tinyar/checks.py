@@ -1,0 +1,155 @@
+"""Gradcheck cases for every registered op, every composite and every model's loss.
+
+`python -m tinyar gradcheck` runs them all and prints a table; the test suite
+runs them too, and fails if an op in ops.OPS has no case here.
+
+A case is (name, shapes, fn, inputs): gradcheck(fn, *inputs) must pass.
+Elementwise binary ops run over a grid of shapes that exercises broadcasting.
+Inputs are drawn away from kinks (|x| >= 0.2 for abs, relu, maximum) and from
+the edges of domains (x > 0.2 for log, sqrt, pow, and a divisor).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinyar import functional as F
+from tinyar import ops
+from tinyar.gradcheck import gradcheck
+from tinyar.tensor import Tensor
+
+BROADCAST_PAIRS = [((), ()), ((3,), (3,)), ((2, 3), (2, 3)), ((2, 3), ()), ((2, 3), (3,)),
+                   ((1, 3), (2, 1)), ((2, 1), (2, 3)), ((3,), (2, 3))]
+
+
+def _t(rng, shape, low=None, high=None, away_from_zero=False):
+    if low is not None:
+        x = rng.uniform(low, high, shape)
+    elif away_from_zero:
+        x = rng.uniform(0.2, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
+    else:
+        x = rng.standard_normal(shape)
+    return Tensor(np.asarray(x, dtype=np.float64), requires_grad=True)
+
+
+def _binary_cases(name, fn, rng, **kw):
+    return [(name, f"{sa} {sb}", fn, (_t(rng, sa, **kw.get("a", {})), _t(rng, sb, **kw.get("b", {}))))
+            for sa, sb in BROADCAST_PAIRS]
+
+
+def _unary_cases(name, fn, rng, **kw):
+    return [(name, str(s), fn, (_t(rng, s, **kw),)) for s in [(), (3,), (2, 3)]]
+
+
+def op_cases(seed=0):
+    """{op name: [case, ...]} for every op in ops.OPS (the registry)."""
+    rng = np.random.default_rng(seed)
+    positive = dict(low=0.2, high=2.0)
+    cases = {
+        "add": _binary_cases("add", ops.add, rng),
+        "sub": _binary_cases("sub", ops.sub, rng),
+        "mul": _binary_cases("mul", ops.mul, rng),
+        "div": _binary_cases("div", ops.div, rng, b=dict(away_from_zero=True)),
+        "maximum": _binary_cases("maximum", ops.maximum, rng, a=dict(away_from_zero=True),
+                                 b=dict(low=-0.1, high=0.1)),
+        "neg": _unary_cases("neg", ops.neg, rng),
+        "pow": _unary_cases("pow", lambda x: ops.pow_(x, 2.5), rng, **positive)
+               + _unary_cases("pow", lambda x: ops.pow_(x, -1), rng, **positive),
+        "exp": _unary_cases("exp", ops.exp, rng),
+        "log": _unary_cases("log", ops.log, rng, **positive),
+        "sqrt": _unary_cases("sqrt", ops.sqrt, rng, **positive),
+        "abs": _unary_cases("abs", ops.abs_, rng, away_from_zero=True),
+        "tanh": _unary_cases("tanh", ops.tanh, rng),
+        "sigmoid": _unary_cases("sigmoid", ops.sigmoid, rng),
+        "relu": _unary_cases("relu", ops.relu, rng, away_from_zero=True),
+        "softplus": _unary_cases("softplus", ops.softplus, rng),
+        "matmul": [("matmul", f"{sa} {sb}", ops.matmul, (_t(rng, sa), _t(rng, sb)))
+                   for sa, sb in [((3,), (3,)), ((3,), (3, 2)), ((2, 3), (3,)), ((2, 3), (3, 4)),
+                                  ((2, 2, 3), (3, 4)), ((2, 2, 3), (2, 3, 4)), ((1, 2, 3), (2, 3, 2)),
+                                  ((2, 2, 3), (3,))]],
+        "sum": [("sum", f"{s} axis={ax}", lambda x, ax=ax, kd=kd: ops.sum_(x, axis=ax, keepdims=kd), (_t(rng, s),))
+                for s, ax, kd in [((3,), None, False), ((2, 3), 0, False), ((2, 3), 1, True), ((2, 3, 2), (0, 2), False)]],
+        "mean": [("mean", f"{s} axis={ax}", lambda x, ax=ax: ops.mean(x, axis=ax), (_t(rng, s),))
+                 for s, ax in [((3,), None), ((2, 3), 0), ((2, 3), -1), ((2, 3, 2), (0, 2))]],
+        "max": [("max", f"{s} axis={ax}", lambda x, ax=ax: ops.max_(x, axis=ax), (_t(rng, s),))
+                for s, ax in [((3,), None), ((2, 3), 0), ((2, 3), 1), ((2, 3, 2), (1, 2))]],
+        "reshape": [("reshape", "(2, 3) -> (3, 2)", lambda x: ops.reshape(x, (3, 2)), (_t(rng, (2, 3)),)),
+                    ("reshape", "(2, 3) -> (6,)", lambda x: ops.reshape(x, -1), (_t(rng, (2, 3)),))],
+        "transpose": [("transpose", "(2, 3)", ops.transpose, (_t(rng, (2, 3)),)),
+                      ("transpose", "(2, 3, 4) (1, 2, 0)", lambda x: ops.transpose(x, (1, 2, 0)), (_t(rng, (2, 3, 4)),))],
+        "getitem": [("getitem", "(4, 3)[1:3]", lambda x: ops.getitem(x, slice(1, 3)), (_t(rng, (4, 3)),)),
+                    ("getitem", "(4, 3)[:, 2]", lambda x: ops.getitem(x, (slice(None), 2)), (_t(rng, (4, 3)),)),
+                    ("getitem", "(4, 3)[[0, 2, 0]]", lambda x: ops.getitem(x, np.array([0, 2, 0])), (_t(rng, (4, 3)),)),
+                    ("getitem", "(4, 3)[rows, cols]",
+                     lambda x: ops.getitem(x, (np.array([0, 1, 1, 3]), np.array([2, 0, 0, 1]))), (_t(rng, (4, 3)),))],
+        "concatenate": [("concatenate", "(2, 3) (1, 3) axis 0", lambda a, b: ops.concatenate([a, b], 0),
+                         (_t(rng, (2, 3)), _t(rng, (1, 3)))),
+                        ("concatenate", "(2, 3) (2, 2) axis 1", lambda a, b: ops.concatenate([a, b], 1),
+                         (_t(rng, (2, 3)), _t(rng, (2, 2))))],
+        "stack": [("stack", "(2, 3) x 3 axis 1", lambda a, b, c: ops.stack([a, b, c], 1),
+                   (_t(rng, (2, 3)), _t(rng, (2, 3)), _t(rng, (2, 3))))],
+        "where": [("where", "(2, 3) (2, 3)", lambda a, b: ops.where(np.array([[1, 0, 1], [0, 0, 1]], bool), a, b),
+                   (_t(rng, (2, 3)), _t(rng, (2, 3)))),
+                  ("where", "(2, 3) (3,)", lambda a, b: ops.where(np.array([[1, 0, 1], [0, 0, 1]], bool), a, b),
+                   (_t(rng, (2, 3)), _t(rng, (3,))))],
+    }
+    cases.update(_fused_op_cases(rng))
+    return cases
+
+
+def _fused_op_cases(rng):
+    """Cases for the fused kernel ops; each kernel module contributes its own."""
+    cases = {}
+    for provider in FUSED_CASE_PROVIDERS:
+        cases.update(provider(rng))
+    return cases
+
+
+# Functions rng -> {op name: [case, ...]}, appended by the modules that add fused ops.
+FUSED_CASE_PROVIDERS = []
+
+
+def functional_cases(seed=0):
+    rng = np.random.default_rng(seed)
+    targets = np.array([2, 0, 1, 2])
+    return [
+        ("log_sigmoid", "(2, 3)", F.log_sigmoid, (_t(rng, (2, 3)),)),
+        ("logsumexp", "(2, 3) axis=-1", F.logsumexp, (_t(rng, (2, 3)),)),
+        ("logsumexp", "(2, 3) axis=0", lambda x: F.logsumexp(x, axis=0), (_t(rng, (2, 3)),)),
+        ("softmax", "(2, 3)", F.softmax, (_t(rng, (2, 3)),)),
+        ("log_softmax", "(2, 3)", F.log_softmax, (_t(rng, (2, 3)),)),
+        ("binary_cross_entropy_with_logits", "(2, 3)",
+         lambda z: F.binary_cross_entropy_with_logits(z, np.array([[0., 1, 1], [1, 0, 0]])), (_t(rng, (2, 3)),)),
+        ("cross_entropy", "(4, 3)", lambda z: F.cross_entropy(z, targets), (_t(rng, (4, 3)),)),
+        ("gelu", "(2, 3)", F.gelu, (_t(rng, (2, 3)),)),
+    ]
+
+
+def model_cases():
+    """One case per model class in tinyar.models: the mean NLL of a small float64 model.
+
+    Each model class provides `gradcheck_example()`: a small float64 instance and a batch x.
+    """
+    import tinyar.models as models
+    cases = []
+    for name in models.__all__:
+        cls = getattr(models, name)
+        model, x = cls.gradcheck_example()
+        params = model.parameters()
+        cases.append((name, f"{model.n_parameters()} parameters, x {x.shape}",
+                      lambda *p, model=model, x=x: -model.log_prob(x).mean(), tuple(params)))
+    return cases
+
+
+def run_all(include_models=True):
+    """Run every case; returns rows (name, shapes, max abs error, max rel error, passed, message)."""
+    groups = [case for cases in op_cases().values() for case in cases] + functional_cases()
+    if include_models:
+        groups += model_cases()
+    rows = []
+    for name, shapes, fn, inputs in groups:
+        try:
+            result = gradcheck(fn, *inputs)
+            rows.append((name, shapes, result["max_abs_error"], result["max_rel_error"], True, ""))
+        except Exception as e:          # report every failure, keep going
+            rows.append((name, shapes, float("nan"), float("nan"), False, f"{type(e).__name__}: {e}"))
+    return rows

@@ -1,0 +1,76 @@
+"""What every tinyar model shares: the interface, input checks and its constructor record.
+
+A model of vectors x in R^D (or {0,1}^D, or {0..K-1}^D) defines
+
+    log_prob(x)      Tensor (batch,): log p(x) = sum_i log p(x_i | x_<i), in nats
+    sample(n, rng)   np.ndarray (n, D), drawn one dimension at a time in the model's order
+
+and, for the gradcheck table, the classmethod gradcheck_example() -> (small float64
+model, batch). A model of token sequences takes (batch, T) integer ids instead.
+
+`config` holds the constructor's arguments, so that a checkpoint (train.py) can
+rebuild the model by calling the class with them; every model sets it at the end
+of its __init__.
+
+`data_kind` says what values the model scores: "binary" ({0, 1}), "categorical"
+(0..n_levels-1), "continuous" (real numbers) or "tokens" (ids 0..vocab_size-1).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinyar.distributions import check_binary, check_categories, check_real
+from tinyar.nn import Module
+from tinyar.tensor import Tensor
+
+
+class AutoregressiveModel(Module):
+    data_kind = "binary"
+    config: dict
+
+    def log_prob(self, x):
+        raise NotImplementedError
+
+    def sample(self, n, rng=None):
+        raise NotImplementedError
+
+    def nll(self, x):
+        """Mean negative log-likelihood over the batch, in nats: the training loss."""
+        return -self.log_prob(x).mean()
+
+    @property
+    def dtype(self):
+        return self.parameters()[0].dtype
+
+    def check_input(self, x, n_dims=None, n_levels=None):
+        """x as a (batch, D) array of the values this model scores, or a clear error.
+
+        n_dims defaults to self.n_dims; n_levels (categorical data) to self.n_levels.
+        """
+        name = type(self).__name__
+        x = np.asarray(x.data if isinstance(x, Tensor) else x)
+        n_dims = self.n_dims if n_dims is None else n_dims
+        if x.ndim == 1 and x.shape[0] == n_dims:
+            raise ValueError(f"{name}: expected a batch of shape (batch, {n_dims}), got a single vector "
+                             f"of shape {x.shape}; use x[None, :]")
+        if x.ndim != 2 or x.shape[1] != n_dims:
+            raise ValueError(f"{name}: expected shape (batch, {n_dims}), got {x.shape}")
+        if self.data_kind == "binary":
+            return check_binary(x, name)
+        if self.data_kind in ("categorical", "tokens"):
+            K = self.n_levels if n_levels is None else n_levels
+            return check_categories(x, K, name)
+        return check_real(x, name)
+
+
+def resolve_order(order, n_dims, rng):
+    """The ordering of the dimensions as an int array: None -> natural, "random" -> a
+    permutation drawn from rng, or a given permutation (checked)."""
+    if order is None or (isinstance(order, str) and order == "natural"):
+        return np.arange(n_dims)
+    if isinstance(order, str) and order == "random":
+        return rng.permutation(n_dims)
+    order = np.asarray(order)
+    if order.shape != (n_dims,) or not np.array_equal(np.sort(order), np.arange(n_dims)):
+        raise ValueError(f"order must be a permutation of 0..{n_dims - 1}, got {order.tolist()}")
+    return order.astype(np.int64)

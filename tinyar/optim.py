@@ -1,0 +1,108 @@
+"""Stochastic gradient descent, gradient clipping and learning-rate schedules.
+
+SGD with momentum mu, weight decay lambda and learning rate eta, per parameter p
+with gradient g (the same conventions as PyTorch's torch.optim.SGD):
+
+    g <- g + lambda p                       weight decay (L2 penalty lambda/2 |p|^2)
+    v <- mu v + g                           velocity (v = g on the first step)
+    p <- p - eta v                          classical momentum
+    p <- p - eta (g + mu v)                 Nesterov momentum
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class SGD:
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("SGD: got an empty parameter list")
+        if lr <= 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f"SGD: need lr > 0, momentum >= 0, weight_decay >= 0; "
+                             f"got lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
+        if nesterov and momentum == 0:
+            raise ValueError("SGD: Nesterov momentum needs momentum > 0")
+        self.lr = lr
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weight_decay = weight_decay
+        self.velocity = [None] * len(self.params)
+
+    def step(self):
+        for k, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            g = p.grad
+            if self.weight_decay:
+                g = g + self.weight_decay * p.data
+            if self.momentum:
+                v = self.velocity[k]
+                v = g.copy() if v is None else self.momentum * v + g      # v <- mu v + g
+                self.velocity[k] = v
+                g = g + self.momentum * v if self.nesterov else v
+            p.data -= (self.lr * g).astype(p.dtype, copy=False)
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def state_dict(self):
+        return {f"velocity.{k}": v for k, v in enumerate(self.velocity) if v is not None}
+
+    def load_state_dict(self, state):
+        self.velocity = [state.get(f"velocity.{k}") for k in range(len(self.params))]
+
+
+def clip_grad_norm_(params, max_norm):
+    """Scale all gradients by min(1, max_norm / ||g||), ||g|| the norm of all of them together.
+
+    Returns ||g|| before clipping.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    total = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads))
+    if total > max_norm:
+        scale = max_norm / (total + 1e-12)
+        for p in params:
+            if p.grad is not None:
+                p.grad = p.grad * np.asarray(scale, dtype=p.grad.dtype)
+    return total
+
+
+class StepLR:
+    """lr = base_lr * gamma^(floor(epoch / step_size)); call step() once per epoch."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        self.optimizer, self.step_size, self.gamma = optimizer, step_size, gamma
+        self.base_lr, self.epoch = optimizer.lr, 0
+
+    def step(self):
+        self.epoch += 1
+        self.optimizer.lr = self.base_lr * self.gamma ** (self.epoch // self.step_size)
+
+
+class CosineLR:
+    """Linear warm-up from 0 over `warmup` steps, then cosine decay to `min_lr` at `total` steps.
+
+    lr(t) = base_lr * t / warmup                                              t < warmup
+    lr(t) = min_lr + (base_lr - min_lr) (1 + cos(pi (t - warmup) / (total - warmup))) / 2
+    """
+
+    def __init__(self, optimizer, total, warmup=0, min_lr=0.0):
+        if total <= warmup:
+            raise ValueError(f"CosineLR: total ({total}) must exceed warmup ({warmup})")
+        self.optimizer, self.total, self.warmup, self.min_lr = optimizer, total, warmup, min_lr
+        self.base_lr, self.t = optimizer.lr, 0
+        self.optimizer.lr = self.lr_at(0)
+
+    def lr_at(self, t):
+        if t < self.warmup:
+            return self.base_lr * (t + 1) / self.warmup
+        progress = min(1.0, (t - self.warmup) / (self.total - self.warmup))
+        return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def step(self):
+        self.t += 1
+        self.optimizer.lr = self.lr_at(self.t)
