@@ -92,20 +92,12 @@ def op_cases(seed=0):
                   ("where", "(2, 3) (3,)", lambda a, b: ops.where(np.array([[1, 0, 1], [0, 0, 1]], bool), a, b),
                    (_t(rng, (2, 3)), _t(rng, (3,))))],
     }
-    cases.update(_fused_op_cases(rng))
+    # ==== fused: NADE ====
+    # ==== fused: masked matmul ====
+    # ==== fused: RNN ====
+    # ==== fused: convolution ====
+    # ==== fused: attention ====
     return cases
-
-
-def _fused_op_cases(rng):
-    """Cases for the fused kernel ops; each kernel module contributes its own."""
-    cases = {}
-    for provider in FUSED_CASE_PROVIDERS:
-        cases.update(provider(rng))
-    return cases
-
-
-# Functions rng -> {op name: [case, ...]}, appended by the modules that add fused ops.
-FUSED_CASE_PROVIDERS = []
 
 
 def functional_cases(seed=0):

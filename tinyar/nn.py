@@ -104,3 +104,15 @@ class Linear(Module):
                              f"got shape {x.shape}")
         y = ops.matmul(x, ops.transpose(self.weight))          # (..., out)
         return y + self.bias if self.bias is not None else y
+
+
+# ==== MaskedLinear (MADE) ====
+
+
+# ==== Embedding, LayerNorm, CausalSelfAttention, MLP, Block (Transformer) ====
+
+
+# ==== recurrent cells (RNN) ====
+
+
+# ==== MaskedConv2d (PixelCNN) ====

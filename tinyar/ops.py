@@ -369,6 +369,20 @@ def where(condition, a, b):
     return Tensor._make(y, (a, b), lambda dy: (dy * cond, dy * ~cond), "where")
 
 
+# ------------------------------------------------------------------ fused ops
+# Each wraps a numba kernel pair from tinyar/kernels/ as one forward and one VJP.
+
+# ==== fused: NADE (kernels/nade.py) ====
+
+# ==== fused: masked matmul (kernels/masked.py) ====
+
+# ==== fused: RNN (kernels/rnn.py) ====
+
+# ==== fused: convolution (kernels/conv.py) ====
+
+# ==== fused: attention (if the benchmark shows it pays) ====
+
+
 # ------------------------------------------------- operators on Tensor objects
 def _reflect(fn):
     return lambda self, other: fn(as_tensor(other, like=self), self)

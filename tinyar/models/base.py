@@ -34,6 +34,15 @@ class AutoregressiveModel(Module):
     def sample(self, n, rng=None):
         raise NotImplementedError
 
+    def before_batch(self, rng):
+        """Called by train.fit before each minibatch: order-agnostic models draw a new
+        ordering or mask here (rng: the training run's np.random.Generator)."""
+
+    @classmethod
+    def for_dataset(cls, dataset, rng=None, **kwargs):
+        """A model sized for a data.Dataset (its n_dims, n_levels or vocabulary)."""
+        raise NotImplementedError(f"{cls.__name__} does not define for_dataset()")
+
     def nll(self, x):
         """Mean negative log-likelihood over the batch, in nats: the training loss."""
         return -self.log_prob(x).mean()
