@@ -6,6 +6,7 @@ functional.py (stable composites), then any model in models/.
 from tinyar.tensor import Tensor, no_grad, detect_anomaly
 from tinyar import ops, functional
 from tinyar.gradcheck import gradcheck, GradcheckError
+from tinyar.train import save, load
 
 __version__ = "0.1.0"
-__all__ = ["Tensor", "no_grad", "detect_anomaly", "ops", "functional", "gradcheck", "GradcheckError"]
+__all__ = ["Tensor", "no_grad", "detect_anomaly", "ops", "functional", "gradcheck", "GradcheckError", "save", "load"]

@@ -93,10 +93,57 @@ def op_cases(seed=0):
                    (_t(rng, (2, 3)), _t(rng, (3,))))],
     }
     # ==== fused: NADE ====
+    nade_rng = np.random.default_rng(seed + 4)          # its own stream: the other cases' inputs stay put
+    nade_x = [(nade_rng.random((3, 4, 1)) < 0.5).astype(np.float64),            # binary inputs
+              np.eye(3)[nade_rng.integers(0, 3, (2, 4))],                        # one-hot, K = 3
+              nade_rng.standard_normal((2, 5, 2))]                               # real features, K = 2
+    cases["nade"] = [
+        ("nade", f"x {x.shape} H 3 P {P}",
+         lambda W, c, V, b, x=x, order=order: ops.nade(x, order, W, c, V, b),
+         (_t(nade_rng, (x.shape[1], x.shape[2], 3)), _t(nade_rng, (3,)), _t(nade_rng, (x.shape[1], P, 3)),
+          _t(nade_rng, (x.shape[1], P))))
+        for x, order, P in [(nade_x[0], np.arange(4), 1), (nade_x[1], np.array([2, 0, 3, 1]), 3),
+                            (nade_x[2], np.array([4, 1, 0, 3, 2]), 2)]]
     # ==== fused: masked matmul ====
+    degrees_in, degrees_out = np.array([1, 3, 2, 2, 1]), np.array([2, 1, 3, 2])
+    made_mask = (degrees_out[:, None] >= degrees_in[None, :]).astype(np.float64)     # (4, 5), a staircase
+    other_mask = (rng.random((4, 5)) < 0.5).astype(np.float64)                       # no structure
+    cases["masked_matmul"] = [
+        ("masked_matmul", f"(3, 5) (4, 5) {what} mask, {kernel}",
+         lambda x, W, b, M=M, kernel=kernel: ops.masked_matmul(x, W, M, b, kernel=kernel),
+         (_t(rng, (3, 5)), _t(rng, (4, 5)), _t(rng, (4,))))
+        for what, M in [("MADE", made_mask), ("random", other_mask)] for kernel in ("numba", "numpy")
+    ] + [("masked_matmul", "(2, 5) (4, 5) no bias, numba",
+          lambda x, W: ops.masked_matmul(x, W, made_mask, kernel="numba"), (_t(rng, (2, 5)), _t(rng, (4, 5))))]
     # ==== fused: RNN ====
+    ids = np.array([[0, 3, 3, 1, 4], [2, 2, 0, 4, 1]])                # (B=2, T=5), vocabulary 5, id 3 repeats
+    cases["elman_rnn"] = [
+        ("elman_rnn", "ids (2, 5), V 5, H 3",
+         lambda W_xh, W_hh, b, h0: ops.elman_rnn(ids, W_xh, W_hh, b, h0),
+         (_t(rng, (3, 5)), _t(rng, (3, 3), low=-0.7, high=0.7), _t(rng, (3,)), _t(rng, (2, 3)))),
+        ("elman_rnn", "dense x (2, 4, 2), H 3",
+         lambda x, W_xh, W_hh, b, h0: ops.elman_rnn(x, W_xh, W_hh, b, h0),
+         (_t(rng, (2, 4, 2)), _t(rng, (3, 2)), _t(rng, (3, 3), low=-0.7, high=0.7), _t(rng, (3,)),
+          _t(rng, (2, 3))))]
     # ==== fused: convolution ====
+    conv_rng = np.random.default_rng(seed + 7)          # its own stream: the other cases' inputs stay put
+    cases["conv2d"] = [
+        ("conv2d", f"x {(B, C, H, W)} w {(O, C, kh, kw)}" + ("" if bias else " no bias"),
+         (lambda x, w, b: ops.conv2d(x, w, b)) if bias else (lambda x, w: ops.conv2d(x, w)),
+         (_t(conv_rng, (B, C, H, W)), _t(conv_rng, (O, C, kh, kw))) + ((_t(conv_rng, (O,)),) if bias else ()))
+        for B, C, H, W, O, kh, kw, bias in [(1, 1, 3, 3, 1, 1, 1, True), (2, 2, 4, 5, 3, 3, 3, True),
+                                            (2, 3, 5, 4, 2, 5, 5, True), (1, 2, 6, 6, 2, 7, 7, False),
+                                            (3, 1, 4, 4, 2, 1, 3, True), (2, 2, 5, 5, 3, 3, 1, True)]]
     # ==== fused: attention ====
+    cases["causal_attention"] = [
+        ("causal_attention", f"q {sq} k,v {sk}", ops.causal_attention,
+         (_t(rng, sq), _t(rng, sk), _t(rng, sk)))
+        for sq, sk in [((3, 4), (3, 4)), ((2, 2, 4, 3), (2, 2, 4, 3)), ((2, 2, 3), (2, 5, 3))]]
+    cases["layer_norm"] = [
+        ("layer_norm", f"{s}", lambda x, g, b: ops.layer_norm(x, g, b),
+         (_t(rng, s), _t(rng, s[-1:]), _t(rng, s[-1:])))
+        for s in [(5,), (3, 4), (2, 3, 5)]]
+    cases["gelu"] = _unary_cases("gelu", ops.gelu, rng)
     return cases
 
 

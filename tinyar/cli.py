@@ -1,8 +1,22 @@
-"""The command line: python -m tinyar COMMAND ... (see --help)."""
+"""The command line: python -m tinyar COMMAND ... (see --help).
+
+    python -m tinyar train fvsbn --data digits            train, print test NLL, write a run folder
+    python -m tinyar sample runs/fvsbn --n 64 --png s.png draw samples from a trained model
+    python -m tinyar eval runs/fvsbn --split test         NLL of a trained model on a split
+    python -m tinyar gradcheck                            every op and model loss vs finite differences
+
+A run folder holds model.npz (the best checkpoint), last.npz (to resume), run.json
+(the settings and the metrics of every epoch), curve.png and samples.png.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from pathlib import Path
+
+SAMPLE_SEED = 1234
 
 
 def cmd_gradcheck(args):
@@ -19,7 +33,271 @@ def cmd_gradcheck(args):
     return 1 if failed else 0
 
 
-def build_parser():
+# --------------------------------------------------------------------- train
+RECIPE_FLAGS = {          # recipe key -> command-line flag
+    "lr": "--lr", "momentum": "--momentum", "batch_size": "--batch-size", "epochs": "--epochs",
+    "nesterov": "--nesterov", "weight_decay": "--weight-decay", "clip": "--clip", "warmup": "--warmup",
+    "schedule": "--schedule", "patience": "--patience", "seq_len": "--seq-len",
+}
+
+
+def _registry():
+    from tinyar.models import REGISTRY
+    return REGISTRY
+
+
+def add_train_arguments(p, model_cls=None):
+    """The train command's flags; with model_cls, also that model's own flags (its cli_options)."""
+    p.add_argument("model", metavar="MODEL", nargs=None if model_cls else "?",
+                   help=f"the model to train: {', '.join(sorted(_registry()))}")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", default=None,
+                   help="digits (default; the form the model scores), digits-binary, digits-levels, "
+                        "digits-continuous, mnist (binarized, downloaded once), mnist-idx:FOLDER, text, "
+                        "or PATH.npy / PATH.npz (default: text for token models, else digits)")
+    d.add_argument("--text", default=None, metavar="FILE",
+                   help="the text file for --data text (default: Python's bundled documentation)")
+    d.add_argument("--seq-len", type=int, default=None, help="sequence length for text (default 64)")
+    r = p.add_argument_group("recipe (defaults: the model's recipe)")
+    r.add_argument("--lr", type=float, default=None, help="learning rate")
+    r.add_argument("--momentum", type=float, default=None, help="SGD momentum")
+    r.add_argument("--nesterov", action="store_const", const=True, default=None, help="Nesterov momentum")
+    r.add_argument("--weight-decay", type=float, default=None, help="L2 weight decay")
+    r.add_argument("--batch-size", type=int, default=None, help="minibatch size")
+    r.add_argument("--epochs", type=int, default=None, help="number of epochs (in all, when resuming)")
+    r.add_argument("--clip", type=float, default=None, help="clip the gradient norm to this value")
+    r.add_argument("--schedule", choices=["constant", "cosine"], default=None,
+                   help="learning-rate schedule (cosine: warm-up then cosine decay to 0)")
+    r.add_argument("--warmup", type=int, default=None, help="warm-up steps of the cosine schedule")
+    r.add_argument("--patience", type=int, default=None,
+                   help="stop after this many epochs without a better validation NLL")
+    o = p.add_argument_group("run")
+    o.add_argument("--seed", type=int, default=0, help="seed of the initial weights, shuffling and sampling")
+    o.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
+    o.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last.npz (with the settings in its run.json)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument("--n-samples", type=int, default=64, help="samples drawn into samples.png")
+    if model_cls is not None and getattr(model_cls, "cli_options", None):
+        m = p.add_argument_group(f"{model_cls.__name__} options")
+        for flag, (kwarg, parse, help_) in model_cls.cli_options.items():
+            if parse is bool:
+                m.add_argument(flag, dest=f"model_{kwarg}", action="store_const", const=True, default=None,
+                               help=help_)
+            else:
+                m.add_argument(flag, dest=f"model_{kwarg}", type=parse, default=None, help=help_,
+                               metavar=kwarg.upper())
+    return p
+
+
+def recipe_from_args(model_cls, args):
+    """The model's recipe, with every recipe flag and model option given on the command line on top."""
+    recipe = dict(model_cls.recipe)
+    recipe["model"] = dict(recipe.get("model", {}))
+    for key in RECIPE_FLAGS:
+        value = getattr(args, key, None)
+        if value is not None:
+            recipe[key] = value
+    for key, value in vars(args).items():
+        if key.startswith("model_") and value is not None:
+            recipe["model"][key[len("model_"):]] = value
+    missing = [k for k in ("lr", "batch_size", "epochs") if k not in recipe]
+    if missing:
+        raise SystemExit(f"error: {model_cls.__name__}.recipe has no {missing}; give {[RECIPE_FLAGS[k] for k in missing]}")
+    return recipe
+
+
+def make_optimizer(model, recipe, n_train):
+    """SGD and (if the recipe asks) the cosine schedule over all the run's steps."""
+    import math
+
+    from tinyar.optim import SGD, CosineLR
+    optimizer = SGD(model.parameters(), lr=recipe["lr"], momentum=recipe.get("momentum", 0.0),
+                    nesterov=bool(recipe.get("nesterov", False)), weight_decay=recipe.get("weight_decay", 0.0))
+    schedule = None
+    if recipe.get("schedule") == "cosine" or (recipe.get("warmup") and recipe.get("schedule") != "constant"):
+        total = recipe["epochs"] * math.ceil(n_train / recipe["batch_size"])
+        schedule = CosineLR(optimizer, total=total, warmup=int(recipe.get("warmup") or 0))
+    return optimizer, schedule
+
+
+def write_samples(model, info, path, n=64, seed=SAMPLE_SEED, **sample_options):
+    """Draw n samples and save them as a picture (images) or as text (tokens); returns the samples.
+
+    sample_options (e.g. prompt=..., temperature=... for the char-RNN) go to model.sample."""
+    import numpy as np
+
+    from tinyar import plot
+    from tinyar.data import decode
+    samples = model.sample(n, rng=np.random.default_rng(seed), **sample_options)
+    title = f"{info['class']}: {n} samples"
+    if info.get("image_shape"):
+        kind = info["kind"]
+        vmax = 1.0 if kind in ("binary", "continuous") else (info.get("n_levels") or 2) - 1
+        plot.sample_grid(samples, tuple(info["image_shape"]), path, title=title, vmin=0.0, vmax=vmax)
+    elif info.get("vocab"):
+        lines = [decode(row, info["vocab"]) for row in samples[:16]]
+        plot.text_samples(lines, path, title=title)
+        Path(path).with_suffix(".txt").write_text("\n\n".join(decode(r, info["vocab"]) for r in samples) + "\n")
+    else:
+        raise ValueError("cannot draw samples: the data set has neither an image shape nor a vocabulary")
+    return samples
+
+
+def dataset_info(dataset):
+    return dict(name=dataset.name, kind=dataset.kind, n_dims=dataset.n_dims, n_levels=dataset.n_levels,
+                image_shape=list(dataset.image_shape) if dataset.image_shape else None, vocab=dataset.vocab)
+
+
+def _print_results(results, dataset):
+    for split, r in results.items():
+        levels = (f"   ({r['nll_levels']:.4f} nats on the {dataset.dequantized_levels}-level data)"
+                  if "nll_levels" in r else "")
+        print(f"  {split:<5} NLL {r['nll']:9.4f} nats per example   {r['bits_per_dim']:.4f} bits/dim{levels}")
+
+
+def cmd_train(args, argv):
+    import numpy as np
+
+    from tinyar import data, plot, train
+    registry = _registry()
+    cls = registry[args.model]
+    out = Path(args.out) if args.out else Path("runs") / args.model
+    settings = None
+    if args.resume:
+        if not (out / "run.json").exists() or not (out / "last.npz").exists():
+            raise SystemExit(f"error: --resume: no run.json and last.npz in {out} to continue from")
+        previous = json.loads((out / "run.json").read_text())
+        settings = previous["settings"]
+        if args.epochs is not None:
+            settings["recipe"]["epochs"] = args.epochs
+        if args.patience is not None:
+            settings["recipe"]["patience"] = args.patience
+    else:
+        recipe = recipe_from_args(cls, args)
+        spec = args.data or ("text" if cls.data_kind == "tokens" else "digits")
+        settings = dict(model=args.model, recipe=recipe, seed=args.seed,
+                        data=dict(spec=spec, text=args.text, seq_len=recipe.get("seq_len", 64)))
+    recipe, seed, spec = settings["recipe"], settings["seed"], settings["data"]
+
+    try:
+        dataset = data.from_spec(spec["spec"], cls.data_kind, text_path=spec["text"], seq_len=spec["seq_len"],
+                                 seed=seed)
+        try:
+            model = cls.for_dataset(dataset, rng=np.random.default_rng(seed), **recipe["model"])
+        except ValueError:
+            data.check_fits(dataset, cls)              # values the model cannot score: say which
+            raise
+        data.check_fits(dataset, model)
+    except (OSError, ValueError, TypeError, ConnectionError, RuntimeError) as e:
+        raise SystemExit(f"error: {e}")
+    optimizer, schedule = make_optimizer(model, recipe, len(dataset.train))
+    print(f"{cls.__name__} ({model.n_parameters():,} parameters) on {dataset.describe()}")
+    print(f"recipe: {json.dumps({k: v for k, v in recipe.items()})}, seed {seed} -> {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    info = dict(dataset_info(dataset), **{"class": cls.__name__})
+    run = dict(command="python -m tinyar " + " ".join(argv), settings=settings, model_class=cls.__name__,
+               config=model.config, n_parameters=model.n_parameters(), data=info,
+               data_fingerprint=data.fingerprint(dataset.train))
+
+    t0 = time.perf_counter()
+    history = train.fit(model, dataset.train, dataset.valid, optimizer, epochs=recipe["epochs"],
+                        batch_size=recipe["batch_size"], seed=seed, out=out, patience=recipe.get("patience"),
+                        clip=recipe.get("clip"), schedule=schedule,
+                        resume=out / "last.npz" if args.resume else None, progress=not args.no_progress)
+    seconds = time.perf_counter() - t0
+    results = train.evaluate(model, dataset)
+    run.update(history=history, train_seconds=seconds, final=results)
+    plot.learning_curve(history, out / "curve.png",
+                        title=f"{cls.__name__} on {dataset.name}: test NLL {results['test']['nll']:.3f} nats")
+    write_samples(model, info, out / "samples.png", n=args.n_samples)
+    _write_json(out / "run.json", run)
+    done = len(history["epochs"])
+    print(f"trained {done} epochs in {seconds:.1f} s (best epoch {history['best_epoch']})"
+          + (f"; {history['stopped']}" if history["stopped"] else ""))
+    _print_results(results, dataset)
+    print(f"test NLL: {results['test']['nll']:.4f} nats ({results['test']['bits_per_dim']:.4f} bits/dim)")
+    print(f"wrote {out}/model.npz, last.npz, run.json, curve.png, samples.png")
+    return 1 if history["stopped"] and history["stopped"].startswith(("the loss", "the validation")) else 0
+
+
+def _write_json(path, obj):
+    import os
+    import tempfile
+
+    from tinyar.train import _to_jsonable
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(_to_jsonable(obj), f, indent=1)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------ sample and eval
+def _open_run(path):
+    """(model, run.json or None) of a run folder or a checkpoint file."""
+    from tinyar import train
+    path = Path(path)
+    run = None
+    if path.is_dir():
+        if not (path / "model.npz").exists():
+            raise SystemExit(f"error: {path} holds no model.npz (is it a run folder of `python -m tinyar train`?)")
+        if (path / "run.json").exists():
+            run = json.loads((path / "run.json").read_text())
+    elif not path.exists():
+        raise SystemExit(f"error: no such run folder or checkpoint: {path}")
+    try:
+        model = train.load(path)
+    except (train.CheckpointError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}")
+    return model, run
+
+
+def cmd_sample(args):
+    model, run = _open_run(args.run)
+    if run is None:
+        raise SystemExit("error: sample needs a run folder (its run.json says how to draw the samples)")
+    png = Path(args.png) if args.png else Path(args.run) / "samples.png"
+    options = {k: v for k, v in (("prompt", args.prompt), ("temperature", args.temperature)) if v is not None}
+    try:
+        samples = write_samples(model, run["data"], png, n=args.n, seed=args.seed, **options)
+    except TypeError as e:
+        if not options:
+            raise
+        raise SystemExit(f"error: {type(model).__name__}.sample does not take {sorted(options)} ({e})")
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    if options and run["data"].get("vocab"):
+        from tinyar.data import decode
+        for row in samples[:min(args.n, 4)]:
+            print(decode(row, run["data"]["vocab"]) + "\n")
+    print(f"wrote {args.n} samples to {png}")
+    return 0
+
+
+def cmd_eval(args):
+    from tinyar import data, train
+    model, run = _open_run(args.run)
+    if args.data is not None:
+        source = dict(spec=args.data, text=args.text, seq_len=args.seq_len or 64, seed=0)
+    elif run is not None:
+        source = dict(run["settings"]["data"], seed=run["settings"]["seed"])
+    else:
+        raise SystemExit("error: eval of a checkpoint file needs --data")
+    try:
+        dataset = data.from_spec(source["spec"], model.data_kind, text_path=source["text"],
+                                 seq_len=source["seq_len"], seed=source["seed"])
+        data.check_fits(dataset, model)
+    except (OSError, ValueError, TypeError, ConnectionError, RuntimeError) as e:
+        raise SystemExit(f"error: {e}")
+    splits = ["train", "valid", "test"] if args.split == "all" else [args.split]
+    results = train.evaluate(model, dataset, splits, batch_size=args.batch_size)
+    print(f"{type(model).__name__} on {dataset.describe()}")
+    _print_results(results, dataset)
+    return 0
+
+
+# -------------------------------------------------------------------- parser
+def build_parser(model_cls=None):
     parser = argparse.ArgumentParser(prog="python -m tinyar",
                                      description="Autoregressive generative models on a small NumPy autograd.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -28,12 +306,68 @@ def build_parser():
                                    "prints a table and exits non-zero if any fails.")
     p.add_argument("--ops-only", action="store_true", help="skip the models' losses")
     p.set_defaults(run=cmd_gradcheck)
+
+    p = sub.add_parser("train", help="train a model; prints its test NLL and writes a run folder",
+                       description="Train MODEL by SGD with its default recipe (every flag overrides one "
+                                   "setting), keep the best checkpoint by validation NLL, print the final "
+                                   "train/valid/test NLL, and write model.npz, last.npz, run.json, curve.png "
+                                   "and samples.png into the run folder. `train MODEL --help` also lists "
+                                   "the model's own options.")
+    add_train_arguments(p, model_cls)
+    p.set_defaults(run=None)
+
+    p = sub.add_parser("sample", help="draw samples from a trained model into a PNG",
+                       description="Draw samples from the model of a run folder and save them as a grid of "
+                                   "images (or as text, for a text model).")
+    p.add_argument("run", metavar="RUN_DIR", help="a run folder written by `train`")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--png", default=None, help="output file (default RUN_DIR/samples.png)")
+    p.add_argument("--seed", type=int, default=SAMPLE_SEED, help="seed of the sampler")
+    p.add_argument("--prompt", default=None, help="text the samples start from (text models; printed too)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sample from softmax(logits / temperature) (< 1 sharper, > 1 flatter)")
+    p.set_defaults(run_fn=cmd_sample)
+
+    p = sub.add_parser("eval", help="NLL (nats, bits/dim) of a trained model on a split",
+                       description="Negative log-likelihood of the model of a run folder (or a checkpoint "
+                                   "with --data) on a split of its data set.")
+    p.add_argument("run", metavar="RUN_DIR", help="a run folder written by `train`, or a checkpoint .npz")
+    p.add_argument("--split", choices=["train", "valid", "test", "all"], default="test", help="default test")
+    p.add_argument("--data", default=None, help="data set (default: the run's); see `train --help`")
+    p.add_argument("--text", default=None, metavar="FILE", help="text file for --data text")
+    p.add_argument("--seq-len", type=int, default=None, help="sequence length for --data text")
+    p.add_argument("--batch-size", type=int, default=1000, help="examples per evaluation batch")
+    p.set_defaults(run_fn=cmd_eval)
     return parser
 
 
+def _train_model_name(argv):
+    """First pass over `train ...`: the MODEL name (so that its cli_options join the parser), or None."""
+    pre = argparse.ArgumentParser(add_help=False)
+    add_train_arguments(pre)
+    known, _ = pre.parse_known_args(argv[1:])
+    return known.model
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    model_cls = None
+    if argv and argv[0] == "train":
+        name = _train_model_name(argv)
+        registry = _registry()
+        if name is not None and name not in registry:
+            print(f"python -m tinyar train: error: unknown model {name!r}; choose from {', '.join(sorted(registry))}",
+                  file=sys.stderr)
+            return 2
+        model_cls = registry.get(name)
+    args = build_parser(model_cls).parse_args(argv)
+    if args.command == "train":
+        if model_cls is None:
+            build_parser().error(f"train: give a MODEL: {', '.join(sorted(_registry()))}")
+        return cmd_train(args, argv)
+    if args.command == "gradcheck":
+        return args.run(args)
+    return args.run_fn(args)
 
 
 if __name__ == "__main__":

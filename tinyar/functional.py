@@ -8,7 +8,7 @@ Stability. Each is arranged so that no intermediate overflows, even at logits of
 +-1000:
     log sigma(z)     = -softplus(-z)                       (softplus is computed stably)
     logsumexp(x)     = m + log sum_j exp(x_j - m),  m = max_j x_j   (every exp <= 1)
-    log_softmax(x)_i = x_i - logsumexp(x)
+    log_softmax(x)_i = (x_i - m) - log sum_j exp(x_j - m)
     BCE(z, y)        = -[y log sigma(z) + (1 - y) log(1 - sigma(z))] = softplus(z) - y z
 The shift m in logsumexp is held constant (detached): the result does not depend
 on it, so neither does the gradient.
@@ -28,18 +28,27 @@ def log_sigmoid(z):
     return -ops.softplus(-z)
 
 
+def _max_along(x, axis):
+    """m = max_j x_j along `axis` (kept as a size-1 axis), as a constant Tensor; 0 where all are -inf."""
+    m = x.data.max(axis=axis, keepdims=True)
+    return Tensor(np.where(np.isfinite(m), m, 0.0).astype(x.dtype))   # all -inf: shift by 0, result -inf
+
+
 def logsumexp(x, axis=-1, keepdims=False):
     """log sum_j exp(x_j) along `axis`, shifted by the (constant) maximum."""
-    m = x.data.max(axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0).astype(x.dtype)      # all -inf: shift by 0, result -inf
-    shifted = ops.exp(x - Tensor(m))
-    out = ops.log(ops.sum_(shifted, axis=axis, keepdims=True)) + Tensor(m)
-    return out if keepdims else ops.reshape(out, np.squeeze(m, axis=axis).shape)
+    m = _max_along(x, axis)
+    out = ops.log(ops.sum_(ops.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else ops.reshape(out, np.squeeze(m.data, axis=axis).shape)
 
 
 def log_softmax(x, axis=-1):
-    """log softmax(x)_i = x_i - logsumexp(x)."""
-    return x - logsumexp(x, axis=axis, keepdims=True)
+    """log softmax(x)_i = x_i - logsumexp(x) = (x_i - m) - log sum_j exp(x_j - m).
+
+    Written with the shift m kept outside: adding m and subtracting it again
+    (x_i - (m + log sum ...)) would lose float32 digits at logits of 1000.
+    """
+    shifted = x - _max_along(x, axis)
+    return shifted - ops.log(ops.sum_(ops.exp(shifted), axis=axis, keepdims=True))
 
 
 def softmax(x, axis=-1):

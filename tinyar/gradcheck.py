@@ -86,7 +86,7 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_coordinates=400, 
                     flat[j] = old
                     numeric[j] = (s_plus - s_minus) / (2 * eps)
                 a, where = analytic.reshape(-1), "element {}"
-                labels = [np.unravel_index(j, x.shape) if x.ndim else () for j in range(x.size)]
+                labels = [tuple(int(i) for i in np.unravel_index(j, x.shape)) for j in range(x.size)]   # (1, 2), not np.int64s
             else:
                 directions = rng.standard_normal((n_directions,) + x.shape)
                 directions /= np.sqrt((directions ** 2).sum(axis=tuple(range(1, directions.ndim)), keepdims=True))

@@ -28,11 +28,16 @@ def register(fn):
 
 
 def as_tensor(x, like=None):
-    """Wrap a number or array as a constant Tensor (a Python number takes `like`'s float dtype)."""
+    """Wrap a number or array as a constant Tensor.
+
+    A Python number, or an integer or boolean array, takes `like`'s float dtype, so
+    that float32 stays float32 (NumPy would promote float32 * int64 to float64).
+    """
     if isinstance(x, Tensor):
         return x
-    if like is not None and isinstance(x, (int, float)) and like.dtype.kind == "f":
-        return Tensor(np.asarray(x, dtype=like.dtype))
+    if like is not None and like.dtype.kind == "f":
+        if isinstance(x, (int, float)) or np.asarray(x).dtype.kind in "biu":
+            return Tensor(np.asarray(x, dtype=like.dtype))
     return Tensor(x)
 
 
@@ -174,12 +179,18 @@ def maximum(a, b):
     y = np.maximum(a.data, b.data)
 
     def vjp(dy):
-        wa = (a.data > b.data) + 0.5 * (a.data == b.data)
+        wa = ((a.data > b.data) + 0.5 * (a.data == b.data)).astype(y.dtype, copy=False)
         return dy * wa, dy * (1.0 - wa)
     return Tensor._make(y, (a, b), vjp, "maximum")
 
 
 # -------------------------------------------------------------------- matmul
+def _blas_friendly(b):
+    """b, copied to C order if it is a stack (ndim > 2) of non-contiguous matrices: NumPy's batched
+    matmul takes a slow non-BLAS loop (about 10x slower) when its right operand is, e.g., a swapaxes view."""
+    return np.ascontiguousarray(b) if b.ndim > 2 and not b.flags.c_contiguous else b
+
+
 @register
 def matmul(a, b):
     """y = a @ b for vectors, matrices and batches of matrices (NumPy's rules).
@@ -198,7 +209,7 @@ def matmul(a, b):
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
                          f"(inner dimensions {k_a} != {k_b})")
     try:
-        y = a.data @ b.data
+        y = a.data @ _blas_friendly(b.data)
     except ValueError:
         raise ValueError(f"matmul: batch shapes of {a.shape} and {b.shape} cannot broadcast") from None
 
@@ -212,7 +223,7 @@ def matmul(a, b):
             G = np.expand_dims(G, -2)                          # restore the n = 1 axis
         if b.ndim == 1:
             G = np.expand_dims(G, -1)                          # restore the m = 1 axis
-        dA = G @ np.swapaxes(B, -1, -2)                        # (..., n, k)
+        dA = G @ _blas_friendly(np.swapaxes(B, -1, -2))        # (..., n, k)
         dB = np.swapaxes(A, -1, -2) @ G                        # (..., k, m)
         if a.ndim == 1:
             dA = dA[..., 0, :]                                 # drop n = 1; batch axes summed by unbroadcast
@@ -264,7 +275,7 @@ def max_(x, axis=None, keepdims=False):
 
     def vjp(dy):
         is_max = x.data == y
-        share = is_max / is_max.sum(axis=axes, keepdims=True)
+        share = (is_max / is_max.sum(axis=axes, keepdims=True)).astype(x.dtype, copy=False)
         return (_expand(dy, axes, keepdims) * share,)
     return Tensor._make(y if keepdims else y.squeeze(axes), (x,), vjp, "max")
 
@@ -373,14 +384,306 @@ def where(condition, a, b):
 # Each wraps a numba kernel pair from tinyar/kernels/ as one forward and one VJP.
 
 # ==== fused: NADE (kernels/nade.py) ====
+@register
+def nade(x, order, W, c, V, b):
+    """NADE's output parameters for every dimension, by the cached recursion, as ONE graph node.
+
+        a_1 = c,   h_i = sigmoid(a_i),   out[:, o_i] = b[o_i] + V[o_i] h_i,   a_{i+1} = a_i + W[o_i]^T x[:, o_i]
+
+    x:     (B, D, K) array of input features per dimension (data: gets no gradient)
+    order: (D,) permutation, o_i = order[i]
+    W:     (D, K, H);  c: (H,);  V: (D, P, H);  b: (D, P)   Tensors of one float dtype
+    Returns out: (B, D, P), out[:, d] the parameters of p(x_d | the dimensions before d).
+
+    VJP: dW, dc, dV, db by running the recursion in reverse (derivation in kernels/nade.py);
+    the forward keeps only a_{D+1} (B, H) for it. TINYAR_KERNELS=numpy runs the NumPy twins.
+    """
+    from tinyar import kernels
+    from tinyar.kernels import nade as K
+
+    dtype = W.dtype
+    if c.dtype != dtype or V.dtype != dtype or b.dtype != dtype:
+        raise TypeError(f"nade: W, c, V, b must share one float dtype, got {W.dtype}, {c.dtype}, {V.dtype}, {b.dtype}")
+    x = np.ascontiguousarray(x.data if isinstance(x, Tensor) else x, dtype=dtype)
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    if x.ndim != 3:
+        raise ValueError(f"nade: x must be (B, D, K) input features, got shape {x.shape}")
+    D, H = x.shape[1], c.shape[0]
+    if order.shape != (D,) or not np.array_equal(np.sort(order), np.arange(D)):
+        raise ValueError(f"nade: order must be a permutation of 0..{D - 1}, got {order.tolist()}")
+    arrays = [np.ascontiguousarray(t.data) for t in (W, c, V, b)]
+    numba_path = kernels.use_numba()
+    forward = K.nade_forward if numba_path else K.nade_forward_numpy
+    out, a_last = forward(x, order, *arrays)             # (B, D, P), (B, H)
+
+    def vjp(dout):
+        backward = K.nade_backward if numba_path else K.nade_backward_numpy
+        return backward(x, order, *arrays, a_last, np.ascontiguousarray(dout, dtype=dtype))
+    return Tensor._make(out, (W, c, V, b), vjp, "nade")
+
 
 # ==== fused: masked matmul (kernels/masked.py) ====
+def _use_masked_numba(kernel, values, start, n_out):
+    """Run the numba kernel (True) or its NumPy twin (False), as `kernel` and the measured rule decide."""
+    from tinyar.kernels import masked as K, use_numba
+    if kernel not in ("auto", "numba", "numpy"):
+        raise ValueError(f"masked_matmul: kernel must be 'auto', 'numba' or 'numpy', got {kernel!r}")
+    if kernel != "auto":
+        return kernel == "numba"
+    return use_numba() and K.prefer_numba(len(values), K.work_fraction(values, start, n_out))
+
+
+@register
+def masked_matmul(x, W, M, b=None, structure=None, kernel="auto"):
+    """y = x (W * M)^T + b, with a constant 0/1 mask M of W's shape (MADE's layers).
+
+    x (B, n_in), W (n_out, n_in), M (n_out, n_in), b (n_out,) or None -> y (B, n_out).
+        VJP: dx = dy (W*M),   dW = (dy^T x) * M,   db = sum_b dy
+    (derivation in kernels/masked.py). M gets no gradient. `structure` is
+    kernels.masked.mask_structure(M), which a layer computes once per mask; `kernel`
+    picks "numba", "numpy" or (by default, "auto") whichever kernels.masked.prefer_numba
+    measured to be faster for this input: the numba loops for sparse inputs (they skip
+    zeros and masked-out weights), BLAS through the NumPy twin for dense ones.
+    """
+    from tinyar.kernels import masked as K
+    x, W = as_tensor(x), as_tensor(W)
+    if x.ndim != 2 or W.ndim != 2 or x.shape[1] != W.shape[1]:
+        raise ValueError(f"masked_matmul: need x (B, n_in) and W (n_out, n_in), got {x.shape} and {W.shape}")
+    M = np.asarray(M.data if isinstance(M, Tensor) else M)
+    if M.shape != W.shape:
+        raise ValueError(f"masked_matmul: mask shape {M.shape} differs from weight shape {W.shape}")
+    dtype = W.dtype
+    M = np.ascontiguousarray(M, dtype=dtype)
+    xd = np.ascontiguousarray(x.data, dtype=dtype)
+    Wd = np.ascontiguousarray(W.data)
+    b = None if b is None else as_tensor(b)
+    bd = np.zeros(W.shape[0], dtype) if b is None else np.ascontiguousarray(b.data, dtype=dtype)
+    if b is not None and b.shape != (W.shape[0],):
+        raise ValueError(f"masked_matmul: bias must have shape ({W.shape[0]},), got {b.shape}")
+    perm, start = K.mask_structure(M) if structure is None else structure
+    n_out = W.shape[0]
+    # the forward and dW loops skip zeros of x; the dx loop runs over dense dy
+    numba_x = _use_masked_numba(kernel, xd, start, n_out)
+    numba_dy = _use_masked_numba(kernel, np.ones((len(xd), 1)), start, n_out)
+    forward = K.masked_matmul_forward if numba_x else K.masked_matmul_forward_numpy
+    y = forward(xd, Wd, M, bd, perm, start)                               # (B, n_out)
+
+    def vjp(dy):
+        dy = np.ascontiguousarray(dy, dtype=dtype)
+        backward_input = K.masked_matmul_backward_input if numba_dy else K.masked_matmul_backward_input_numpy
+        backward_weight = K.masked_matmul_backward_weight if numba_x else K.masked_matmul_backward_weight_numpy
+        dx = backward_input(dy, Wd, M, perm, start) if x.requires_grad else None      # (B, n_in)
+        dW = backward_weight(dy, xd, M, perm, start) if W.requires_grad else None     # (n_out, n_in)
+        db = dy.sum(axis=0) if b is not None and b.requires_grad else None           # (n_out,)
+        return (dx, dW) if b is None else (dx, dW, db)
+    parents = (x, W) if b is None else (x, W, b)
+    return Tensor._make(y, parents, vjp, "masked_matmul")
+
 
 # ==== fused: RNN (kernels/rnn.py) ====
+@register
+def elman_rnn(x, W_xh, W_hh, b, h0=None):
+    """The Elman RNN over a whole sequence as ONE graph node (a 1,000-step sequence is one op).
+
+        h_t = tanh(W_xh x_t + W_hh h_{t-1} + b),   t = 1..T
+
+    x:    (B, T) integer ids (then W_xh x_t is column x_t of W_xh: an embedding
+          lookup, never a one-hot matmul; ids get no gradient), or a Tensor (B, T, D)
+          of dense input vectors
+    W_xh: (H, V) for ids, (H, D) for vectors;  W_hh: (H, H);  b: (H,)
+    h0:   (B, H) Tensor, or None for zeros
+    Returns h: (B, T, H), the states h_1..h_T.
+
+    VJP: backpropagation through time, derived in tinyar/kernels/rnn.py: the kernel
+    gives da_t = dL/da_t for every step, dW_hh, db and dh0; then dW_xh[:, k] = sum of
+    da_t over the (t, b) with x_t = k (ids), or dW_xh = sum_t da_t^T x_t and
+    dx_t = da_t W_xh (vectors). TINYAR_KERNELS=numpy runs the NumPy twins.
+    """
+    from tinyar import kernels
+    from tinyar.kernels import rnn as K
+
+    dense = isinstance(x, Tensor) and x.dtype.kind == "f"
+    H = W_hh.shape[0]
+    if W_hh.shape != (H, H) or W_xh.ndim != 2 or W_xh.shape[0] != H or b.shape != (H,):
+        raise ValueError(f"elman_rnn: expected W_xh (H, V), W_hh (H, H), b (H,) with one H, "
+                         f"got W_xh {W_xh.shape}, W_hh {W_hh.shape}, b {b.shape}")
+    dtype = W_hh.dtype
+    if W_xh.dtype != dtype or b.dtype != dtype or (dense and x.dtype != dtype):
+        raise TypeError(f"elman_rnn: all inputs must share one float dtype, got W_xh {W_xh.dtype}, "
+                        f"W_hh {W_hh.dtype}, b {b.dtype}" + (f", x {x.dtype}" if dense else ""))
+    if dense:
+        if x.ndim != 3 or x.shape[2] != W_xh.shape[1]:
+            raise ValueError(f"elman_rnn: dense inputs must be (B, T, {W_xh.shape[1]}), got {x.shape}")
+        B, T = x.shape[:2]
+        x_tm = np.ascontiguousarray(x.data.transpose(1, 0, 2))             # (T, B, D)
+        u = x_tm @ W_xh.data.T + b.data                                     # (T, B, H)  W_xh x_t + b
+    else:
+        ids = np.asarray(x.data if isinstance(x, Tensor) else x)
+        V = W_xh.shape[1]
+        if ids.ndim != 2 or ids.dtype.kind not in "iu":
+            raise ValueError(f"elman_rnn: ids must be a (B, T) integer array, got {ids.dtype} {ids.shape}")
+        if ids.size and (ids.min() < 0 or ids.max() >= V):
+            raise ValueError(f"elman_rnn: ids must lie in 0..{V - 1} (W_xh has {V} columns), "
+                             f"got values in {ids.min()}..{ids.max()}")
+        B, T = ids.shape
+        ids_tm = np.ascontiguousarray(ids.T, dtype=np.int64)                # (T, B)
+        u = np.ascontiguousarray(W_xh.data.T)[ids_tm] + b.data              # (T, B, H)  column x_t of W_xh, + b
+    if T == 0:
+        raise ValueError("elman_rnn: the sequence is empty (T = 0)")
+    if h0 is None:
+        h0 = Tensor(np.zeros((B, H), dtype))
+    if h0.shape != (B, H) or h0.dtype != dtype:
+        raise ValueError(f"elman_rnn: h0 must be ({B}, {H}) {dtype}, got {h0.shape} {h0.dtype}")
+
+    numba_path = kernels.use_numba()
+    forward = K.elman_forward if numba_path else K.elman_forward_numpy
+    h = forward(np.ascontiguousarray(u, dtype=dtype), np.ascontiguousarray(W_hh.data), np.ascontiguousarray(h0.data))
+
+    def vjp(dy):
+        backward = K.elman_backward if numba_path else K.elman_backward_numpy
+        dh_out = np.ascontiguousarray(dy.transpose(1, 0, 2), dtype=dtype)  # (T, B, H)
+        da, dW_hh, db, dh0 = backward(np.ascontiguousarray(W_hh.data), np.ascontiguousarray(h0.data), h, dh_out)
+        if dense:
+            D = x.shape[2]
+            dW_xh = da.reshape(T * B, H).T @ x_tm.reshape(T * B, D)        # (H, D)  sum_t da_t^T x_t
+            dx = (da @ W_xh.data).transpose(1, 0, 2)                        # (B, T, D)  da_t W_xh
+            return dx, dW_xh, dW_hh, db, dh0
+        scatter = K.embedding_backward if numba_path else K.embedding_backward_numpy
+        return scatter(ids_tm, da, W_xh.shape[1]), dW_hh, db, dh0
+
+    parents = (x, W_xh, W_hh, b, h0) if dense else (W_xh, W_hh, b, h0)
+    return Tensor._make(h.transpose(1, 0, 2), parents, vjp, "elman_rnn")    # (B, T, H)
+
 
 # ==== fused: convolution (kernels/conv.py) ====
+@register
+def conv2d(x, w, b=None):
+    """y = conv(x, w) + b: 2-D cross-correlation, stride 1, "same" padding, odd kernel sizes, NCHW.
+
+    x (B, C, H, W), w (O, C, kh, kw), b (O,) or None  ->  y (B, O, H, W)
+        y[b,o,i,j] = b[o] + sum_{c,u,v} w[o,c,u,v] x_pad[b,c,i+u,j+v]
+    VJP: db[o]       = sum_{b,i,j} dy[b,o,i,j]
+         dw[o,c,u,v] = sum_{b,i,j} dy[b,o,i,j] x_pad[b,c,i+u,j+v]
+         dx          = conv(dy, w flipped in both spatial axes, in/out channels swapped)
+    (derivation in kernels/conv.py, which holds the im2col and numba implementations.)
+    """
+    from tinyar.kernels import conv as kernels
+    x, w = as_tensor(x), as_tensor(w)
+    b = None if b is None else as_tensor(b)
+    kernels.check_shapes(x.data, w.data, None if b is None else b.data)
+    if x.dtype != w.dtype or (b is not None and b.dtype != w.dtype):
+        raise TypeError(f"conv2d: input, weight and bias must share a float dtype, got {x.dtype}, {w.dtype}"
+                        + ("" if b is None else f", {b.dtype}"))
+    forward, backward = kernels.implementation()
+    bias = np.zeros(w.shape[0], dtype=w.dtype) if b is None else b.data
+    y = forward(np.ascontiguousarray(x.data), np.ascontiguousarray(w.data), bias)
+
+    def vjp(dy):
+        dx, dw, db = backward(np.ascontiguousarray(x.data), np.ascontiguousarray(w.data),
+                              np.ascontiguousarray(dy))
+        return (dx, dw) if b is None else (dx, dw, db)
+    return Tensor._make(y, (x, w) if b is None else (x, w, b), vjp, "conv2d")
+
 
 # ==== fused: attention (if the benchmark shows it pays) ====
+# Three ops of the Transformer (kernels/attention.py): each replaces a dozen
+# primitive ops and their temporaries by one forward and one VJP, whose row-wise
+# passes run as numba kernels over both cores; benchmarks/bench_transformer.py
+# measures what that buys against the same functions built from primitives.
+
+def _rows(a, n_last):
+    """a as a C-contiguous array of shape (N, *last n_last axes) (a view when it can be)."""
+    return np.ascontiguousarray(a).reshape((-1,) + a.shape[a.ndim - n_last:])
+
+
+@register
+def causal_attention(q, k, v):
+    """y = softmax(q k^T / sqrt(d) + M) v, M = -inf above the causal diagonal (0 elsewhere).
+
+    q: (..., Tq, d); k, v: (..., Tk, d), Tq <= Tk (query i sits at position
+    i + Tk - Tq: Tq = Tk in training, Tq < Tk with a key/value cache).
+
+    Derivation, per batch and head, with S = q k^T / sqrt(d) + M, P = softmax(S), y = P v:
+        dv = P^T dy                                   y = P v is linear in v
+        dP = dy v^T                                   and in P
+        dS_ij = sum_l dP_il dP_il/dS_ij = sum_l dP_il P_il ([l = j] - P_ij)
+              = P_ij (dP_ij - sum_l P_il dP_il)       softmax's Jacobian diag(p) - p p^T
+        dq = dS k / sqrt(d),   dk = dS^T q / sqrt(d)  S is bilinear in q and k
+    Masked entries have P_ij = 0, hence dS_ij = 0: no gradient crosses the mask.
+    """
+    from tinyar.kernels.attention import implementation
+    Tq, Tk, d = q.shape[-2], k.shape[-2], q.shape[-1]
+    if k.shape != v.shape or q.shape[:-2] != k.shape[:-2] or k.shape[-1] != d or Tq > Tk:
+        raise ValueError(f"causal_attention: expected q (..., Tq, d) and k, v (..., Tk, d) with Tq <= Tk, "
+                         f"got q {q.shape}, k {k.shape}, v {v.shape}")
+    scale = float(1.0 / np.sqrt(d))                           # a Python float: float32 stays float32
+    qs = q.data * scale                                       # (..., Tq, d)   q / sqrt(d)
+    S = qs @ _blas_friendly(np.swapaxes(k.data, -1, -2))      # (..., Tq, Tk)
+    P = implementation("causal_softmax")(_rows(S, 2), Tk - Tq).reshape(S.shape)   # masked, stable softmax
+    y = P @ v.data                                            # (..., Tq, d)
+
+    def vjp(dy):
+        dv = np.swapaxes(P, -1, -2) @ dy                      # (..., Tk, d)   dv = P^T dy
+        dP = dy @ _blas_friendly(np.swapaxes(v.data, -1, -2))  # (..., Tq, Tk)  dP = dy v^T
+        dS = implementation("causal_softmax_backward")(_rows(P, 2), _rows(dP, 2)).reshape(P.shape)
+        dq = dS @ k.data                                      # (..., Tq, d)
+        dq *= scale                                           # dq = dS k / sqrt(d)
+        dk = np.swapaxes(dS, -1, -2) @ qs                     # (..., Tk, d)   dk = dS^T q / sqrt(d)
+        return dq, dk, dv
+    return Tensor._make(y, (q, k, v), vjp, "causal_attention")
+
+
+@register
+def layer_norm(x, gamma, beta, eps=1e-5):
+    """y = xhat gamma + beta,  xhat = (x - mu) r,  r = 1 / sqrt(var + eps), over the last axis (C features).
+
+    Derivation, per row, with mu = mean(x), var = mean((x - mu)^2):
+        dgamma = sum_rows dy xhat,   dbeta = sum_rows dy,   g = dy gamma = dL/dxhat
+        dxhat_j/dx_i = r ([i = j] - 1/C) - xhat_j r xhat_i / C     (d mu/dx_i = 1/C,
+                                                                    d r/dx_i = -r^3 (x_i - mu) / C)
+        dx_i = sum_j g_j dxhat_j/dx_i = r (g_i - mean(g) - xhat_i mean(g xhat))
+    """
+    from tinyar.kernels.attention import implementation
+    C = x.shape[-1]
+    if gamma.shape != (C,) or beta.shape != (C,):
+        raise ValueError(f"layer_norm: x {x.shape} needs gamma and beta of shape ({C},), "
+                         f"got {gamma.shape} and {beta.shape}")
+    y, xhat, r = implementation("layer_norm_forward")(_rows(x.data, 1), gamma.data, beta.data, eps)   # (N, C)
+
+    def vjp(dy):
+        dx, dgamma, dbeta = implementation("layer_norm_backward")(_rows(dy, 1), xhat, r, gamma.data)
+        return dx.reshape(x.shape), dgamma, dbeta
+    return Tensor._make(y.reshape(x.shape), (x, gamma, beta), vjp, "layer_norm")
+
+
+_GELU_C = float(np.sqrt(2.0 / np.pi))      # Python floats: float32 arrays stay float32
+_GELU_A = 0.044715
+
+
+@register
+def gelu(x):
+    """y = 0.5 x (1 + t),  t = tanh(u),  u = sqrt(2/pi) (x + 0.044715 x^3): functional.gelu in one op.
+
+    With t saved from the forward:
+        dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,   du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    VJP: dx = dy * dy/dx. (In place, a handful of arrays instead of the composite's ~20.)
+    """
+    xd = np.ascontiguousarray(x.data).reshape(-1)   # flat (0-d inputs too)
+    u = xd * xd
+    u *= _GELU_A
+    u += 1.0
+    u *= xd
+    u *= _GELU_C                               # u = sqrt(2/pi) (x + 0.044715 x^3)
+    t = np.tanh(u)                             # t = tanh(u)
+    y = t + 1.0
+    y *= xd
+    y *= 0.5                                   # y = 0.5 x (1 + t)
+
+    def vjp(dy):                               # dy * dy/dx in one pass (kernels/attention.py)
+        from tinyar.kernels.attention import implementation
+        dx = implementation("gelu_backward")(xd, t, np.ascontiguousarray(dy).reshape(-1))
+        return (dx.reshape(x.shape),)
+    return Tensor._make(y.reshape(x.shape), (x,), vjp, "gelu")
 
 
 # ------------------------------------------------- operators on Tensor objects

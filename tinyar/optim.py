@@ -84,9 +84,9 @@ class StepLR:
 
 
 class CosineLR:
-    """Linear warm-up from 0 over `warmup` steps, then cosine decay to `min_lr` at `total` steps.
+    """Linear warm-up over `warmup` steps, then cosine decay to `min_lr` at `total` steps.
 
-    lr(t) = base_lr * t / warmup                                              t < warmup
+    lr(t) = base_lr * (t + 1) / warmup                                        t < warmup
     lr(t) = min_lr + (base_lr - min_lr) (1 + cos(pi (t - warmup) / (total - warmup))) / 2
     """
 

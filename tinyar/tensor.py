@@ -75,7 +75,7 @@ class Tensor:
         if isinstance(data, Tensor):
             data = data.data
         data = np.asarray(data, dtype=dtype)
-        if data.dtype == np.float16 or data.dtype.kind == "c":
+        if data.dtype == np.float16 or data.dtype.kind not in "fiub":
             raise TypeError(f"Tensor: expected a real float32/float64 or integer array, got {data.dtype}")
         if requires_grad and data.dtype.kind != "f":
             raise TypeError(f"Tensor: only floating-point tensors can require gradients, got {data.dtype}")

@@ -1,0 +1,168 @@
+"""RNN speed: forward + backward of the char model, numba kernel vs NumPy twin vs PyTorch nn.RNN.
+
+    flock /tmp/tinyar-heavy.lock python benchmarks/bench_rnn.py [--threads 1]   (about a minute)
+
+Sizes of the issue: T = 100, B = 32, H = 128, vocabulary 96, float32.
+
+1. The recurrence alone, forward + backward (a sum of all h_t as the loss):
+   ops.elman_rnn on the numba kernels; the same op on the NumPy twins
+   (TINYAR_KERNELS=numpy: a Python loop over time); the cell unrolled into T steps
+   of primitive ops (nn.ElmanRNN.unrolled: ~7 graph nodes a step); torch.nn.RNN
+   (one-hot inputs, as a char-RNN feeds it).
+2. The whole char model, forward + backward of the mean NLL (models.RNN: the
+   embedding column lookup, the recurrence, the output layer, log-softmax): numba,
+   twin, and the same model in PyTorch (nn.RNN + nn.Linear + cross_entropy).
+
+Medians of repeated runs after a warm-up (numba compiles on the first call). BLAS
+and PyTorch run on --threads threads (default 1: on this shared 2-core machine a
+second thread mostly waits; the per-step matrices are small).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+_threads = "1"
+for _k, _a in enumerate(sys.argv):                  # before NumPy starts its BLAS threads
+    if _a == "--threads" and _k + 1 < len(sys.argv):
+        _threads = sys.argv[_k + 1]
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = _threads
+
+import numpy as np                                  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from tinyar import ops                              # noqa: E402
+from tinyar.models import RNN                       # noqa: E402
+from tinyar.nn import ElmanRNN                      # noqa: E402
+from tinyar.tensor import Tensor                    # noqa: E402
+
+try:
+    import torch
+except ImportError:                                 # the PyTorch columns are optional
+    torch = None
+
+T, B, H, V = 100, 32, 128, 96
+
+
+def median_time(fn, repeat=15, warmup=3):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+class kernels:
+    """Context manager: TINYAR_KERNELS=numpy (the NumPy twins) or numba inside the block."""
+
+    def __init__(self, which):
+        self.which = which
+
+    def __enter__(self):
+        self.previous = os.environ.get("TINYAR_KERNELS")
+        os.environ["TINYAR_KERNELS"] = self.which
+
+    def __exit__(self, *exc):
+        if self.previous is None:
+            os.environ.pop("TINYAR_KERNELS", None)
+        else:
+            os.environ["TINYAR_KERNELS"] = self.previous
+
+
+def recurrence_rows(x):
+    layer = ElmanRNN(V + 1, H, rng=0)
+    h0 = Tensor(np.zeros((B, H), np.float32))
+
+    def fused():
+        layer.zero_grad()
+        ops.sum_(layer(x, h0)).backward()
+
+    def unrolled():
+        layer.zero_grad()
+        ops.sum_(ops.stack(layer.unrolled(x, h0), axis=1)).backward()
+
+    rows = []
+    with kernels("numba"):
+        rows.append(("tinyar fused op, numba kernel", median_time(fused)))
+    with kernels("numpy"):
+        rows.append(("tinyar fused op, NumPy twin", median_time(fused)))
+    rows.append(("tinyar unrolled primitive ops", median_time(unrolled, repeat=5, warmup=1)))
+    if torch is not None:
+        rnn = torch.nn.RNN(V + 1, H, nonlinearity="tanh", batch_first=True)
+        xt = torch.from_numpy(x)
+
+        def torch_step():
+            rnn.zero_grad()
+            out, _ = rnn(torch.nn.functional.one_hot(xt, V + 1).float())
+            out.sum().backward()
+        rows.append(("PyTorch nn.RNN", median_time(torch_step)))
+    return rows
+
+
+def model_rows(x):
+    model = RNN(V, n_hidden=H, seq_len=T, rng=0)
+
+    def step():
+        model.zero_grad()
+        model.nll(x).backward()
+
+    rows = []
+    with kernels("numba"):
+        rows.append(("tinyar RNN, numba kernel", median_time(step)))
+    with kernels("numpy"):
+        rows.append(("tinyar RNN, NumPy twin", median_time(step)))
+    if torch is not None:
+        class CharRNN(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rnn = torch.nn.RNN(V + 1, H, nonlinearity="tanh", batch_first=True)
+                self.head = torch.nn.Linear(H, V)
+
+            def nll(self, x):
+                inputs = torch.cat([torch.full((x.shape[0], 1), V), x[:, :-1]], dim=1)   # <s> then x_<T
+                out, _ = self.rnn(torch.nn.functional.one_hot(inputs, V + 1).float())
+                logits = self.head(out)
+                return torch.nn.functional.cross_entropy(logits.reshape(-1, V), x.reshape(-1),
+                                                         reduction="sum") / x.shape[0]
+        net = CharRNN()
+        xt = torch.from_numpy(x)
+
+        def torch_step():
+            net.zero_grad()
+            net.nll(xt).backward()
+        rows.append(("PyTorch nn.RNN + Linear", median_time(torch_step)))
+    return rows
+
+
+def print_table(title, rows):
+    base = dict(rows)
+    ref = rows[0][1]
+    print(f"\n{title}")
+    print(f"{'variant':<34}{'ms':>10}{'x numba':>10}")
+    for name, t in rows:
+        print(f"{name:<34}{t * 1e3:10.2f}{t / ref:10.2f}")
+    return base
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="RNN forward + backward timings")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS and PyTorch threads (default 1)")
+    args = parser.parse_args(argv)
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+    x = np.random.default_rng(0).integers(0, V, (B, T))
+    print(f"T = {T}, B = {B}, H = {H}, vocabulary {V}, float32, {args.threads} thread(s); "
+          f"NumPy {np.__version__}" + (f", PyTorch {torch.__version__}" if torch is not None else ", no PyTorch"))
+    print_table("1. the recurrence alone (forward + backward)", recurrence_rows(x))
+    print_table("2. the char model, mean NLL (forward + backward)", model_rows(x))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Transformer speed: forward + backward of a small GPT against PyTorch, and KV-cached sampling.
+
+    python benchmarks/bench_transformer.py            (about two minutes; run alone:
+    flock /tmp/tinyar-heavy.lock python benchmarks/bench_transformer.py)
+
+1. Causal attention alone, forward + backward, q, k, v of shape (B, H, T, d) = (32, 4, 128, 32):
+   the fused op with numba kernels, the same op on its NumPy twins, the op built from
+   primitives (nn.causal_attention_composite), and PyTorch (masked softmax; and
+   scaled_dot_product_attention).
+2. The whole model, forward + backward of the mean NLL: 2 blocks, 4 heads, d_model 128,
+   MLP 512, B = 32, T = 128, vocabulary 96, float32. Same variants.
+3. Sampling 256 tokens for 8 sequences: with the key/value cache (O(t) per new token)
+   against recomputing the whole prefix at every step (O(t^2)).
+
+Medians of repeated runs after a warm-up (numba compiles on the first call).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from tinyar import nn, ops                          # noqa: E402
+from tinyar.models import Transformer               # noqa: E402
+from tinyar.tensor import Tensor                    # noqa: E402
+
+try:
+    import torch
+except ImportError:                                 # the PyTorch columns are optional
+    torch = None
+
+B, H, T, C, D_MLP, V, LAYERS = 32, 4, 128, 128, 512, 96, 2
+
+
+def median_time(fn, repeat=7, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+class kernels:
+    """Context manager: TINYAR_KERNELS=numpy (the NumPy twins) or numba inside the block."""
+
+    def __init__(self, which):
+        self.which = which
+
+    def __enter__(self):
+        self.previous = os.environ.get("TINYAR_KERNELS")
+        os.environ["TINYAR_KERNELS"] = self.which
+
+    def __exit__(self, *exc):
+        if self.previous is None:
+            os.environ.pop("TINYAR_KERNELS", None)
+        else:
+            os.environ["TINYAR_KERNELS"] = self.previous
+
+
+# ---------------------------------------------------------------- attention only
+def tinyar_attention_step(attend, q, k, v, dy):
+    def step():
+        qt, kt, vt = (Tensor(a, requires_grad=True) for a in (q, k, v))
+        attend(qt, kt, vt).backward(dy)
+    return step
+
+
+def torch_attention_step(q, k, v, dy, sdpa):
+    q, k, v, dy = (torch.from_numpy(a) for a in (q, k, v, dy))
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+
+    def step():
+        qt, kt, vt = (a.clone().requires_grad_() for a in (q, k, v))
+        if sdpa:
+            y = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
+        else:
+            S = (qt @ kt.transpose(-1, -2)) / (qt.shape[-1] ** 0.5)
+            y = torch.softmax(S.masked_fill(mask, float("-inf")), dim=-1) @ vt
+        y.backward(dy)
+    return step
+
+
+# ------------------------------------------------------------------- whole model
+def tinyar_model_step(model, x):
+    def step():
+        model.zero_grad()
+        model.nll(x).backward()
+    return step
+
+
+def torch_model(sdpa):
+    """The same network in PyTorch: pre-LN blocks, learned positions, start token, tanh GELU."""
+    F = torch.nn.functional
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = torch.nn.LayerNorm(C), torch.nn.LayerNorm(C)
+            self.qkv, self.proj = torch.nn.Linear(C, 3 * C), torch.nn.Linear(C, C)
+            self.fc1, self.fc2 = torch.nn.Linear(C, D_MLP), torch.nn.Linear(D_MLP, C)
+            self.register_buffer("mask", torch.triu(torch.ones(T, T, dtype=torch.bool), 1))
+
+        def forward(self, x):
+            b, t, c = x.shape
+            q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, H, c // H).permute(2, 0, 3, 1, 4)   # (B, H, T, d) each
+            if sdpa:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                S = (q @ k.transpose(-1, -2)) / (c // H) ** 0.5
+                y = torch.softmax(S.masked_fill(self.mask, float("-inf")), dim=-1) @ v
+            x = x + self.proj(y.transpose(1, 2).reshape(b, t, c))
+            return x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
+
+    class GPT(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok, self.pos = torch.nn.Embedding(V + 1, C), torch.nn.Embedding(T, C)
+            self.blocks = torch.nn.ModuleList([Block() for _ in range(LAYERS)])
+            self.ln_f, self.head = torch.nn.LayerNorm(C), torch.nn.Linear(C, V)
+
+        def nll(self, x):
+            inputs = torch.cat([torch.full((x.shape[0], 1), V), x[:, :-1]], dim=1)
+            h = self.tok(inputs) + self.pos(torch.arange(x.shape[1]))
+            for block in self.blocks:
+                h = block(h)
+            logits = self.head(self.ln_f(h))
+            return F.cross_entropy(logits.reshape(-1, V), x.reshape(-1), reduction="sum") / x.shape[0]
+
+    return GPT()
+
+
+def torch_model_step(model, x):
+    x = torch.from_numpy(x)
+
+    def step():
+        model.zero_grad()
+        model.nll(x).backward()
+    return step
+
+
+def table(title, rows, reference):
+    print(f"\n{title}")
+    print(f"{'what':<44} {'median ms':>10} {'x ' + reference:>12}")
+    ref = dict(rows).get(reference)
+    for name, seconds in rows:
+        ratio = f"{seconds / ref:12.2f}" if ref else f"{'':>12}"
+        print(f"{name:<44} {seconds * 1e3:10.1f} {ratio}")
+
+
+def main():
+    rng = np.random.default_rng(0)
+    print(f"NumPy {np.__version__}, " + (f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
+                                        if torch else "PyTorch not installed") + f", {os.cpu_count()} cores")
+
+    # 1. attention alone
+    q, k, v, dy = (rng.standard_normal((B, H, T, C // H)).astype(np.float32) for _ in range(4))
+    rows = []
+    with kernels("numba"):
+        rows.append(("tinyar fused op, numba kernels", median_time(tinyar_attention_step(ops.causal_attention, q, k, v, dy))))
+    with kernels("numpy"):
+        rows.append(("tinyar fused op, NumPy twins", median_time(tinyar_attention_step(ops.causal_attention, q, k, v, dy))))
+    rows.append(("tinyar from primitives", median_time(tinyar_attention_step(nn.causal_attention_composite, q, k, v, dy))))
+    if torch:
+        rows.append(("PyTorch, masked softmax", median_time(torch_attention_step(q, k, v, dy, sdpa=False))))
+        rows.append(("PyTorch, scaled_dot_product_attention", median_time(torch_attention_step(q, k, v, dy, sdpa=True))))
+    table(f"causal attention, forward + backward, q, k, v (B, H, T, d) = ({B}, {H}, {T}, {C // H}), float32",
+          rows, "PyTorch, masked softmax" if torch else "tinyar fused op, numba kernels")
+
+    # 2. the whole model
+    x = rng.integers(0, V, (B, T))
+    options = dict(max_len=T, n_layers=LAYERS, d_model=C, n_heads=H, d_mlp=D_MLP, rng=0)
+    fused, plain = Transformer(V, fused=True, **options), Transformer(V, fused=False, **options)
+    rows = []
+    with kernels("numba"):
+        rows.append(("tinyar, fused ops on numba kernels", median_time(tinyar_model_step(fused, x))))
+    with kernels("numpy"):
+        rows.append(("tinyar, fused ops on NumPy twins", median_time(tinyar_model_step(fused, x))))
+    rows.append(("tinyar, every layer from primitives", median_time(tinyar_model_step(plain, x), repeat=3)))
+    if torch:
+        torch.manual_seed(0)
+        rows.append(("PyTorch, masked softmax", median_time(torch_model_step(torch_model(False), x))))
+        rows.append(("PyTorch, scaled_dot_product_attention", median_time(torch_model_step(torch_model(True), x))))
+    table(f"Transformer forward + backward: {LAYERS} blocks, {H} heads, d_model {C}, MLP {D_MLP}, "
+          f"B {B}, T {T}, V {V}, float32", rows, "PyTorch, masked softmax" if torch else "tinyar, fused ops on numba kernels")
+
+    # 3. sampling
+    n, length = 8, 256
+    sampler = Transformer(V, **dict(options, max_len=length))
+    rows = [("sample with the key/value cache", median_time(lambda: sampler.sample(n, rng=1), repeat=3, warmup=1)),
+            ("sample, recomputing the prefix every step",
+             median_time(lambda: sampler.sample(n, rng=1, use_cache=False), repeat=1, warmup=0))]
+    same = np.array_equal(sampler.sample(n, rng=1), sampler.sample(n, rng=1, use_cache=False))
+    table(f"sampling {n} sequences of {length} tokens (same model, max_len {length}); "
+          f"identical samples: {same}", rows, "sample with the key/value cache")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""kernels/attention.py: every numba kernel agrees with its NumPy twin, in float32 and float64."""
+import numpy as np
+import pytest
+
+from tinyar.kernels import attention as K
+
+DTYPES = [(np.float64, 1e-12), (np.float32, 2e-6)]
+
+
+@pytest.mark.parametrize("dtype, tol", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 5), (4, 3, 7), (2, 16, 16)])
+def test_causal_softmax_and_its_backward(shape, dtype, tol):
+    rng = np.random.default_rng(sum(shape))
+    S = (3 * rng.standard_normal(shape)).astype(dtype)
+    dP = rng.standard_normal(shape).astype(dtype)
+    offset = shape[2] - shape[1]
+    P_numba = K.causal_softmax_numba(S.copy(), offset)
+    P_numpy = K.causal_softmax_numpy(S.copy(), offset)
+    assert P_numba.dtype == dtype
+    np.testing.assert_allclose(P_numba, P_numpy, rtol=tol, atol=tol)
+    np.testing.assert_allclose(P_numba.sum(axis=-1), 1.0, atol=10 * tol)
+    future = np.arange(shape[2])[None, :] > np.arange(shape[1])[:, None] + offset
+    assert np.all(P_numba[:, future] == 0.0)
+    dS_numba = K.causal_softmax_backward_numba(P_numpy, dP.copy())
+    dS_numpy = K.causal_softmax_backward_numpy(P_numpy, dP.copy())
+    np.testing.assert_allclose(dS_numba, dS_numpy, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dS_numba.sum(axis=-1), 0.0, atol=10 * tol)    # softmax's Jacobian kills constants
+
+
+def test_causal_softmax_is_stable_for_huge_scores():
+    S = np.array([[[1000.0, 0, 0], [1000.0, -1000.0, 0], [-1000.0, 1000.0, 999.0]]])
+    for fn in (K.causal_softmax_numba, K.causal_softmax_numpy):
+        P = fn(S.copy(), 0)
+        assert np.all(np.isfinite(P))
+        np.testing.assert_allclose(P[0, 2], [0.0, 1 / (1 + np.exp(-1)), np.exp(-1) / (1 + np.exp(-1))])
+
+
+@pytest.mark.parametrize("dtype, tol", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 3), (7, 5), (40, 16)])
+def test_layer_norm_forward_and_backward(shape, dtype, tol):
+    rng = np.random.default_rng(shape[0])
+    x = (2 * rng.standard_normal(shape) + 1).astype(dtype)
+    gamma, beta = rng.standard_normal(shape[1]).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    out_numba = K.layer_norm_forward_numba(x, gamma, beta, 1e-5)
+    out_numpy = K.layer_norm_forward_numpy(x, gamma, beta, 1e-5)
+    for a, b in zip(out_numba, out_numpy):
+        assert a.dtype == dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=10 * tol, atol=10 * tol)
+    _, xhat, r = out_numpy
+    back_numba = K.layer_norm_backward_numba(dy, xhat, r, gamma)
+    back_numpy = K.layer_norm_backward_numpy(dy, xhat, r, gamma)
+    for a, b in zip(back_numba, back_numpy):
+        assert a.dtype == dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=10 * tol, atol=10 * tol)
+
+
+@pytest.mark.parametrize("dtype, tol", DTYPES)
+@pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 7)])
+def test_gelu_backward(shape, dtype, tol):
+    rng = np.random.default_rng(len(shape))
+    x = (3 * rng.standard_normal(shape)).astype(dtype)
+    t = np.tanh(K.GELU_C * (x + K.GELU_A * x ** 3)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    dx = K.gelu_backward_numba(x, t, dy)
+    assert dx.dtype == dtype and dx.shape == shape
+    np.testing.assert_allclose(dx, K.gelu_backward_numpy(x, t, dy), rtol=tol, atol=tol)
+
+
+def test_switch_selects_the_numpy_twins(monkeypatch):
+    monkeypatch.setenv("TINYAR_KERNELS", "numpy")
+    assert K.implementation("causal_softmax") is K.causal_softmax_numpy
+    assert K.implementation("causal_softmax_backward") is K.causal_softmax_backward_numpy
+    monkeypatch.setenv("TINYAR_KERNELS", "numba")
+    assert K.implementation("layer_norm_forward") is K.layer_norm_forward_numba

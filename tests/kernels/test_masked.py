@@ -1,0 +1,121 @@
+"""The masked-matmul kernels (numba) agree with their NumPy twins, and the structure is right."""
+import numpy as np
+import pytest
+
+from tinyar import ops
+from tinyar.kernels import masked as K
+from tinyar.tensor import Tensor
+
+
+def made_mask(n_out, n_in, rng, strict=False, max_degree=6):
+    m_in, m_out = rng.integers(1, max_degree, n_in), rng.integers(1, max_degree, n_out)
+    return (m_out[:, None] > m_in[None, :]) if strict else (m_out[:, None] >= m_in[None, :])
+
+
+MASKS = ["made", "made-strict", "random", "zeros", "ones"]
+
+
+def make_mask(kind, n_out, n_in, rng):
+    if kind == "made":
+        return made_mask(n_out, n_in, rng)
+    if kind == "made-strict":
+        return made_mask(n_out, n_in, rng, strict=True)
+    if kind == "random":
+        return rng.random((n_out, n_in)) < 0.5
+    return np.full((n_out, n_in), kind == "ones")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 4), (7, 13, 9), (16, 40, 33)])
+@pytest.mark.parametrize("kind", MASKS)
+def test_kernels_agree_with_twins(dtype, shape, kind):
+    B, n_in, n_out = shape
+    rng = np.random.default_rng(hash((B, n_in, n_out, kind)) % 2**32)
+    M = make_mask(kind, n_out, n_in, rng).astype(dtype)
+    x = rng.standard_normal((B, n_in)).astype(dtype)
+    x[rng.random(x.shape) < 0.4] = 0.0                     # zeros, which the kernel skips
+    W = rng.standard_normal((n_out, n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    dy = rng.standard_normal((B, n_out)).astype(dtype)
+    perm, start = K.mask_structure(M)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    pairs = [(K.masked_matmul_forward(x, W, M, b, perm, start), K.masked_matmul_forward_numpy(x, W, M, b, perm, start)),
+             (K.masked_matmul_backward_input(dy, W, M, perm, start),
+              K.masked_matmul_backward_input_numpy(dy, W, M, perm, start)),
+             (K.masked_matmul_backward_weight(dy, x, M, perm, start),
+              K.masked_matmul_backward_weight_numpy(dy, x, M, perm, start))]
+    for got, want in pairs:
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, **tol)
+    # the twins are the equations: compare with an explicit triple loop on the smallest shape
+    if B * n_in * n_out <= 60:
+        y = np.array([[b[k] + sum(x[i, j] * W[k, j] * M[k, j] for j in range(n_in)) for k in range(n_out)]
+                      for i in range(B)])
+        np.testing.assert_allclose(pairs[0][1], y, **tol)
+
+
+@pytest.mark.parametrize("kind", MASKS)
+def test_mask_structure_twin_and_meaning(kind):
+    rng = np.random.default_rng(3)
+    M = make_mask(kind, 11, 8, rng).astype(np.float64)
+    perm, start = K.mask_structure(M)
+    perm2, start2 = K.mask_structure_numpy(M)
+    np.testing.assert_array_equal(perm, perm2)
+    np.testing.assert_array_equal(start, start2)
+    assert sorted(perm) == list(range(11))
+    if kind != "random":           # every MADE-like mask is a staircase: start says exactly where M is 1
+        staircase = (np.arange(11)[:, None] >= start[None, :]).astype(float)
+        np.testing.assert_array_equal(M[perm], staircase)
+    if kind.startswith("made"):
+        assert start.max() > 0     # and some work is skipped
+
+
+def test_random_mask_gets_no_skipping():
+    M = np.array([[1, 0], [0, 1]], dtype=np.float64)       # rows not nested: no staircase
+    perm, start = K.mask_structure(M)
+    np.testing.assert_array_equal(start, [0, 0])
+
+
+def test_masked_weights_get_zero_gradient_and_op_paths_agree():
+    rng = np.random.default_rng(0)
+    M = made_mask(6, 5, rng, strict=True).astype(np.float64)
+    results = {}
+    for kernel in ("numba", "numpy"):
+        x = Tensor(rng.standard_normal((4, 5)), requires_grad=True) if kernel == "numba" else x_copy
+        W = Tensor(np.arange(30.0).reshape(6, 5) / 10, requires_grad=True)
+        b = Tensor(np.ones(6), requires_grad=True)
+        y = ops.masked_matmul(x, W, M, b, kernel=kernel)
+        y.backward(np.ones_like(y.data))
+        results[kernel] = (y.data, x.grad, W.grad, b.grad)
+        x_copy = Tensor(x.data.copy(), requires_grad=True)
+        x.grad = None
+    for a, c in zip(results["numba"], results["numpy"]):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+    assert np.all(results["numba"][2][M == 0] == 0.0)                 # dW is zero off the mask
+    assert np.all(results["numba"][2][M == 1] != 0.0)
+    np.testing.assert_allclose(results["numba"][3], 4.0)              # db = column sums of dy
+
+
+def test_op_rejects_bad_shapes():
+    x, W = Tensor(np.ones((2, 3))), Tensor(np.ones((4, 3)))
+    with pytest.raises(ValueError, match="mask shape"):
+        ops.masked_matmul(x, W, np.ones((3, 4)))
+    with pytest.raises(ValueError, match="need x"):
+        ops.masked_matmul(Tensor(np.ones((2, 5))), W, np.ones((4, 3)))
+    with pytest.raises(ValueError, match="kernel must be"):
+        ops.masked_matmul(x, W, np.ones((4, 3)), kernel="cuda")
+
+
+def test_numpy_switch(monkeypatch):
+    """TINYAR_KERNELS=numpy makes the op choose the twins even where numba is preferred."""
+    from tinyar import kernels
+    calls = []
+    monkeypatch.setattr(K, "masked_matmul_forward_numpy",
+                        lambda *a: calls.append(1) or a[0] @ (a[1] * a[2]).T + a[3])
+    monkeypatch.setattr(K, "prefer_numba", lambda *a: True)
+    monkeypatch.setenv("TINYAR_KERNELS", "numpy")
+    assert not kernels.use_numba()
+    x = np.zeros((3, 4))
+    x[0, 0] = 1.0
+    ops.masked_matmul(Tensor(x), Tensor(np.ones((2, 4))), np.ones((2, 4)))
+    assert calls == [1]

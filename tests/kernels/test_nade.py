@@ -1,0 +1,207 @@
+"""kernels/nade.py: every numba kernel agrees with its NumPy twin (float32 to 1e-5 relative,
+float64 to 1e-12), on binary, one-hot and real inputs, including B = 1 and D = 1; the
+backward agrees with a brute-force recomputation; the fused op ops.nade passes gradcheck
+through both implementations; the float32 sigmoid matches the exact one."""
+import numpy as np
+import pytest
+
+from tinyar import ops
+from tinyar.gradcheck import gradcheck
+from tinyar.kernels import nade as K
+from tinyar.tensor import Tensor
+
+# (B, D, K, H, P, kind of input)
+SHAPES = [(1, 1, 1, 1, 1, "binary"), (1, 7, 1, 5, 1, "binary"), (5, 1, 1, 4, 1, "binary"),
+          (6, 9, 1, 16, 1, "binary"), (4, 6, 3, 8, 3, "onehot"), (3, 5, 1, 7, 6, "real"),
+          (9, 12, 4, 33, 4, "onehot"), (2, 4, 2, 3, 2, "real")]
+DTYPES = [(np.float64, 1e-12), (np.float32, 1e-5)]
+
+
+def make(shape, dtype, seed=0, scale=1.0):
+    B, D, Kin, H, P, kind = shape
+    rng = np.random.default_rng(seed + B * 100 + D * 10 + H)
+    if kind == "binary":
+        x = (rng.random((B, D, Kin)) < 0.5).astype(dtype)
+    elif kind == "onehot":
+        x = np.eye(Kin, dtype=dtype)[rng.integers(0, Kin, (B, D))]
+    else:
+        x = rng.standard_normal((B, D, Kin)).astype(dtype)
+    order = rng.permutation(D)
+    W = (scale * rng.standard_normal((D, Kin, H))).astype(dtype)
+    c = (scale * rng.standard_normal(H)).astype(dtype)
+    V = (scale * rng.standard_normal((D, P, H))).astype(dtype)
+    b = rng.standard_normal((D, P)).astype(dtype)
+    dout = rng.standard_normal((B, D, P)).astype(dtype)
+    return x, order, W, c, V, b, dout
+
+
+def assert_agree(got, want, tol):
+    """Agreement to `tol` relative to the array's scale (elementwise relative error is
+    meaningless for entries that cancel to ~0)."""
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.mark.parametrize("dtype, tol", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_and_backward_agree_with_numpy_twin(shape, dtype, tol):
+    x, order, W, c, V, b, dout = make(shape, dtype)
+    out, a_last = K.nade_forward(x, order, W, c, V, b)
+    out_np, a_last_np = K.nade_forward_numpy(x, order, W, c, V, b)
+    assert_agree(out, out_np, tol)
+    assert_agree(a_last, a_last_np, tol)
+    grads = K.nade_backward(x, order, W, c, V, b, a_last_np, dout)
+    grads_np = K.nade_backward_numpy(x, order, W, c, V, b, a_last_np, dout)
+    for g, g_np, p in zip(grads, grads_np, (W, c, V, b)):
+        assert g.shape == p.shape
+        assert_agree(g, g_np, tol)
+
+
+def test_forward_matches_the_definition_without_the_cache():
+    """out[:, d] = b_d + V_d sigma(c + sum over dims before d of W_j^T x_j), each computed from scratch: O(D^2 H)."""
+    x, order, W, c, V, b, _ = make((3, 6, 2, 5, 2, "real"), np.float64)
+    out, a_last = K.nade_forward(x, order, W, c, V, b)
+    for i, d in enumerate(order):
+        a = c + sum((x[:, j] @ W[j] for j in order[:i]), np.zeros((3, 5)))
+        np.testing.assert_allclose(out[:, d], K.sigmoid(a) @ V[d].T + b[d], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(a_last, c + np.einsum("bdk,dkh->bh", x, W), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("numba_path", [True, False])
+def test_backward_matches_finite_differences_of_forward(numba_path):
+    """sum(dout * out) differentiated numerically w.r.t. every parameter equals the backward."""
+    x, order, W, c, V, b, dout = make((3, 5, 3, 4, 2, "onehot"), np.float64, seed=3)
+    forward = K.nade_forward if numba_path else K.nade_forward_numpy
+    backward = K.nade_backward if numba_path else K.nade_backward_numpy
+    _, a_last = forward(x, order, W, c, V, b)
+    grads = backward(x, order, W, c, V, b, a_last, dout)
+    params = [W, c, V, b]
+    for k, p in enumerate(params):
+        numeric = np.zeros_like(p)
+        for idx in np.ndindex(p.shape):
+            old = p[idx]
+            p[idx] = old + 1e-6
+            plus = np.sum(dout * forward(x, order, *params)[0])
+            p[idx] = old - 1e-6
+            minus = np.sum(dout * forward(x, order, *params)[0])
+            p[idx] = old
+            numeric[idx] = (plus - minus) / 2e-6
+        np.testing.assert_allclose(grads[k], numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("numba_env", ["numba", "numpy"])
+def test_fused_op_gradcheck(numba_env, monkeypatch):
+    monkeypatch.setenv("TINYAR_KERNELS", numba_env)
+    x, order, W, c, V, b, _ = make((2, 4, 2, 3, 3, "real"), np.float64, seed=5)
+    params = [Tensor(p, requires_grad=True) for p in (W, c, V, b)]
+    result = gradcheck(lambda *p: ops.nade(x, order, *p), *params)
+    assert result["max_rel_error"] < 1e-4
+
+
+def test_fused_op_rejects_bad_arguments():
+    x, order, W, c, V, b, _ = make((2, 4, 1, 3, 1, "binary"), np.float64)
+    params = [Tensor(p, requires_grad=True) for p in (W, c, V, b)]
+    with pytest.raises(ValueError, match="permutation"):
+        ops.nade(x, np.array([0, 1, 1, 3]), *params)
+    with pytest.raises(ValueError, match="x must be"):
+        ops.nade(x[:, :, 0], order, *params)
+    with pytest.raises(TypeError, match="one float dtype"):
+        ops.nade(x, order, params[0], Tensor(c.astype(np.float32)), *params[2:])
+    with pytest.raises(ValueError, match="expected x"):
+        ops.nade(x, order, Tensor(W[:, :, :2]), *params[1:])
+
+
+def test_float32_sigmoid_is_accurate_and_finite_everywhere():
+    a = np.concatenate([np.linspace(-100, 100, 20001), [-1e3, 1e3, -np.inf, np.inf, 0.0, -0.0]]).astype(np.float32)
+    h = np.empty_like(a)
+    K._sigmoid_into(a, h)
+    with np.errstate(over="ignore"):
+        exact = 1.0 / (1.0 + np.exp(-a.astype(np.float64)))
+    assert np.all(np.isfinite(h)) and np.all(h >= 0) and np.all(h <= 1)
+    central = np.abs(a) <= 80
+    np.testing.assert_allclose(h[central], exact[central], rtol=5e-7, atol=0)
+    tails = ~central                                         # beyond |a| = 87 the tiny side is capped at e^-87
+    assert np.all(np.abs(h - exact)[tails] <= 3e-38 + 1e-7 * exact[tails])
+    assert h[-6] < 1e-37 and h[-5] == 1.0 and h[-4] < 1e-37 and h[-3] == 1.0 and h[-2] == h[-1] == 0.5
+
+
+def test_extreme_preactivations_stay_finite():
+    """Pre-activations of +-1e3: the sigmoid saturates, nothing overflows, both paths agree."""
+    for dtype in (np.float32, np.float64):
+        x, order, W, c, V, b, dout = make((3, 6, 1, 5, 1, "binary"), dtype, scale=1e3)
+        out, a_last = K.nade_forward(x, order, W, c, V, b)
+        grads = K.nade_backward(x, order, W, c, V, b, a_last, dout)
+        grads_np = K.nade_backward_numpy(x, order, W, c, V, b, a_last, dout)
+        assert np.abs(a_last).max() > 500
+        for g, g_np in zip(grads, grads_np):
+            assert np.all(np.isfinite(g))
+            assert_agree(g, g_np, 1e-5)
+
+
+def test_results_do_not_depend_on_chunking():
+    """The parallel backward sums per-chunk gradients in a fixed order: same numbers every run."""
+    x, order, W, c, V, b, dout = make((13, 8, 1, 9, 1, "binary"), np.float32)
+    _, a_last = K.nade_forward(x, order, W, c, V, b)
+    first = K.nade_backward(x, order, W, c, V, b, a_last, dout)
+    for _ in range(3):
+        again = K.nade_backward(x, order, W, c, V, b, a_last, dout)
+        for g, h in zip(first, again):
+            assert np.array_equal(g, h)
+
+
+# ------------------------------------------------------------------ samplers
+def sampler_inputs(n, D, Kin, H, P, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((D, Kin, H)).astype(dtype)
+    c = rng.standard_normal(H).astype(dtype)
+    V = rng.standard_normal((D, P, H)).astype(dtype)
+    b = rng.standard_normal((D, P)).astype(dtype)
+    order = np.stack([rng.permutation(D) for _ in range(n)])
+    observed = rng.random((n, D)) < 0.3
+    return rng, order, W, c, V, b, observed
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bernoulli_sampler_agrees_with_twin(dtype):
+    rng, order, W, c, V, b, observed = sampler_inputs(50, 7, 1, 6, 1, dtype)
+    u = rng.random((50, 7))
+    x_obs = (rng.random((50, 7)) < 0.5).astype(dtype)
+    x, log_w = K.sample_bernoulli(order, W, c, V, b, u, x_obs, observed)
+    x_np, log_w_np = K.sample_bernoulli_numpy(order, W, c, V, b, u, x_obs, observed)
+    assert x.dtype == dtype and set(np.unique(x)) <= {0, 1}
+    np.testing.assert_array_equal(x, x_np)
+    np.testing.assert_array_equal(x[observed], x_obs[observed])
+    np.testing.assert_allclose(log_w, log_w_np, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    assert np.all(log_w[~observed.any(axis=1)] == 0) and np.all(log_w <= 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_categorical_sampler_agrees_with_twin(dtype):
+    rng, order, W, c, V, b, observed = sampler_inputs(60, 5, 4, 7, 4, dtype, seed=1)
+    u = rng.random((60, 5))
+    x_obs = rng.integers(0, 4, (60, 5))
+    x, log_w = K.sample_categorical(order, W, c, V, b, u, x_obs, observed)
+    x_np, log_w_np = K.sample_categorical_numpy(order, W, c, V, b, u, x_obs, observed)
+    assert x.dtype == np.int64 and x.min() >= 0 and x.max() <= 3
+    np.testing.assert_array_equal(x, x_np)
+    np.testing.assert_array_equal(x[observed], x_obs[observed])
+    np.testing.assert_allclose(log_w, log_w_np, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mog_sampler_agrees_with_twin(dtype):
+    rng, order, W, c, V, b, observed = sampler_inputs(40, 6, 1, 5, 9, dtype, seed=2)
+    u, z = rng.random((40, 6)), rng.standard_normal((40, 6))
+    x_obs = rng.standard_normal((40, 6)).astype(dtype)
+    x, log_w = K.sample_mog(order, W, c, V, b, u, z, x_obs, observed, -3.0, 1.0)
+    x_np, log_w_np = K.sample_mog_numpy(order, W, c, V, b, u, z, x_obs, observed, -3.0, 1.0)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(x, x_np, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(x[observed], x_obs[observed])
+    np.testing.assert_allclose(log_w, log_w_np, rtol=tol, atol=1e-5)
+
+
+def test_samplers_reject_mismatched_shapes():
+    rng, order, W, c, V, b, observed = sampler_inputs(4, 5, 1, 3, 1, np.float64)
+    with pytest.raises(ValueError, match="per-row"):
+        K.sample_bernoulli(order, W, c, V, b, rng.random((4, 4)), np.zeros((4, 5)), observed)

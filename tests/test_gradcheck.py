@@ -1,0 +1,115 @@
+"""gradcheck itself: it must pass right gradients and catch wrong ones, loudly."""
+import re
+
+import numpy as np
+import pytest
+
+from tinyar import GradcheckError, Tensor, gradcheck, ops
+
+
+def leaf(values, dtype=np.float64):
+    return Tensor(np.array(values, dtype=dtype), requires_grad=True)
+
+
+def cube_with_wrong_vjp(x, wrong_at, error=0.5):
+    """y = x^3 with a VJP that is off by `error` at one flat position."""
+    def vjp(dy):
+        dx = dy * 3.0 * x.data ** 2
+        dx.reshape(-1)[wrong_at] += error
+        return (dx,)
+    return Tensor._make(x.data ** 3, (x,), vjp, "wrong_cube")
+
+
+def test_passes_a_right_gradient():
+    rng = np.random.default_rng(0)
+    a, b = leaf(rng.standard_normal((3, 4))), leaf(rng.standard_normal((4, 2)))
+    result = gradcheck(lambda a, b: ops.tanh(a @ b) * 2.0, a, b)
+    assert result["max_abs_error"] < 1e-8 and result["max_rel_error"] < 1e-6
+
+
+def test_catches_a_wrong_vjp_and_names_input_element_and_values():
+    x = leaf(np.linspace(0.5, 1.6, 12).reshape(3, 4))
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(lambda x: cube_with_wrong_vjp(x, wrong_at=6).sum(), x)
+    message = str(info.value)
+    assert "input 0" in message and "(3, 4)" in message
+    assert "element (1, 2)" in message                         # flat 6 in a (3, 4) array
+    true = 3.0 * x.data[1, 2] ** 2
+    analytic = float(re.search(r"analytic (\S+),", message).group(1))
+    numeric = float(re.search(r"numeric (\S+),", message).group(1))
+    assert analytic == pytest.approx(true + 0.5, rel=1e-8)
+    assert numeric == pytest.approx(true, rel=1e-6)
+    assert re.search(r"relative error (\S+)", message)
+    np.testing.assert_array_equal(x.data, np.linspace(0.5, 1.6, 12).reshape(3, 4))   # inputs restored
+
+
+def test_names_the_second_input_when_it_is_the_wrong_one():
+    a, b = leaf([0.3, 0.7]), leaf([1.1, 0.9, 1.3])
+    with pytest.raises(GradcheckError, match=r"input 1 \(shape \(3,\)\) at element \(2,\)"):
+        gradcheck(lambda a, b: a.sum() * cube_with_wrong_vjp(b, wrong_at=2).sum(), a, b)
+
+
+def test_catches_a_small_error_only_in_one_output_row():
+    # y = x (identity, 4 outputs) whose VJP mixes up the rows only slightly
+    x = leaf([1.0, 2.0, 3.0, 4.0])
+    swap = np.eye(4)
+    swap[[0, 1]] = swap[[1, 0]]
+    fn = lambda x: Tensor._make(x.data.copy(), (x,), lambda dy: (swap @ dy,), "swapped")
+    with pytest.raises(GradcheckError, match="input 0"):
+        gradcheck(fn, x)
+
+
+def test_refuses_float32_and_says_why():
+    x = leaf([1.0, 2.0], dtype=np.float32)
+    with pytest.raises(TypeError) as info:
+        gradcheck(lambda x: (x * x).sum(), x)
+    message = str(info.value)
+    assert "float32" in message and "float64" in message and "rounding" in message
+
+
+def test_refuses_a_float32_output():
+    x = leaf([1.0, 2.0])
+    with pytest.raises(TypeError, match="float64"):
+        gradcheck(lambda x: Tensor._make(x.data.astype(np.float32), (x,), lambda dy: (dy,), "cast"), x)
+
+
+def test_needs_an_input_that_requires_grad():
+    with pytest.raises(ValueError, match="requires_grad"):
+        gradcheck(lambda x: x * 2.0, Tensor(np.ones(3)))
+
+
+def test_random_direction_mode_on_a_large_input():
+    rng = np.random.default_rng(1)
+    x = leaf(rng.uniform(0.5, 1.5, (40, 25)))               # 1,000 elements > max_coordinates = 400
+    calls = []
+
+    def fn(x):
+        calls.append(1)
+        return (ops.tanh(x) * x).sum(axis=0)                # 25 outputs > full_jacobian_size: one random weighting
+
+    result = gradcheck(fn, x, n_directions=10)
+    assert result["max_rel_error"] < 1e-6
+    assert len(calls) == 1 + 1 + 2 * 10                       # probe, backward, two evaluations per direction
+
+    with pytest.raises(GradcheckError, match=r"input 0 \(shape \(40, 25\)\) at random direction \d"):
+        gradcheck(lambda x: cube_with_wrong_vjp(x, wrong_at=517, error=5.0).sum(), x, n_directions=10)
+
+
+def test_full_jacobian_mode_checks_every_coordinate():
+    x = leaf(np.linspace(0.5, 1.5, 6))
+    calls = []
+
+    def fn(x):
+        calls.append(1)
+        return x ** 3.0
+
+    gradcheck(fn, x)
+    # one probe, then for each of the 6 outputs: one backward pass and 2 * 6 finite differences
+    assert len(calls) == 1 + 6 * (1 + 2 * 6)
+
+
+def test_inputs_that_do_not_require_grad_are_passed_through():
+    x, c = leaf([0.5, 1.5]), Tensor(np.array([2.0, 3.0]))
+    result = gradcheck(lambda x, c, k: (x * c).sum() * k, x, c, 4.0)
+    assert result["max_abs_error"] < 1e-8
+    assert c.grad is None and x.grad is None                  # gradcheck clears what it filled

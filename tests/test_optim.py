@@ -1,0 +1,162 @@
+"""SGD against its update equations worked by hand; clipping; learning-rate schedules."""
+import math
+
+import numpy as np
+import pytest
+
+from tinyar.nn import Parameter
+from tinyar.optim import SGD, CosineLR, StepLR, clip_grad_norm_
+
+GRADS = [np.array([1.0, -2.0]), np.array([0.5, 0.5]), np.array([-1.0, 3.0])]
+
+
+def run(steps=GRADS, p0=(1.0, 2.0), **kwargs):
+    """Positions of one parameter after each SGD step with the given gradients."""
+    p = Parameter(np.array(p0))
+    opt = SGD([p], **kwargs)
+    trace = []
+    for g in steps:
+        p.grad = g.copy()
+        opt.step()
+        trace.append(p.data.copy())
+    return trace
+
+
+def test_plain_sgd():
+    # p <- p - lr g:  (1, 2) -> (0.9, 2.2) -> (0.85, 2.15) -> (0.95, 1.85)
+    trace = run(lr=0.1)
+    np.testing.assert_allclose(trace, [[0.9, 2.2], [0.85, 2.15], [0.95, 1.85]], rtol=1e-14)
+
+
+def test_momentum():
+    # v1 = g1 = (1, -2);            p1 = (1, 2) - 0.1 v1 = (0.9, 2.2)
+    # v2 = 0.9 v1 + g2 = (1.4, -1.3);   p2 = (0.76, 2.33)
+    # v3 = 0.9 v2 + g3 = (0.26, 1.83);  p3 = (0.734, 2.147)
+    trace = run(lr=0.1, momentum=0.9)
+    np.testing.assert_allclose(trace, [[0.9, 2.2], [0.76, 2.33], [0.734, 2.147]], rtol=1e-14)
+
+
+def test_nesterov():
+    # same velocities as above; the step is g + mu v:
+    # s1 = g1 + 0.9 v1 = (1.9, -3.8);    p1 = (0.81, 2.38)
+    # s2 = g2 + 0.9 v2 = (1.76, -0.67);  p2 = (0.634, 2.447)
+    # s3 = g3 + 0.9 v3 = (-0.766, 4.647); p3 = (0.7106, 1.9823)
+    trace = run(lr=0.1, momentum=0.9, nesterov=True)
+    np.testing.assert_allclose(trace, [[0.81, 2.38], [0.634, 2.447], [0.7106, 1.9823]], rtol=1e-14)
+
+
+def test_weight_decay():
+    # g' = g + 0.5 p:  g1' = (1.5, -1) -> p1 = (0.85, 2.1);  g2' = (0.925, 1.55) -> p2 = (0.7575, 1.945)
+    trace = run(steps=GRADS[:2], lr=0.1, weight_decay=0.5)
+    np.testing.assert_allclose(trace, [[0.85, 2.1], [0.7575, 1.945]], rtol=1e-14)
+
+
+def test_weight_decay_momentum_and_nesterov_together():
+    lr, mu, wd = 0.05, 0.8, 0.1
+    p, v = np.array([1.0, 2.0]), None
+    expected = []
+    for g in GRADS:                                     # the equations of optim.py's docstring, one by one
+        g = g + wd * p
+        v = g if v is None else mu * v + g
+        p = p - lr * (g + mu * v)
+        expected.append(p)
+    np.testing.assert_allclose(run(lr=lr, momentum=mu, nesterov=True, weight_decay=wd), expected, rtol=1e-14)
+
+
+def test_sgd_keeps_float32_skips_missing_grads_and_zero_grad_clears():
+    a = Parameter(np.ones(3), dtype=np.float32)
+    b = Parameter(np.ones(2), dtype=np.float32)
+    opt = SGD([a, b], lr=0.1, momentum=0.9, weight_decay=0.01)
+    a.grad = np.full(3, 2.0, np.float32)
+    opt.step()
+    assert a.dtype == np.float32 and b.dtype == np.float32
+    np.testing.assert_allclose(a.data, 1 - 0.1 * (2.0 + 0.01), rtol=1e-6)
+    np.testing.assert_array_equal(b.data, [1.0, 1.0])          # no gradient: untouched
+    opt.zero_grad()
+    assert a.grad is None
+
+
+def test_sgd_state_dict_round_trip():
+    p = Parameter(np.array([1.0, 2.0]))
+    opt = SGD([p], lr=0.1, momentum=0.9)
+    p.grad = np.array([1.0, 1.0])
+    opt.step()
+    q = Parameter(p.data.copy())
+    other = SGD([q], lr=0.1, momentum=0.9)
+    other.load_state_dict(opt.state_dict())
+    p.grad, q.grad = np.array([0.5, -0.5]), np.array([0.5, -0.5])
+    opt.step()
+    other.step()
+    np.testing.assert_array_equal(p.data, q.data)
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(lr=0.0), "lr > 0"), (dict(lr=0.1, momentum=-1), "momentum"),
+                                           (dict(lr=0.1, nesterov=True), "Nesterov")])
+def test_sgd_refuses_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SGD([Parameter(np.ones(1))], **kwargs)
+    with pytest.raises(ValueError, match="empty"):
+        SGD([], lr=0.1)
+
+
+def test_clip_grad_norm_scales_to_the_maximum_norm():
+    a, b, c = Parameter(np.zeros(2)), Parameter(np.zeros((2, 2))), Parameter(np.zeros(1))
+    a.grad = np.array([3.0, 0.0])
+    b.grad = np.array([[0.0, 4.0], [0.0, 12.0]])              # together: sqrt(9 + 16 + 144) = 13
+    total = clip_grad_norm_([a, b, c], max_norm=2.6)
+    assert total == pytest.approx(13.0, rel=1e-14)
+    assert c.grad is None
+    np.testing.assert_allclose(a.grad, [0.6, 0.0], rtol=1e-9)  # scaled by 2.6 / 13 = 0.2
+    np.testing.assert_allclose(b.grad, [[0.0, 0.8], [0.0, 2.4]], rtol=1e-9)
+    new_norm = math.sqrt(np.sum(a.grad ** 2) + np.sum(b.grad ** 2))
+    assert new_norm == pytest.approx(2.6, rel=1e-9)
+
+
+def test_clip_grad_norm_leaves_small_gradients_and_keeps_float32():
+    a = Parameter(np.zeros(2), dtype=np.float32)
+    a.grad = np.array([0.3, 0.4], np.float32)
+    assert clip_grad_norm_([a], max_norm=1.0) == pytest.approx(0.5, rel=1e-6)
+    np.testing.assert_array_equal(a.grad, np.array([0.3, 0.4], np.float32))
+    a.grad = np.array([30.0, 40.0], np.float32)
+    clip_grad_norm_([a], max_norm=1.0)
+    assert a.grad.dtype == np.float32
+    np.testing.assert_allclose(a.grad, [0.6, 0.8], rtol=1e-6)
+
+
+def test_step_lr():
+    opt = SGD([Parameter(np.ones(1))], lr=0.1)
+    schedule = StepLR(opt, step_size=2, gamma=0.5)
+    lrs = [opt.lr]
+    for _ in range(5):
+        schedule.step()
+        lrs.append(opt.lr)
+    np.testing.assert_allclose(lrs, [0.1, 0.1, 0.05, 0.05, 0.025, 0.025], rtol=1e-14)
+
+
+def test_cosine_lr_with_warmup():
+    opt = SGD([Parameter(np.ones(1))], lr=1.0)
+    schedule = CosineLR(opt, total=10, warmup=2, min_lr=0.1)
+    lrs = [opt.lr]
+    for _ in range(12):
+        schedule.step()
+        lrs.append(opt.lr)
+    # warm-up: (t + 1) / 2; then 0.1 + 0.9 (1 + cos(pi (t - 2) / 8)) / 2; min_lr from t = 10 on
+    assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
+    assert lrs[2] == pytest.approx(1.0)                        # top of the cosine
+    assert lrs[4] == pytest.approx(0.1 + 0.9 * (1 + math.cos(math.pi / 4)) / 2)
+    assert lrs[6] == pytest.approx(0.55)                       # half way: the mean of 1 and 0.1
+    assert lrs[10] == pytest.approx(0.1) and lrs[12] == pytest.approx(0.1)
+    assert all(x >= y for x, y in zip(lrs[2:], lrs[3:]))       # non-increasing after warm-up
+
+
+def test_cosine_lr_without_warmup_and_its_error():
+    opt = SGD([Parameter(np.ones(1))], lr=0.2)
+    schedule = CosineLR(opt, total=4)
+    lrs = [opt.lr]
+    for _ in range(4):
+        schedule.step()
+        lrs.append(opt.lr)
+    np.testing.assert_allclose(lrs, [0.2, 0.2 * (1 + math.cos(math.pi / 4)) / 2, 0.1,
+                                     0.2 * (1 + math.cos(3 * math.pi / 4)) / 2, 0.0], atol=1e-15)
+    with pytest.raises(ValueError, match="warmup"):
+        CosineLR(opt, total=3, warmup=3)

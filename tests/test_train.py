@@ -1,0 +1,225 @@
+"""train.fit (determinism, resume, early stopping, NaN, clipping), checkpoints and metrics."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+import tinyar
+from tinyar import data, metrics, train
+from tinyar.models import FVSBN
+from tinyar.optim import SGD, CosineLR
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = data.digits()
+    return d.train[:300], d.valid[:100]
+
+
+class ShuffledFVSBN(FVSBN):
+    """An FVSBN that draws from the run's rng before each minibatch (as order-agnostic models
+    do when they resample an ordering), so that resuming must restore that stream exactly."""
+
+    def before_batch(self, rng):
+        self.noise = rng.standard_normal()
+
+
+def run(digits, epochs, seed=0, out=None, resume=None, callback=None, cls=FVSBN, **kwargs):
+    train_x, valid_x = digits
+    model = cls(64, init_std=0.01, rng=seed)
+    optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9)
+    schedule = CosineLR(optimizer, total=epochs * 3, warmup=2)
+    history = train.fit(model, train_x, valid_x, optimizer, epochs=epochs, batch_size=100, seed=seed, out=out,
+                        schedule=schedule, resume=resume, progress=False, callback=callback, log=lambda m: None,
+                        **kwargs)
+    return model, optimizer, history
+
+
+def metrics_only(history):
+    return [{k: v for k, v in e.items() if k not in ("seconds", "examples_per_s")} for e in history["epochs"]]
+
+
+def test_fit_lowers_the_nll_and_keeps_the_best(digits, tmp_path):
+    model, _, history = run(digits, 4, out=tmp_path)
+    valid = [e["valid_nll"] for e in history["epochs"]]
+    assert len(valid) == 4 and valid[-1] < valid[0] < 64 * math.log(2)
+    assert history["best_valid_nll"] == min(valid)
+    assert history["best_epoch"] == int(np.argmin(valid)) + 1
+    assert abs(metrics.nll(model, digits[1]) - min(valid)) < 1e-9       # the model holds the best parameters
+    best = tinyar.load(tmp_path / "model.npz")
+    np.testing.assert_array_equal(best.W.data, model.W.data)
+    assert sorted(os.listdir(tmp_path)) == ["last.npz", "model.npz"]     # no temporary files left
+
+
+def test_same_seed_same_run_other_seed_other_run(digits):
+    _, _, a = run(digits, 3, seed=7)
+    _, _, b = run(digits, 3, seed=7)
+    _, _, c = run(digits, 3, seed=8)
+    assert metrics_only(a) == metrics_only(b)
+    assert metrics_only(a) != metrics_only(c)
+
+
+@pytest.mark.parametrize("cls", [FVSBN, ShuffledFVSBN])
+def test_killed_and_resumed_equals_uninterrupted(digits, tmp_path, cls):
+    full_model, full_opt, full = run(digits, 4, out=tmp_path / "full", cls=cls)
+
+    def kill_after_first_epoch(entry):
+        if entry["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(digits, 4, out=tmp_path / "killed", callback=kill_after_first_epoch, cls=cls)
+    assert len(json.loads(str(np.load(tmp_path / "killed" / "last.npz")["__tinyar__"]))["state"]["history"]["epochs"]) == 1
+    model, opt, resumed = run(digits, 4, out=tmp_path / "killed", resume=tmp_path / "killed" / "last.npz", cls=cls)
+    assert metrics_only(resumed) == metrics_only(full)
+    assert resumed["best_epoch"] == full["best_epoch"]
+    np.testing.assert_array_equal(model.W.data, full_model.W.data)           # the best parameters
+    last_full = train.read_checkpoint(tmp_path / "full" / "last.npz")
+    last_resumed = train.read_checkpoint(tmp_path / "killed" / "last.npz")
+    for k in last_full[1]:
+        np.testing.assert_array_equal(last_full[1][k], last_resumed[1][k])    # the last parameters
+    for k in last_full[2]:
+        np.testing.assert_array_equal(last_full[2][k], last_resumed[2][k])    # the optimizer's velocity
+    assert last_full[0]["state"]["rng"] == last_resumed[0]["state"]["rng"]
+    assert opt.lr == full_opt.lr
+
+
+def test_resume_refuses_another_model(digits, tmp_path):
+    run(digits, 1, out=tmp_path)
+    model = FVSBN(64, order="random")
+    with pytest.raises(ValueError, match="not this FVSBN"):
+        train.fit(model, digits[0], digits[1], SGD(model.parameters(), lr=0.1), 2, 100, resume=tmp_path,
+                  progress=False)
+
+
+def test_early_stopping(tmp_path):
+    ones = np.ones((50, 4), dtype=np.float32)       # train on all ones, validate on all zeros:
+    zeros = np.zeros((20, 4), dtype=np.float32)     # the validation NLL rises after every epoch
+    model = FVSBN(4)
+    history = train.fit(model, ones, zeros, SGD(model.parameters(), lr=0.1), epochs=50, batch_size=10,
+                        patience=3, progress=False, log=lambda m: None)
+    assert len(history["epochs"]) == 4 and history["best_epoch"] == 1
+    assert "early stop at epoch 4" in history["stopped"]
+    assert metrics.nll(model, zeros) == pytest.approx(history["epochs"][0]["valid_nll"], abs=1e-12)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
+    messages = []
+
+    def poison(entry):
+        if entry["epoch"] == 2:
+            model.b.data[3] = np.nan
+
+    train_x, valid_x = digits
+    model = FVSBN(64, init_std=0.01)
+    optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9)
+    history = train.fit(model, train_x, valid_x, optimizer, epochs=5, batch_size=100, out=tmp_path,
+                        callback=poison, progress=False, log=messages.append)
+    assert len(history["epochs"]) == 2
+    assert "nan" in history["stopped"] and "epoch 3, minibatch 1" in history["stopped"]
+    assert "--lr" in history["stopped"] and messages == [history["stopped"]]
+    assert np.isfinite(model.b.data).all()
+    last = train.read_checkpoint(tmp_path / "last.npz")
+    assert len(last[0]["state"]["history"]["epochs"]) == 2
+    assert all(np.isfinite(v).all() for v in last[1].values())
+    assert np.isfinite(metrics.nll(tinyar.load(tmp_path), valid_x))
+
+
+def test_gradient_clipping_bounds_each_step(digits):
+    train_x, _ = digits
+    lr, clip = 0.1, 0.01
+    steps = []
+    for c in (clip, None):
+        model = FVSBN(64)
+        train.fit(model, train_x, None, SGD(model.parameters(), lr=lr), epochs=1, batch_size=100, clip=c,
+                  progress=False)
+        steps.append(math.sqrt(sum(float((p.data.astype(np.float64) ** 2).sum()) for p in model.parameters())))
+    n_steps = 3
+    assert steps[0] <= n_steps * lr * clip * (1 + 1e-5)
+    assert steps[1] > 10 * n_steps * lr * clip
+
+
+def test_fit_rejects_bad_arguments(digits):
+    model = FVSBN(64)
+    opt = SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="empty"):
+        train.fit(model, digits[0][:0], None, opt, 1, 10, progress=False)
+    with pytest.raises(ValueError, match="epochs"):
+        train.fit(model, digits[0], None, opt, 0, 10, progress=False)
+    with pytest.raises(ValueError, match="binary"):
+        train.fit(model, digits[0] * 2, None, opt, 1, 10, progress=False)
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_save_load_round_trip_and_atomicity(tmp_path, monkeypatch):
+    model = FVSBN(5, order="random", init_std=0.5, rng=3)
+    path = tinyar.save(model, tmp_path / "m.npz")
+    loaded = tinyar.load(path)
+    assert loaded.config == model.config
+    for (n1, p1), (n2, p2) in zip(model.named_parameters(), loaded.named_parameters()):
+        assert n1 == n2 and p1.dtype == p2.dtype
+        np.testing.assert_array_equal(p1.data, p2.data)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        tinyar.save(FVSBN(5), path)
+    assert path.read_bytes() == before                                # the old checkpoint survives whole
+    assert os.listdir(tmp_path) == ["m.npz"]                          # and no temporary file is left
+
+
+def test_truncated_foreign_and_missing_checkpoints(tmp_path):
+    path = tinyar.save(FVSBN(5), tmp_path / "m.npz")
+    raw = path.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[:len(raw) // 2])
+    with pytest.raises(train.CheckpointError, match="truncated"):
+        tinyar.load(tmp_path / "cut.npz")
+    np.savez(tmp_path / "foreign.npz", a=np.zeros(3))
+    with pytest.raises(train.CheckpointError, match="not a tinyar checkpoint"):
+        tinyar.load(tmp_path / "foreign.npz")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    with pytest.raises(train.CheckpointError, match="not a tinyar checkpoint"):
+        tinyar.load(tmp_path / "array.npy")
+    (tmp_path / "junk.npz").write_bytes(b"hello, world")
+    with pytest.raises(train.CheckpointError):
+        tinyar.load(tmp_path / "junk.npz")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        tinyar.load(tmp_path / "nothing.npz")
+    record = json.loads(str(np.load(path)["__tinyar__"]))
+    record["model"] = "NoSuchModel"
+    arrays = dict(np.load(path))
+    arrays["__tinyar__"] = np.array(json.dumps(record))
+    np.savez(tmp_path / "unknown.npz", **arrays)
+    with pytest.raises(train.CheckpointError, match="unknown model class 'NoSuchModel'"):
+        tinyar.load(tmp_path / "unknown.npz")
+
+
+# ------------------------------------------------------------------- metrics
+def test_metrics():
+    model = FVSBN(64)                                  # zero init: log p(x) = -64 log 2 for every x
+    x = data.digits().test
+    assert metrics.nll(model, x, batch_size=7) == pytest.approx(64 * math.log(2), abs=1e-4)
+    assert metrics.bits_per_dim(64 * math.log(2), 64) == pytest.approx(1.0)
+    assert metrics.bits_per_dim(-10.0, 2, dequantized_levels=4) == pytest.approx((-10 + 2 * math.log(4)) / (2 * math.log(2)))
+    ll = metrics.log_likelihoods(model, x[:3])
+    assert ll.dtype == np.float64 and ll.shape == (3,)
+    results = train.evaluate(model, data.digits(), splits=("valid",))
+    assert set(results) == {"valid"} and results["valid"]["bits_per_dim"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_evaluate_reports_dequantized_data_on_the_level_scale():
+    from tinyar.tensor import Tensor
+
+    class Uniform:                                       # the uniform density on [0, 1)^D: log p = 0
+        def log_prob(self, x):
+            return Tensor(np.zeros(len(x)))
+
+    results = train.evaluate(Uniform(), data.digits("continuous"), splits=("test",))
+    assert results["test"]["nll"] == 0.0
+    assert results["test"]["nll_levels"] == pytest.approx(64 * math.log(17))     # uniform over 17^64 images
+    assert "nll_levels" not in train.evaluate(FVSBN(64), data.digits(), splits=("test",))["test"]

@@ -1,0 +1,521 @@
+"""NADE's cached recursion: forward, backward and sampling kernels, each with a NumPy twin.
+
+NADE [1, 2] models p(x) = prod_i p(x_{o_i} | x_{o_<i}) for an ordering o of the D
+dimensions, with one hidden layer per conditional whose weights are shared:
+
+    a_1     = c                                          (H,)
+    h_i     = sigmoid(a_i)                               (H,)
+    out_{o_i} = b_{o_i} + V_{o_i} h_i                    (P,)   the parameters of p(x_{o_i} | x_{o_<i})
+    a_{i+1} = a_i + W_{o_i}^T x_{o_i}                    (H,)   O(H K) per step: the cache
+
+so one likelihood costs O(D H (K + P)) instead of the O(D^2 H) of D separate networks.
+The kernels are generic over what a dimension feeds in and what comes out:
+
+    x    (B, D, K)   K input features per dimension: binary NADE x_d itself (K = 1);
+                     categorical NADE the one-hot code of x_d (K levels); RNADE the real x_d
+    W    (D, K, H)   W[d] is the notes' column W[:, d] (a K x H block), stored contiguously in H
+    c    (H,)
+    V    (D, P, H)   P output parameters per dimension: one logit (binary NADE), K logits
+                     (categorical NADE), 3 M mixture parameters (RNADE)
+    b    (D, P)
+    order (D,)       order[i] = o_i, the dimension visited at step i
+    out  (B, D, P)   indexed by dimension d (not by step i)
+
+What the forward keeps. The backward needs h_i and a_i at every step, but storing them
+would cost B D H numbers (157 MB at B = 100, D = 784, H = 500 in float32). Instead the
+forward returns only the last pre-activation a_{D+1} (B, H), and the backward walks the
+recursion in reverse, a_i = a_{i+1} - W_{o_i}^T x_{o_i}, recomputing h_i = sigmoid(a_i) as
+it goes: memory O(B H) beyond the inputs and outputs. For binary and one-hot inputs the
+products W x are exact (x is 0 or 1), so the subtraction undoes the addition up to one
+rounding of a_i per step; over D steps this drifts by about sqrt(D) ulp(|a|), ~1e-6 relative
+in float32, far below float32 training noise, and the kernel and its twin drift identically
+(same operations in the same order), so they still agree to rounding.
+
+Backward (the chain rule through the recursion; g_i = dL/dout_{o_i}, a (P,) vector):
+    dV_{o_i} += g_i h_i^T,   db_{o_i} += g_i                    (out = b + V h)
+    dh_i      = V_{o_i}^T g_i                                   (H,)
+    dL/da_i   = dh_i * h_i * (1 - h_i) + dL/da_{i+1}            (a_i reaches out_{o_i} through h_i
+                                                                 and every later a_j through a_{i+1})
+    dW_{o_i} += x_{o_i} (dL/da_{i+1})^T                         (W_{o_i} acts only from a_{i+1} on)
+    dc        = dL/da_1
+so one reverse sweep with a running G = dL/da_{i+1} gives every gradient in O(D H (K + P)).
+
+Speed. In a plain loop the sigmoid's exp takes ~90% of the time: numba has no vectorised
+exp (no SVML here), so each exp is a libm call. In float32 the kernels use `_sigmoid32_into`,
+a branch-free exp (range reduction e^-t = 2^-k e^r and a polynomial for e^r, the classic
+Cephes expf scheme; relative error ~2e-7) that LLVM vectorises; float64 uses the
+exact math.exp (float64 is for checking, not speed). error_model="numpy" removes Python's
+division-by-zero check (which stops vectorisation); fastmath is limited to FASTMATH below.
+
+Sampling (`sample_bernoulli`, `sample_categorical`, `sample_mog`) runs the same recursion,
+O(D H (K + P)) per sample, with the uniform / normal numbers drawn by the caller in NumPy
+(so a seed fixes the result). Each row has its own ordering, and dimensions marked
+`observed` keep their given values (conditional completion); the samplers return the log
+probability of the observed values under the model's conditionals (importance weights).
+
+References
+    [1] S. Ermon, A. Grover, CS236 notes: Autoregressive models.
+        https://deepgenerativemodels.github.io/notes/autoregressive/
+    [2] H. Larochelle, I. Murray. The neural autoregressive distribution estimator. AISTATS 2011.
+    [3] B. Uria, I. Murray, H. Larochelle. RNADE: the real-valued neural autoregressive
+        density-estimator. NeurIPS 2013.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+# fastmath flags of the compiled kernels: "reassoc" lets LLVM vectorise the dot products
+# V_d . h (it may sum in another order: a rounding-level change), "contract" lets it fuse
+# a * b + c into one FMA. Not "nnan"/"ninf": the kernels must stay right at +-inf.
+FASTMATH = {"reassoc", "contract"}
+_jit = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+_jit_parallel = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH, parallel=True)
+
+# The batch is cut into at most N_CHUNKS contiguous chunks that run in parallel (numba.prange),
+# each with its own gradient buffers, summed in a fixed order at the end: the result does not
+# depend on the number of threads.
+N_CHUNKS = 4
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+# --------------------------------------------------------------------- sigmoid
+def sigmoid(a):
+    """sigma(a) = 1 / (1 + e^-a), elementwise, never overflowing (the twins' version)."""
+    e = np.exp(-np.abs(a))                      # in (0, 1]
+    return np.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(a.dtype, copy=False)
+
+
+@_jit
+def _exp_parts32(a):
+    """For a float32 a: t = min(|a|, 87), k = round(t / ln 2) and e^r with r = k ln 2 - t, so that
+    e^-t = e^r 2^-k, r in [-ln2/2, ln2/2]; e^r = 1 + r + r^2 P(r), P of degree 5 (Cephes expf,
+    relative error ~1e-7). The cap at 87 keeps 2^-k a normal float32: for a < -87 sigma(a)
+    comes out as e^-87 ~ 2e-38 instead of a smaller number, which changes nothing downstream."""
+    t = min(abs(a), np.float32(87.0))
+    k = np.floor(t * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = k * np.float32(0.693359375) - t + k * np.float32(-2.12194440e-4)    # ln 2 in two parts
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    return k, p * r * r + r + np.float32(1.0)
+
+
+@_jit
+def _sigmoid32_into(a, h):
+    """h[j] = sigma(a[j]) in float32, with an exp that LLVM vectorises (no libm call).
+
+    Pass 1 writes the float32 2^-k into h, built from its bits (exponent field 127 - k) through
+    an int32 view of h; pass 2 multiplies it by e^r to get e = e^-|a| and forms
+    sigma(a) = 1 / (1 + e) for a >= 0, e / (1 + e) for a < 0 (never overflows).
+    """
+    bits = h.view(np.int32)
+    for j in range(a.shape[0]):
+        k, _ = _exp_parts32(a[j])
+        bits[j] = (np.int32(127) - np.int32(k)) << 23             # the float32 2^-k
+    for j in range(a.shape[0]):
+        k, e_r = _exp_parts32(a[j])
+        e = e_r * h[j]                                            # e^-|a| = e^r 2^-k
+        one_over = np.float32(1.0) / (np.float32(1.0) + e)
+        h[j] = one_over if a[j] >= 0 else e * one_over
+
+
+@_jit
+def _sigmoid64(a):
+    """sigma(a) for a float64 a, with the exact exp."""
+    e = math.exp(-abs(a))
+    return 1.0 / (1.0 + e) if a >= 0 else e / (1.0 + e)
+
+
+@_jit
+def _sigmoid_into(a, h):
+    """h[j] = sigma(a[j]) for j < H (float32: the vectorised exp; float64: exact)."""
+    if a.itemsize == 4:
+        _sigmoid32_into(a, h)
+    else:
+        for j in range(a.shape[0]):
+            h[j] = _sigmoid64(a[j])
+
+
+@_jit
+def _outputs_into(V_d, b_d, h, out):
+    """out[p] = b_d[p] + V_d[p] . h   (P,) from V_d (P, H), b_d (P,), h (H,)."""
+    for p in range(V_d.shape[0]):
+        s = V_d.dtype.type(0.0)                        # accumulate in the arrays' dtype
+        for j in range(h.shape[0]):
+            s += V_d[p, j] * h[j]
+        out[p] = b_d[p] + s
+
+
+# --------------------------------------------------------------------- forward
+def _check_shapes(x, order, W, c, V, b):
+    B, D, K = x.shape
+    H = c.shape[0]
+    P = b.shape[1]
+    if W.shape != (D, K, H) or V.shape != (D, P, H) or b.shape != (D, P) or order.shape != (D,):
+        raise ValueError(f"nade kernels: expected x (B, D, K), order (D,), W (D, K, H), c (H,), V (D, P, H), "
+                         f"b (D, P); got x {x.shape}, order {order.shape}, W {W.shape}, c {c.shape}, "
+                         f"V {V.shape}, b {b.shape}")
+    return B, D, K, H, P
+
+
+def nade_forward_numpy(x, order, W, c, V, b):
+    """The output parameters of every dimension, and a_{D+1}.   NumPy twin of nade_forward.
+
+    Returns out (B, D, P) and a_last (B, H) (what the backward starts from).
+    """
+    B, D, K, H, P = _check_shapes(x, order, W, c, V, b)
+    out = np.empty((B, D, P), dtype=c.dtype)
+    a = np.broadcast_to(c, (B, H)).copy()              # (B, H)   a_1 = c
+    for d in order:                                    # d = o_i
+        h = sigmoid(a)                                 # (B, H)   h_i = sigma(a_i)
+        out[:, d] = h @ V[d].T + b[d]                  # (B, P)   out_d = b_d + V_d h_i
+        a += x[:, d] @ W[d]                            # (B, H)   a_{i+1} = a_i + W_d^T x_d
+    return out, a
+
+
+@_jit_parallel
+def _nade_forward(x, order, W, c, V, b, out, a_last):
+    B, D, K = x.shape
+    H = c.shape[0]
+    n_chunks = min(B, N_CHUNKS)
+    for chunk in numba.prange(n_chunks):
+        a = np.empty(H, dtype=c.dtype)
+        h = np.empty(H, dtype=c.dtype)
+        for n in range(chunk * B // n_chunks, (chunk + 1) * B // n_chunks):
+            a[:] = c                                   # a_1 = c
+            for i in range(D):
+                d = order[i]
+                _sigmoid_into(a, h)                    # h_i = sigma(a_i)
+                _outputs_into(V[d], b[d], h, out[n, d])     # out_d = b_d + V_d h_i
+                for k in range(K):                     # a_{i+1} = a_i + W_d^T x_d
+                    x_k = x[n, d, k]
+                    if x_k != 0:                       # binary and one-hot inputs: mostly skipped
+                        for j in range(H):
+                            a[j] += W[d, k, j] * x_k
+            a_last[n] = a
+
+
+def nade_forward(x, order, W, c, V, b):
+    """The output parameters of every dimension, and a_{D+1}: numba kernel (see the twin)."""
+    B, D, K, H, P = _check_shapes(x, order, W, c, V, b)
+    out = np.empty((B, D, P), dtype=c.dtype)
+    a_last = np.empty((B, H), dtype=c.dtype)
+    _nade_forward(x, order, W, c, V, b, out, a_last)
+    return out, a_last
+
+
+# -------------------------------------------------------------------- backward
+def nade_backward_numpy(x, order, W, c, V, b, a_last, dout):
+    """dW, dc, dV, db given dout = dL/dout (B, D, P).   NumPy twin of nade_backward.
+
+    Runs the recursion in reverse from a_last = a_{D+1}; G holds dL/da_{i+1}.
+    """
+    B, D, K, H, P = _check_shapes(x, order, W, c, V, b)
+    dW, dV, db = np.zeros_like(W), np.zeros_like(V), np.zeros_like(b)
+    G = np.zeros((B, H), dtype=c.dtype)                # (B, H)   dL/da_{D+1} = 0
+    a = a_last.copy()                                  # (B, H)   a_{D+1}
+    for d in order[::-1]:                              # i = D, ..., 1;  d = o_i
+        dW[d] += x[:, d].T @ G                         # (K, H)   dW_d = sum_n x_d (dL/da_{i+1})^T
+        a -= x[:, d] @ W[d]                            # (B, H)   a_i = a_{i+1} - W_d^T x_d
+        h = sigmoid(a)                                 # (B, H)   h_i
+        g = dout[:, d]                                 # (B, P)   dL/dout_d
+        dV[d] += g.T @ h                               # (P, H)   dV_d = sum_n g h_i^T
+        db[d] += g.sum(axis=0)                         # (P,)
+        G += (g @ V[d]) * h * (1.0 - h)                # (B, H)   dL/da_i = V_d^T g * h (1 - h) + dL/da_{i+1}
+    dc = G.sum(axis=0)                                 # (H,)     dc = sum_n dL/da_1
+    return dW, dc, dV, db
+
+
+@_jit_parallel
+def _nade_backward(x, order, W, V, a_last, dout, dW, dc, dV, db):
+    """dW, dc, dV, db have a leading chunk axis: chunk k accumulates its examples' gradients."""
+    B, D, K = x.shape
+    H = a_last.shape[1]
+    P = V.shape[1]
+    n_chunks = dW.shape[0]
+    one = a_last.dtype.type(1.0)
+    for chunk in numba.prange(n_chunks):
+        a = np.empty(H, dtype=a_last.dtype)
+        h = np.empty(H, dtype=a_last.dtype)
+        dh = np.empty(H, dtype=a_last.dtype)
+        G = np.empty(H, dtype=a_last.dtype)
+        dW_, dc_, dV_, db_ = dW[chunk], dc[chunk], dV[chunk], db[chunk]
+        for n in range(chunk * B // n_chunks, (chunk + 1) * B // n_chunks):
+            a[:] = a_last[n]                           # a_{D+1}
+            G[:] = 0.0                                 # dL/da_{D+1}
+            for i in range(D - 1, -1, -1):
+                d = order[i]
+                for k in range(K):
+                    x_k = x[n, d, k]
+                    if x_k != 0:
+                        for j in range(H):
+                            dW_[d, k, j] += x_k * G[j]     # dW_d += x_d (dL/da_{i+1})^T
+                            a[j] -= W[d, k, j] * x_k       # a_i = a_{i+1} - W_d^T x_d
+                _sigmoid_into(a, h)                    # h_i
+                dh[:] = 0.0
+                for p in range(P):
+                    g = dout[n, d, p]
+                    db_[d, p] += g
+                    for j in range(H):
+                        dV_[d, p, j] += g * h[j]       # dV_d += g h_i^T
+                        dh[j] += g * V[d, p, j]        # dh_i = V_d^T g
+                for j in range(H):
+                    G[j] += dh[j] * h[j] * (one - h[j])    # dL/da_i = dh_i h_i (1 - h_i) + dL/da_{i+1}
+            for j in range(H):
+                dc_[j] += G[j]                         # dc += dL/da_1
+
+
+def nade_backward(x, order, W, c, V, b, a_last, dout):
+    """dW, dc, dV, db given dout = dL/dout (B, D, P): numba kernel (see the twin)."""
+    B = _check_shapes(x, order, W, c, V, b)[0]
+    n_chunks = max(1, min(B, N_CHUNKS))
+    parts = [np.zeros((n_chunks,) + p.shape, dtype=p.dtype) for p in (W, c, V, b)]
+    _nade_backward(x, order, W, V, a_last, dout, *parts)
+    return tuple(part.sum(axis=0) for part in parts)
+
+
+# -------------------------------------------------------------------- sampling
+# Every sampler: order (n, D) one ordering per row; x_obs (n, D) values kept where
+# observed (n, D) is True; random numbers drawn by the caller. Returns the samples and
+# log_w (n,) = sum over observed dimensions of log p(x_d | x_<d) (float64).
+
+def _check_sampler(order, W, c, V, b, *per_row):
+    n, D = order.shape
+    if W.shape[0] != D or V.shape[0] != D or b.shape[0] != D:
+        raise ValueError(f"nade samplers: order {order.shape} does not match W {W.shape}, V {V.shape}, b {b.shape}")
+    for arr in per_row:
+        if arr.shape != (n, D):
+            raise ValueError(f"nade samplers: per-row arrays must have shape {(n, D)}, got {arr.shape}")
+    return n, D
+
+
+def sample_bernoulli_numpy(order, W, c, V, b, u, x_obs, observed):
+    """Binary NADE (W (D, 1, H), V (D, 1, H), b (D, 1)): x_d = [u < sigma(logit_d)].   NumPy twin."""
+    n, D = _check_sampler(order, W, c, V, b, u, x_obs, observed)
+    rows = np.arange(n)
+    x = np.zeros((n, D), dtype=c.dtype)
+    log_w = np.zeros(n)
+    a = np.broadcast_to(c, (n, c.shape[0])).copy()                  # (n, H)   a_1 = c
+    for i in range(D):
+        d = order[:, i]                                             # (n,)     each row's o_i
+        h = sigmoid(a)                                              # (n, H)
+        logit = np.einsum("nh,nh->n", V[d, 0], h) + b[d, 0]         # (n,)
+        p = sigmoid(logit.astype(np.float64))                       # p(x_d = 1 | x_<d), in float64
+        obs = observed[rows, d]
+        x_d = np.where(obs, x_obs[rows, d], (u[rows, d] < p).astype(c.dtype))
+        with np.errstate(divide="ignore"):
+            log_p = np.where(x_d == 1, np.log(p), np.log1p(-p))
+        log_w += np.where(obs, log_p, 0.0)
+        x[rows, d] = x_d
+        a += x_d[:, None] * W[d, 0]                                 # a_{i+1} = a_i + W_d x_d
+    return x, log_w
+
+
+@_jit
+def _sample_bernoulli(order, W, c, V, b, u, x_obs, observed, x, log_w):
+    n, D = order.shape
+    H = c.shape[0]
+    a = np.empty(H, dtype=c.dtype)
+    h = np.empty(H, dtype=c.dtype)
+    logit = np.empty(1, dtype=c.dtype)
+    for r in range(n):
+        a[:] = c
+        for i in range(D):
+            d = order[r, i]
+            _sigmoid_into(a, h)
+            _outputs_into(V[d], b[d], h, logit)
+            p = _sigmoid64(np.float64(logit[0]))     # p(x_d = 1 | x_<d), in float64
+            if observed[r, d]:
+                x_d = x_obs[r, d]
+                log_w[r] += math.log(p) if x_d == 1 else math.log1p(-p)
+            else:
+                x_d = 1.0 if u[r, d] < p else 0.0
+            x[r, d] = x_d
+            if x_d != 0:
+                for j in range(H):
+                    a[j] += W[d, 0, j]
+
+
+def sample_bernoulli(order, W, c, V, b, u, x_obs, observed):
+    """Binary NADE samples: numba kernel (see the twin)."""
+    n, D = _check_sampler(order, W, c, V, b, u, x_obs, observed)
+    x = np.zeros((n, D), dtype=c.dtype)
+    log_w = np.zeros(n)
+    _sample_bernoulli(order, W, c, V, b, u, x_obs, observed, x, log_w)
+    return x, log_w
+
+
+def _log_softmax_rows(z):
+    z = z.astype(np.float64) - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def sample_categorical_numpy(order, W, c, V, b, u, x_obs, observed):
+    """Categorical NADE (W (D, K, H) one row per level, V (D, K, H)): x_d = the first k with
+    u < sum_{l<=k} softmax(logits_d)_l.   NumPy twin.  Returns integer samples."""
+    n, D = _check_sampler(order, W, c, V, b, u, x_obs, observed)
+    rows = np.arange(n)
+    K = V.shape[1]
+    x = np.zeros((n, D), dtype=np.int64)
+    log_w = np.zeros(n)
+    a = np.broadcast_to(c, (n, c.shape[0])).copy()                  # (n, H)
+    for i in range(D):
+        d = order[:, i]
+        h = sigmoid(a)                                              # (n, H)
+        logits = np.einsum("nkh,nh->nk", V[d], h) + b[d]            # (n, K)
+        log_p = _log_softmax_rows(logits)                           # (n, K)
+        cdf = np.cumsum(np.exp(log_p), axis=1)                      # (n, K)
+        drawn = np.minimum((u[rows, d, None] >= cdf).sum(axis=1), K - 1)
+        obs = observed[rows, d]
+        x_d = np.where(obs, x_obs[rows, d], drawn).astype(np.int64)
+        log_w += np.where(obs, log_p[rows, x_d], 0.0)
+        x[rows, d] = x_d
+        a += W[d, x_d]                                              # a_{i+1} = a_i + W_d^T onehot(x_d)
+    return x, log_w
+
+
+@_jit
+def _sample_categorical(order, W, c, V, b, u, x_obs, observed, x, log_w):
+    n, D = order.shape
+    H = c.shape[0]
+    K = V.shape[1]
+    a = np.empty(H, dtype=c.dtype)
+    h = np.empty(H, dtype=c.dtype)
+    logits = np.empty(K, dtype=c.dtype)
+    for r in range(n):
+        a[:] = c
+        for i in range(D):
+            d = order[r, i]
+            _sigmoid_into(a, h)
+            _outputs_into(V[d], b[d], h, logits)
+            m = np.float64(logits.max())
+            total = 0.0
+            for k in range(K):
+                total += math.exp(np.float64(logits[k]) - m)
+            log_total = math.log(total)
+            if observed[r, d]:
+                x_d = x_obs[r, d]
+                log_w[r] += np.float64(logits[x_d]) - m - log_total
+            else:
+                x_d = K - 1
+                cdf = 0.0
+                for k in range(K):
+                    cdf += math.exp(np.float64(logits[k]) - m - log_total)
+                    if u[r, d] < cdf:
+                        x_d = k
+                        break
+            x[r, d] = x_d
+            for j in range(H):
+                a[j] += W[d, x_d, j]
+
+
+def sample_categorical(order, W, c, V, b, u, x_obs, observed):
+    """Categorical NADE samples: numba kernel (see the twin)."""
+    n, D = _check_sampler(order, W, c, V, b, u, x_obs, observed)
+    x = np.zeros((n, D), dtype=np.int64)
+    log_w = np.zeros(n)
+    _sample_categorical(order, W, c, V, b, u, x_obs.astype(np.int64), observed, x, log_w)
+    return x, log_w
+
+
+def mog_log_scales(raw, log_scale_min, log_scale_max):
+    """log s = lo + (hi - lo) sigma(raw): scales positive and bounded, s in [e^lo, e^hi]."""
+    return log_scale_min + (log_scale_max - log_scale_min) * sigmoid(raw)
+
+
+def sample_mog_numpy(order, W, c, V, b, u, z, x_obs, observed, log_scale_min, log_scale_max):
+    """RNADE (W (D, 1, H), V (D, 3M, H): weight logits, means, raw scales): pick component m
+    with u against the cumulative weights, then x_d = mu_m + s_m z.   NumPy twin."""
+    n, D = _check_sampler(order, W, c, V, b, u, z, x_obs, observed)
+    rows = np.arange(n)
+    M = V.shape[1] // 3
+    x = np.zeros((n, D), dtype=c.dtype)
+    log_w = np.zeros(n)
+    a = np.broadcast_to(c, (n, c.shape[0])).copy()
+    for i in range(D):
+        d = order[:, i]
+        h = sigmoid(a)
+        params = (np.einsum("nph,nh->np", V[d], h) + b[d]).astype(np.float64)          # (n, 3M)
+        log_pi = _log_softmax_rows(params[:, :M])                                       # (n, M)
+        mu = params[:, M:2 * M]
+        log_s = mog_log_scales(params[:, 2 * M:], log_scale_min, log_scale_max)
+        m = np.minimum((u[rows, d, None] >= np.cumsum(np.exp(log_pi), axis=1)).sum(axis=1), M - 1)
+        drawn = mu[rows, m] + np.exp(log_s[rows, m]) * z[rows, d]
+        obs = observed[rows, d]
+        x_d = np.where(obs, x_obs[rows, d], drawn)                                      # (n,)
+        zz = (x_d[:, None] - mu) * np.exp(-log_s)
+        comp = log_pi - 0.5 * zz * zz - log_s - 0.5 * LOG_2PI                          # (n, M)
+        top = comp.max(axis=1)
+        log_p = top + np.log(np.exp(comp - top[:, None]).sum(axis=1))
+        log_w += np.where(obs, log_p, 0.0)
+        x_d = x_d.astype(c.dtype)
+        x[rows, d] = x_d
+        a += x_d[:, None] * W[d, 0]
+    return x, log_w
+
+
+@_jit
+def _sample_mog(order, W, c, V, b, u, z, x_obs, observed, log_scale_min, log_scale_max, x, log_w):
+    n, D = order.shape
+    H = c.shape[0]
+    M = V.shape[1] // 3
+    a = np.empty(H, dtype=c.dtype)
+    h = np.empty(H, dtype=c.dtype)
+    params = np.empty(3 * M, dtype=c.dtype)
+    log_pi = np.empty(M)
+    log_s = np.empty(M)
+    for r in range(n):
+        a[:] = c
+        for i in range(D):
+            d = order[r, i]
+            _sigmoid_into(a, h)
+            _outputs_into(V[d], b[d], h, params)
+            top = -np.inf
+            for m in range(M):
+                top = max(top, np.float64(params[m]))
+            total = 0.0
+            for m in range(M):
+                total += math.exp(np.float64(params[m]) - top)
+            for m in range(M):
+                log_pi[m] = np.float64(params[m]) - top - math.log(total)
+                log_s[m] = log_scale_min + (log_scale_max - log_scale_min) * _sigmoid64(np.float64(params[2 * M + m]))
+            if observed[r, d]:
+                x_d = np.float64(x_obs[r, d])
+                top = -np.inf
+                for m in range(M):
+                    zz = (x_d - params[M + m]) * math.exp(-log_s[m])
+                    top = max(top, log_pi[m] - 0.5 * zz * zz - log_s[m] - 0.5 * LOG_2PI)
+                total = 0.0
+                for m in range(M):
+                    zz = (x_d - params[M + m]) * math.exp(-log_s[m])
+                    total += math.exp(log_pi[m] - 0.5 * zz * zz - log_s[m] - 0.5 * LOG_2PI - top)
+                log_w[r] += top + math.log(total)
+            else:
+                chosen = M - 1
+                cdf = 0.0
+                for m in range(M):
+                    cdf += math.exp(log_pi[m])
+                    if u[r, d] < cdf:
+                        chosen = m
+                        break
+                x_d = np.float64(params[M + chosen]) + math.exp(log_s[chosen]) * z[r, d]
+            x[r, d] = x_d
+            x_c = x[r, d]                              # in the model's dtype, as the twin uses it
+            for j in range(H):
+                a[j] += W[d, 0, j] * x_c
+
+
+def sample_mog(order, W, c, V, b, u, z, x_obs, observed, log_scale_min, log_scale_max):
+    """RNADE samples: numba kernel (see the twin)."""
+    n, D = _check_sampler(order, W, c, V, b, u, z, x_obs, observed)
+    x = np.zeros((n, D), dtype=c.dtype)
+    log_w = np.zeros(n)
+    _sample_mog(order, W, c, V, b, u, z, x_obs, observed, float(log_scale_min), float(log_scale_max), x, log_w)
+    return x, log_w

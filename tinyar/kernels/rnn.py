@@ -1,0 +1,179 @@
+"""Elman RNN over a whole sequence: the forward recurrence and backpropagation through time.
+
+    a_t = W_xh x_t + b + W_hh h_{t-1}        h_t = tanh(a_t)        t = 1..T
+
+The input term u_t = W_xh x_t + b does not depend on the past, so the fused op
+(ops.elman_rnn) computes it for all t at once (a column lookup for one-hot ids,
+one matmul for dense inputs) and hands these kernels only the part that must run
+step by step. Arrays are time-major: u, h and their gradients are (T, B, H);
+row vectors, so W_hh h_{t-1} is written h_{t-1} @ W_hh^T.
+
+Cost: forward and backward are each T matmuls of (B, H) by (H, H): O(T B H^2),
+and T steps that cannot run in parallel.
+
+Backpropagation through time (derivation). L depends on every h_t directly
+(through the outputs read from h_t: dh^out_t = dL/dh_t given) and indirectly
+through h_{t+1}, which is made from h_t:
+
+    dL/dh_t   = dh^out_t + (da_{t+1} @ W_hh)         the second term is 0 at t = T
+    da_t      = dL/dh_t * (1 - h_t^2)                 tanh'(a) = 1 - tanh(a)^2
+    dL/du_t   = da_t                                  (u_t enters a_t with weight 1)
+    dW_hh     = sum_t da_t^T @ h_{t-1}                (H, H)
+    db        = sum_t sum_batch da_t                  (H,)
+    dh_0      = da_1 @ W_hh
+
+and from dL/du_t the fused op finishes: dW_xh[:, k] += da_t[b] where x_t[b] = k
+(one-hot ids), or dW_xh = sum_t da_t^T @ x_t and dx_t = da_t @ W_xh (dense).
+The factor (1 - h_t^2) W_hh applied once per step back is why gradients over
+many steps vanish (its norm below 1) or explode (above 1).
+
+Each numba kernel has a NumPy twin of the same signature (a Python loop over time
+that reads like the equations); tests assert they agree in float32 and float64.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+# ------------------------------------------------------------------- forward
+# tanh in float32. numba calls libm's scalar tanh (~16 ns an element), while NumPy's
+# tanh runs on SIMD units (~0.3 ns): the recurrence would spend most of its time
+# there. For float32 the kernels use instead a rational function that the compiler
+# vectorizes, fitted (minimax, on 0 <= x <= 9) to tanh:
+#     tanh(x) ~ x P(x^2) / Q(x^2),  P of degree 6, Q of degree 3 (in x^2),  |x| clamped to 9
+# evaluated in float64: its error, 6e-9, is below float32's rounding (6e-8), so the
+# float32 result is np.tanh's up to one ulp. float64 keeps the exact libm tanh.
+# The kernels use error_model="numpy": with Python's model every division checks
+# for zero (to raise ZeroDivisionError), and that branch stops the loop vectorizing.
+_P = (0.9999999665820529, 0.13076980662809315, 0.003096226935299029, 1.1076747176129851e-05,
+      -1.9929820259279107e-08, 5.145818694824015e-11, -8.174060752182201e-14)
+_Q = (1.0, 0.46410300008126476, 0.024464064641256656, 0.0002535084606467356)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def tanh_rational(v):
+    """tanh(v) as x P(x^2) / Q(x^2), x = v clamped to [-9, 9] (1 - tanh(9) = 3e-8: float32's 1)."""
+    x = np.float64(v)
+    x = 9.0 if x > 9.0 else x                               # plain comparisons: they vectorize
+    x = -9.0 if x < -9.0 else x
+    z = x * x
+    P = ((((((_P[6] * z + _P[5]) * z + _P[4]) * z + _P[3]) * z + _P[2]) * z + _P[1]) * z + _P[0])
+    Q = ((_Q[3] * z + _Q[2]) * z + _Q[1]) * z + _Q[0]
+    return x * P / Q
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _elman_forward(u, W_hh, h0, rational):
+    T, B, H = u.shape
+    h = np.empty_like(u)
+    W_hhT = np.ascontiguousarray(W_hh.T)
+    a = np.empty((B, H), u.dtype)
+    a_flat = a.reshape(B * H)
+    h_prev = np.ascontiguousarray(h0)
+    for t in range(T):
+        np.dot(h_prev, W_hhT, a)                            # (B, H)  W_hh h_{t-1}
+        u_t = u[t].reshape(B * H)
+        h_t = h[t].reshape(B * H)
+        if rational:
+            for k in range(B * H):
+                h_t[k] = tanh_rational(u_t[k] + a_flat[k])  # h_t = tanh(u_t + W_hh h_{t-1})
+        else:
+            for k in range(B * H):
+                h_t[k] = np.tanh(u_t[k] + a_flat[k])
+        h_prev = h[t]
+    return h
+
+
+def elman_forward(u, W_hh, h0):
+    """h_t = tanh(u_t + h_{t-1} @ W_hh^T) for t = 1..T (numba; float32 uses tanh_rational).
+
+    u: (T, B, H) input terms W_xh x_t + b;  W_hh: (H, H);  h0: (B, H).
+    Returns h: (T, B, H), the states h_1..h_T.
+    """
+    return _elman_forward(u, W_hh, h0, u.dtype == np.float32)
+
+
+def elman_forward_numpy(u, W_hh, h0):
+    """NumPy twin of elman_forward."""
+    h = np.empty_like(u)                                     # (T, B, H)
+    h_prev = h0                                              # (B, H)
+    for t in range(u.shape[0]):
+        h[t] = np.tanh(u[t] + h_prev @ W_hh.T)               # h_t = tanh(u_t + W_hh h_{t-1})
+        h_prev = h[t]
+    return h
+
+
+# ------------------------------------------------------------------ backward
+@numba.njit(cache=True, error_model="numpy")
+def elman_backward(W_hh, h0, h, dh_out):
+    """Backpropagation through time for elman_forward.
+
+    h: (T, B, H) the forward states; dh_out: (T, B, H) dL/dh_t from the outputs.
+    Returns (da, dW_hh, db, dh0): da (T, B, H) = dL/da_t = dL/du_t, dW_hh (H, H),
+    db (H,) = sum of da over time and batch, dh0 (B, H).
+    """
+    T, B, H = h.shape
+    da = np.empty_like(h)
+    dh_next = np.zeros((B, H), h.dtype)                      # da_{t+1} @ W_hh, 0 after the last step
+    dh_next_flat = dh_next.reshape(B * H)
+    W = np.ascontiguousarray(W_hh)
+    for t in range(T - 1, -1, -1):
+        h_t = h[t].reshape(B * H)
+        g_t = dh_out[t].reshape(B * H)
+        da_t = da[t].reshape(B * H)
+        for k in range(B * H):
+            da_t[k] = (g_t[k] + dh_next_flat[k]) * (1 - h_t[k] * h_t[k])   # dL/dh_t * tanh'(a_t)
+        np.dot(da[t], W, dh_next)                            # (B, H)  dL/dh_{t-1} from step t
+    # dW_hh = sum_t da_t^T h_{t-1}: one (H, T*B) @ (T*B, H) product over all steps
+    h_prev = np.empty_like(h)
+    h_prev[0] = h0
+    h_prev[1:] = h[:-1]
+    da2 = da.reshape(T * B, H)
+    dW_hh = np.dot(da2.T, h_prev.reshape(T * B, H))
+    db = np.zeros(H, h.dtype)
+    for k in range(T * B):
+        for j in range(H):
+            db[j] += da2[k, j]
+    return da, dW_hh, db, dh_next
+
+
+def elman_backward_numpy(W_hh, h0, h, dh_out):
+    """NumPy twin of elman_backward: min-char-rnn's loop, one chain-rule step per line."""
+    T = h.shape[0]
+    da = np.empty_like(h)
+    dW_hh = np.zeros_like(W_hh)
+    db = np.zeros(W_hh.shape[0], h.dtype)
+    dh_next = np.zeros_like(h0)
+    for t in reversed(range(T)):
+        dh = dh_out[t] + dh_next                             # dL/dh_t: from the output and from step t+1
+        da[t] = dh * (1 - h[t] * h[t])                       # through tanh
+        h_prev = h[t - 1] if t > 0 else h0
+        dW_hh += da[t].T @ h_prev                            # a_t = ... + h_{t-1} W_hh^T
+        db += da[t].sum(axis=0)
+        dh_next = da[t] @ W_hh                               # dL/dh_{t-1} from step t
+    return da, dW_hh, db, dh_next
+
+
+# ------------------------------------------------- embedding (one-hot ids)
+@numba.njit(cache=True, error_model="numpy")
+def embedding_backward(ids, da, n_columns):
+    """dW_xh for u_t = W_xh[:, x_t] + b: column k gets the sum of da_t[b] over all (t, b) with x_t[b] = k.
+
+    ids: (T, B) integers in 0..n_columns-1;  da: (T, B, H).  Returns (H, n_columns).
+    """
+    T, B, H = da.shape
+    dWT = np.zeros((n_columns, H), da.dtype)                 # row k of dWT = column k of dW_xh
+    for t in range(T):
+        for i in range(B):
+            k = ids[t, i]
+            for j in range(H):
+                dWT[k, j] += da[t, i, j]
+    return np.ascontiguousarray(dWT.T)
+
+
+def embedding_backward_numpy(ids, da, n_columns):
+    """NumPy twin of embedding_backward (np.add.at adds every repeated id, unlike dW[:, ids] += ...)."""
+    dWT = np.zeros((n_columns, da.shape[2]), da.dtype)       # (V, H)
+    np.add.at(dWT, ids, da)
+    return np.ascontiguousarray(dWT.T)                       # (H, V)

@@ -1,0 +1,342 @@
+"""NADE, categorical NADE and RNADE: one hidden layer per conditional, with shared weights.
+
+    p(x) = prod_{i=1..D} p(x_{o_i} | x_{o_1}, ..., x_{o_{i-1}})         o: an ordering of the D dimensions
+
+Each conditional has its own hidden layer h_i, but all of them share W and c, so that
+each pre-activation is the previous one plus one column [1, 2]:
+
+    a_1     = c                                   (H,)
+    h_i     = sigmoid(a_i)                        (H,)    sees only x_{o_<i}
+    a_{i+1} = a_i + W[:, o_i] x_{o_i}             O(H) per step: O(D H) for the whole likelihood,
+                                                  instead of O(D^2 H) for D separate networks
+
+and the output layer gives the parameters of p(x_{o_i} | x_{o_<i}) from h_i:
+
+    NADE (binary):          p(x_d = 1 | x_<d) = sigmoid(b_d + V_d . h)           1 logit per dimension
+    CategoricalNADE (K):    p(x_d = k | x_<d) = softmax(b_d + V_d h)_k           K logits; x_d enters
+                                                                                 a as W[:, d, x_d]
+    RNADE [3] (continuous): p(x_d | x_<d) = sum_m pi_m N(x_d; mu_m, s_m^2),     3 M numbers:
+                            pi = softmax(logits), mu, and log s kept in           weight logits, means,
+                            [log s_min, log s_max] by log s = lo + (hi - lo) sigmoid(raw)   raw scales
+
+Parameter shapes (K input features per dimension: 1 for NADE and RNADE, the K levels
+one-hot for CategoricalNADE; P output numbers: 1, K or 3 M):
+
+    W (D, K, H)   W[d] is the notes' column W[:, d], stored as a row so that it is contiguous
+    c (H,)        V (D, P, H)        b (D, P)
+
+The whole recursion is one fused op, ops.nade (kernels/nade.py: the numba loops, their
+NumPy twins, and the backward pass derived step by step), so log_prob is a few lines: the
+op gives every conditional's parameters, tinyar.distributions scores them stably.
+
+Cost: log p(x) O(D H (K + P)) per example; a sample the same, in D sequential steps.
+
+Order-agnostic training [4]: with order_agnostic=True, before_batch draws a fresh random
+ordering for every minibatch (train.fit calls it), so the one set of weights learns the
+conditionals of every ordering; at test time ensemble_log_prob averages the likelihoods of
+several orderings (log-mean-exp: a mixture of the D! models, itself a normalized density),
+and complete() can condition on any observed set by choosing an ordering that visits the
+observed dimensions first.
+
+References
+    [1] S. Ermon, A. Grover, CS236 notes: Autoregressive models (NADE).
+        https://deepgenerativemodels.github.io/notes/autoregressive/
+    [2] H. Larochelle, I. Murray. The neural autoregressive distribution estimator. AISTATS 2011.
+    [3] B. Uria, I. Murray, H. Larochelle. RNADE: the real-valued neural autoregressive
+        density-estimator. NeurIPS 2013.
+    [4] B. Uria, I. Murray, H. Larochelle. A deep and tractable density estimator. ICML 2014.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tinyar import functional as F
+from tinyar import kernels, ops
+from tinyar.distributions import Bernoulli, Categorical, MixtureOfGaussians
+from tinyar.kernels import nade as K
+from tinyar.models.base import AutoregressiveModel, resolve_order
+from tinyar.nn import Parameter
+from tinyar.rng import as_rng
+from tinyar.tensor import Tensor
+
+
+class _NADEFamily(AutoregressiveModel):
+    """What the three NADEs share: parameters, orderings, the fused op, sampling, completion.
+
+    A subclass sets n_inputs (K), n_outputs (P), and defines _features(x) (the (B, D, K)
+    inputs of the recursion), _log_conditionals(out, x) and _draw(order, rng, x_obs, observed).
+    """
+
+    def _init_nade(self, n_dims, n_hidden, n_inputs, n_outputs, order, order_agnostic, rng, dtype):
+        rng = as_rng(rng)
+        self.n_dims = D = int(n_dims)
+        self.n_hidden = H = int(n_hidden)
+        if D < 1 or H < 1:
+            raise ValueError(f"{type(self).__name__}: n_dims and n_hidden must be >= 1, got {n_dims}, {n_hidden}")
+        self.order_agnostic = bool(order_agnostic)
+        self.order = resolve_order(order, D, rng)                                  # (D,)  o_i = order[i]
+        self.W = Parameter(rng.standard_normal((D, n_inputs, H)) / math.sqrt(D), dtype=dtype)   # W ~ N(0, 1/D)
+        self.c = Parameter(np.zeros(H), dtype=dtype)
+        self.V = Parameter(rng.standard_normal((D, n_outputs, H)) / math.sqrt(H), dtype=dtype)  # V ~ N(0, 1/H)
+        self.b = Parameter(np.zeros((D, n_outputs)), dtype=dtype)
+
+    def _base_config(self):
+        return dict(n_dims=self.n_dims, n_hidden=self.n_hidden, order=self.order.tolist(),
+                    order_agnostic=self.order_agnostic, dtype=np.dtype(self.W.dtype).name)
+
+    def set_order(self, order):
+        """Use this ordering from now on (also recorded in config, so a checkpoint keeps it)."""
+        self.order = resolve_order(order, self.n_dims, None)
+        self.config["order"] = self.order.tolist()
+
+    def before_batch(self, rng):
+        """Order-agnostic training: a fresh random ordering for every minibatch."""
+        if self.order_agnostic:
+            self.set_order(rng.permutation(self.n_dims))
+
+    # ---------------------------------------------------------------- likelihood
+    def outputs(self, x, order=None):
+        """Every conditional's parameters, out (B, D, P), for checked data x (B, D)."""
+        order = self.order if order is None else resolve_order(order, self.n_dims, None)
+        return ops.nade(self._features(x), order, self.W, self.c, self.V, self.b)
+
+    def log_conditionals(self, x, order=None):
+        """Tensor (B, D): log p(x_d | x_<d) for every dimension d (in the given or the model's ordering)."""
+        x = self.check_input(x)
+        return self._log_conditionals(self.outputs(x, order), x)
+
+    def log_prob(self, x, order=None):
+        """Tensor (B,): log p(x) = sum_d log p(x_d | x_<d), in nats."""
+        return self.log_conditionals(x, order).sum(axis=1)
+
+    def ensemble_log_prob(self, x, n_orderings=16, rng=None):
+        """Tensor (B,): log (1/N) sum_{k=1..N} p(x | ordering k), N orderings drawn from rng.
+
+        Each ordering's NADE is a normalized model, so their average is one too.
+        """
+        rng = as_rng(rng)
+        orders = [rng.permutation(self.n_dims) for _ in range(int(n_orderings))]
+        log_probs = ops.stack([self.log_prob(x, order=o) for o in orders], axis=0)    # (N, B)
+        return F.logsumexp(log_probs, axis=0) - math.log(len(orders))
+
+    # ------------------------------------------------------------------ sampling
+    def _kernel_arrays(self):
+        return [np.ascontiguousarray(p.data) for p in (self.W, self.c, self.V, self.b)]
+
+    def sample(self, n, rng=None):
+        """n samples (n, D), drawn one dimension at a time along the model's ordering."""
+        rng = as_rng(rng)
+        n = int(n)
+        order = np.broadcast_to(self.order, (n, self.n_dims))
+        observed = np.zeros((n, self.n_dims), dtype=bool)
+        x, _ = self._draw(np.ascontiguousarray(order), rng, np.zeros((n, self.n_dims)), observed)
+        return x
+
+    def complete(self, x, observed_mask, rng=None, n_proposals=64):
+        """Fill in the unobserved dimensions of x (n, D) by sampling from p(x_unobserved | x_observed).
+
+        observed_mask (n, D) bool: True where x holds a value to keep (other entries of x are ignored).
+        - order-agnostic model: each row uses an ordering that visits its observed dimensions
+          first (in the model's relative order), so the sample is exact under that ordering.
+        - fixed ordering: exact if the observed dimensions come first in every row; otherwise
+          sampling-importance-resampling: n_proposals completions per row drawn with the observed
+          values clamped, one kept with probability proportional to the likelihood of the
+          observed values that came after sampled ones (exact as n_proposals -> infinity).
+        """
+        rng = as_rng(rng)
+        observed = np.asarray(observed_mask, dtype=bool)
+        x = np.asarray(x.data if isinstance(x, Tensor) else x)
+        if observed.shape != x.shape or x.ndim != 2 or x.shape[1] != self.n_dims:
+            raise ValueError(f"{type(self).__name__}.complete: x and observed_mask must both be (n, {self.n_dims}), "
+                             f"got {x.shape} and {observed.shape}")
+        filled = np.where(observed, x, self._placeholder(x))
+        self.check_input(filled)                                       # observed values must be valid data
+        n, D = x.shape
+        rank = np.empty(D, dtype=np.int64)
+        rank[self.order] = np.arange(D)
+        # per row: observed dimensions first (by their rank in the model's ordering), then the rest
+        key = np.where(observed, 0, D) + rank[None, :]                  # (n, D)
+        first_observed = np.argsort(key, axis=1, kind="stable")         # (n, D)
+        if self.order_agnostic:
+            out, _ = self._draw(np.ascontiguousarray(first_observed), rng, filled, observed)
+            return out
+        order = np.broadcast_to(self.order, (n, D))
+        if np.array_equal(first_observed, order):                       # observed dims already come first
+            out, _ = self._draw(np.ascontiguousarray(order), rng, filled, observed)
+            return out
+        P = int(n_proposals)
+        rows = np.repeat(np.arange(n), P)                                # (n P,)
+        proposals, log_w = self._draw(np.ascontiguousarray(np.broadcast_to(self.order, (n * P, D))), rng,
+                                      filled[rows], observed[rows])
+        log_w = log_w.reshape(n, P)
+        w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+        pick = (rng.random((n, 1)) * w.sum(axis=1, keepdims=True) >= np.cumsum(w, axis=1)).sum(axis=1)
+        return proposals.reshape(n, P, D)[np.arange(n), np.minimum(pick, P - 1)]
+
+    def _placeholder(self, x):
+        return np.zeros_like(x)
+
+    @classmethod
+    def gradcheck_example(cls):
+        raise NotImplementedError
+
+
+class NADE(_NADEFamily):
+    """NADE over binary vectors {0, 1}^D:  p(x_d = 1 | x_<d) = sigmoid(b_d + V_d . h).
+
+    n_dims: D;  n_hidden: H;  order: None (natural), "random" (drawn from rng) or a permutation;
+    order_agnostic: draw a new ordering per minibatch (before_batch) [4].
+    """
+    data_kind = "binary"
+    recipe = dict(lr=0.03, momentum=0.9, batch_size=100, epochs=200, model=dict(n_hidden=100))
+    cli_options = {
+        "--hidden": ("n_hidden", int, "hidden units H"),
+        "--order": ("order", str, "'natural' or 'random' (drawn from the seed)"),
+        "--order-agnostic": ("order_agnostic", lambda s: s.lower() in ("1", "true", "yes"),
+                             "true: a fresh random ordering per minibatch"),
+    }
+
+    def __init__(self, n_dims, n_hidden=100, order=None, order_agnostic=False, rng=None, dtype=np.float32):
+        self._init_nade(n_dims, n_hidden, 1, 1, order, order_agnostic, rng, dtype)
+        self.config = self._base_config()
+
+    @classmethod
+    def for_dataset(cls, dataset, rng=None, **kwargs):
+        if dataset.kind != "binary":
+            raise ValueError(f"NADE models binary data; {dataset.name} is {dataset.kind} "
+                             "(use data.digits(form='binary'), or nade-categorical / rnade)")
+        return cls(dataset.n_dims, rng=rng, **kwargs)
+
+    def _features(self, x):
+        return x.astype(self.W.dtype)[:, :, None]                       # (B, D, 1)  x_d itself
+
+    def _log_conditionals(self, out, x):
+        logits = ops.reshape(out, x.shape)                              # (B, D)
+        return Bernoulli(logits).log_prob(x)                            # x z - softplus(z)
+
+    def _draw(self, order, rng, x_obs, observed):
+        u = rng.random(order.shape)                                     # (n, D) uniforms
+        sampler = K.sample_bernoulli if kernels.use_numba() else K.sample_bernoulli_numpy
+        return sampler(order, *self._kernel_arrays(), u, np.ascontiguousarray(x_obs, dtype=self.W.dtype),
+                       np.ascontiguousarray(observed))
+
+    @classmethod
+    def gradcheck_example(cls):
+        rng = np.random.default_rng(0)
+        model = cls(5, n_hidden=4, order="random", rng=rng, dtype=np.float64)
+        model.b.data[...] = rng.standard_normal(model.b.shape)
+        model.c.data[...] = rng.standard_normal(model.c.shape)
+        x = (rng.random((4, 5)) < 0.5).astype(np.float64)
+        return model, x
+
+
+class CategoricalNADE(_NADEFamily):
+    """NADE over {0, ..., K-1}^D:  p(x_d = k | x_<d) = softmax(b_d + V_d h)_k.
+
+    x_d enters the recursion one-hot: a_{i+1} = a_i + W[:, d, x_d] (one column per level).
+    n_levels: K (17 for the digits' intensities 0..16, 256 for 8-bit images).
+    """
+    data_kind = "categorical"
+    recipe = dict(lr=0.03, momentum=0.9, batch_size=100, epochs=200, model=dict(n_hidden=100))
+    cli_options = dict(NADE.cli_options)
+
+    def __init__(self, n_dims, n_levels=17, n_hidden=100, order=None, order_agnostic=False, rng=None,
+                 dtype=np.float32):
+        self.n_levels = int(n_levels)
+        if self.n_levels < 2:
+            raise ValueError(f"CategoricalNADE: n_levels must be >= 2, got {n_levels}")
+        self._init_nade(n_dims, n_hidden, self.n_levels, self.n_levels, order, order_agnostic, rng, dtype)
+        self.config = dict(self._base_config(), n_levels=self.n_levels)
+
+    @classmethod
+    def for_dataset(cls, dataset, rng=None, **kwargs):
+        if dataset.kind != "categorical":
+            raise ValueError(f"CategoricalNADE models categorical data; {dataset.name} is {dataset.kind} "
+                             "(use data.digits(form='levels'))")
+        return cls(dataset.n_dims, n_levels=dataset.n_levels, rng=rng, **kwargs)
+
+    def _features(self, x):
+        return np.eye(self.n_levels, dtype=self.W.dtype)[x]             # (B, D, K)  one-hot of x_d
+
+    def _log_conditionals(self, out, x):
+        return Categorical(out).log_prob(x)                             # (B, D)  z_k - logsumexp(z)
+
+    def _draw(self, order, rng, x_obs, observed):
+        u = rng.random(order.shape)
+        sampler = K.sample_categorical if kernels.use_numba() else K.sample_categorical_numpy
+        return sampler(order, *self._kernel_arrays(), u, np.ascontiguousarray(x_obs, dtype=np.int64),
+                       np.ascontiguousarray(observed))
+
+    @classmethod
+    def gradcheck_example(cls):
+        rng = np.random.default_rng(1)
+        model = cls(4, n_levels=3, n_hidden=3, order="random", rng=rng, dtype=np.float64)
+        model.b.data[...] = rng.standard_normal(model.b.shape)
+        x = rng.integers(0, 3, (3, 4))
+        return model, x
+
+
+class RNADE(_NADEFamily):
+    """NADE over R^D with a mixture of M Gaussians per conditional [3].
+
+    p(x_d | x_<d) = sum_m pi_m N(x_d; mu_m, s_m^2), from out_d = b_d + V_d h (3 M numbers):
+        pi = softmax(out_d[:M]),   mu = out_d[M:2M],   log s = lo + (hi - lo) sigmoid(out_d[2M:])
+    with [lo, hi] = [log_scale_min, log_scale_max]: every scale stays positive and bounded,
+    so no component can collapse onto one data point (an unbounded likelihood).
+    """
+    data_kind = "continuous"
+    recipe = dict(lr=0.01, momentum=0.9, batch_size=100, epochs=200, clip=10.0,
+                  model=dict(n_hidden=100, n_components=5))
+    cli_options = dict(NADE.cli_options, **{
+        "--components": ("n_components", int, "mixture components M per dimension")})
+
+    def __init__(self, n_dims, n_hidden=100, n_components=5, log_scale_min=-7.0, log_scale_max=1.0, order=None,
+                 order_agnostic=False, rng=None, dtype=np.float32):
+        self.n_components = M = int(n_components)
+        self.log_scale_min, self.log_scale_max = float(log_scale_min), float(log_scale_max)
+        if M < 1 or not self.log_scale_min < self.log_scale_max:
+            raise ValueError(f"RNADE: need n_components >= 1 and log_scale_min < log_scale_max, "
+                             f"got {n_components}, {log_scale_min}, {log_scale_max}")
+        rng = as_rng(rng)
+        self._init_nade(n_dims, n_hidden, 1, 3 * M, order, order_agnostic, rng, dtype)
+        # start with the means spread over [0, 1] (the dequantized data's range) and medium scales
+        self.b.data[:, M:2 * M] = (np.arange(M) + 0.5) / M
+        self.config = dict(self._base_config(), n_components=M, log_scale_min=self.log_scale_min,
+                           log_scale_max=self.log_scale_max)
+
+    @classmethod
+    def for_dataset(cls, dataset, rng=None, **kwargs):
+        if dataset.kind != "continuous":
+            raise ValueError(f"RNADE models continuous data; {dataset.name} is {dataset.kind} "
+                             "(use data.digits(form='continuous'))")
+        return cls(dataset.n_dims, rng=rng, **kwargs)
+
+    def _features(self, x):
+        return x.astype(self.W.dtype)[:, :, None]                       # (B, D, 1)  x_d itself
+
+    def mixture(self, out):
+        """(weight logits, means, log scales), each (B, D, M), from out (B, D, 3 M)."""
+        M = self.n_components
+        lo, hi = self.log_scale_min, self.log_scale_max
+        log_s = lo + (hi - lo) * ops.sigmoid(out[:, :, 2 * M:])         # in [lo, hi]
+        return out[:, :, :M], out[:, :, M:2 * M], log_s
+
+    def _log_conditionals(self, out, x):
+        return MixtureOfGaussians(*self.mixture(out)).log_prob(x)      # (B, D)  logsumexp over m
+
+    def _draw(self, order, rng, x_obs, observed):
+        u = rng.random(order.shape)                                     # component choice
+        z = rng.standard_normal(order.shape)                            # N(0, 1) for x = mu + s z
+        sampler = K.sample_mog if kernels.use_numba() else K.sample_mog_numpy
+        return sampler(order, *self._kernel_arrays(), u, z, np.ascontiguousarray(x_obs, dtype=self.W.dtype),
+                       np.ascontiguousarray(observed), self.log_scale_min, self.log_scale_max)
+
+    @classmethod
+    def gradcheck_example(cls):
+        rng = np.random.default_rng(2)
+        model = cls(4, n_hidden=3, n_components=2, order="random", rng=rng, dtype=np.float64)
+        model.b.data[...] += 0.3 * rng.standard_normal(model.b.shape)
+        x = rng.random((3, 4))
+        return model, x

@@ -1,0 +1,104 @@
+"""Pictures: a grid of samples, a learning curve, text samples.
+
+Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no
+global backend switch), so this works without a display and leaves a user's own
+matplotlib settings alone.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def _figure(width, height):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path, dpi=100):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def image_grid(images, image_shape, n_cols=None, pad=1):
+    """(n, H*W) rows -> one (rows*(H+pad)-pad, cols*(W+pad)-pad) array, images left to right,
+    top to bottom, separated by `pad` pixels of NaN (drawn as the background)."""
+    images = np.asarray(images, dtype=np.float64)
+    H, W = image_shape
+    if images.ndim != 2 or images.shape[1] != H * W:
+        raise ValueError(f"image_grid: expected (n, {H * W}) rows for images of shape {image_shape}, "
+                         f"got {images.shape}")
+    n = len(images)
+    n_cols = n_cols or int(math.ceil(math.sqrt(n)))
+    n_rows = int(math.ceil(n / n_cols))
+    grid = np.full((n_rows * (H + pad) - pad, n_cols * (W + pad) - pad), np.nan)
+    for k, img in enumerate(images.reshape(n, H, W)):
+        r, c = divmod(k, n_cols)
+        grid[r * (H + pad):r * (H + pad) + H, c * (W + pad):c * (W + pad) + W] = img
+    return grid
+
+
+def sample_grid(samples, image_shape, path, n_cols=None, title=None, vmin=None, vmax=None):
+    """Save samples (n, H*W) as a grid of grey images (white = high) to path (PNG)."""
+    grid = image_grid(samples, image_shape, n_cols)
+    finite = grid[np.isfinite(grid)]
+    vmin = float(finite.min()) if vmin is None else vmin
+    vmax = float(finite.max()) if vmax is None else vmax
+    ratio = grid.shape[0] / grid.shape[1]
+    fig = _figure(6, 6 * ratio + (0.4 if title else 0))
+    ax = fig.add_axes((0, 0, 1, 0.93 if title else 1))
+    cmap = _grey()
+    ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _grey():
+    from matplotlib import colormaps
+    return colormaps["gray"].with_extremes(bad="#7a8ca8")        # bad (NaN): the padding between images
+
+
+def learning_curve(history, path, title=None, unit="nats"):
+    """Save the train and validation NLL per epoch (history from train.fit) to path (PNG)."""
+    epochs = [e["epoch"] for e in history["epochs"]]
+    fig = _figure(6, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(epochs, [e["train_nll"] for e in history["epochs"]], label="train (mean over the epoch's minibatches)")
+    if any("valid_nll" in e for e in history["epochs"]):
+        ax.plot(epochs, [e.get("valid_nll", np.nan) for e in history["epochs"]], label="valid")
+    if history.get("best_epoch"):
+        ax.axvline(history["best_epoch"], color="grey", linestyle=":", label=f"best epoch ({history['best_epoch']})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"NLL ({unit} per example)")
+    values = [e[k] for e in history["epochs"] for k in ("train_nll", "valid_nll") if k in e]
+    if values:
+        low, high = min(values), np.percentile(values, 95)
+        if high > low:
+            ax.set_ylim(low - 0.05 * (high - low), high + 0.1 * (high - low))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def text_samples(lines, path, title=None):
+    """Save text samples (a list of strings) as a PNG of monospaced lines."""
+    shown = [line.replace("\n", "\u23ce").replace("\t", " ") for line in lines]
+    width = max((len(s) for s in shown), default=10)
+    fig = _figure(max(4, 0.1 * width), 0.3 * (len(shown) + 1) + 0.3)
+    for k, line in enumerate(shown):
+        fig.text(0.01, 1 - (k + 1.2) / (len(shown) + 1.5), line, family="monospace", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
