@@ -13,10 +13,10 @@ Sizes of the issue: B = 100, D = 784, H = 500, float32, binary inputs (MNIST-lik
    - PyTorch: the same NADE as one would write it with autograd: all pre-activations at once
      by a cumulative sum, A = c + cumsum(x_<d W^T) of shape (B, D, H), then sigmoid, the
      output layer and BCE-with-logits (O(B D H) time and memory: autograd keeps A and h).
-2. Peak memory of one forward + backward, each in a fresh subprocess: the growth of the
-   process's peak resident set (ru_maxrss) over its resident set just before the call, after
-   a warm-up on small inputs; and for the two NumPy-based paths the peak of tracemalloc
-   (every NumPy array, nothing else).
+2. Peak memory of one forward + backward, each in a fresh subprocess, after a warm-up on
+   small inputs: the peak resident set during the call (VmHWM, reset just before it through
+   /proc/self/clear_refs) minus the resident set just before it; and for the two NumPy-based
+   paths the peak of tracemalloc (every NumPy array, nothing else).
 3. Sampling 100 images of 784 pixels (H = 500): the numba sampler and its NumPy twin.
 
 Threads: numba's parallel loops and PyTorch both use --threads (default 2, the machine's cores).
@@ -48,7 +48,7 @@ try:
 except ImportError:                                 # the PyTorch columns are optional
     torch = None
 
-B, D, H = 100, 784, 500
+B, D, H = (10, 50, 20) if "--small" in sys.argv else (100, 784, 500)    # --small: a quick check that it runs
 
 
 def make_data(seed=0):
@@ -96,13 +96,23 @@ class TorchNADE:
             p.grad = None
         loss = self.nll(x)
         loss.backward()
-        return float(loss)
+        return loss.item()
 
 
 # ------------------------------------------------------------------ memory (one subprocess per path)
-def _rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field):
+    """VmRSS (resident now) or VmHWM (peak resident since the last reset) of this process, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak():
+    """Writing 5 to clear_refs resets VmHWM to the current VmRSS (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def memory_child(path):
@@ -121,8 +131,8 @@ def memory_child(path):
         os.environ["TINYAR_KERNELS"] = path
         tinyar_step(small, small_x)                                 # warm-up (numba loads its compiled kernels)
         run = lambda: tinyar_step(model, x)
-    before = _rss_bytes()
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    _reset_peak()
+    before = _status_bytes("VmRSS")
     traced = None
     if path != "torch":
         tracemalloc.start()
@@ -131,13 +141,15 @@ def memory_child(path):
         tracemalloc.stop()
     else:
         run()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps(dict(path=path, rss_before=before, peak_before=peak_before, peak=peak,
+    peak = _status_bytes("VmHWM")
+    lifetime_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(dict(path=path, rss_before=before, peak=peak, lifetime_peak=lifetime_peak,
                           extra=max(0, peak - before), traced=traced)))
 
 
 def measure_memory(path):
-    out = subprocess.run([sys.executable, __file__, "--threads", _threads, "--memory-child", path],
+    small = ["--small"] if "--small" in sys.argv else []
+    out = subprocess.run([sys.executable, __file__, "--threads", _threads, "--memory-child", path] + small,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -147,6 +159,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="2")
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--small", action="store_true", help="tiny sizes: only checks that the script runs")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -193,7 +206,7 @@ def main():
 
     memory = {path: measure_memory(path) for path in ["numba", "numpy"] + (["torch"] if torch else [])}
 
-    mib = lambda n: f"{n / 2 ** 20:.0f} MiB" if n is not None else "-"
+    mib = lambda n: f"{n / 2 ** 20:.1f} MiB" if n is not None else "-"
     print(f"NADE, B = {B}, D = {D}, H = {H}, float32, {args.threads} thread(s); "
           f"losses: numba {loss_numba:.4f}, twin {loss_numpy:.4f}"
           + (f", torch {loss_torch:.4f}" if loss_torch is not None else "")
@@ -209,7 +222,7 @@ def main():
           f"{mib(extra.get('torch'))} | | {extra['torch'] / max(extra['numba'], 1):.0f}x |" if torch else "")
     print(f"| peak of NumPy arrays (tracemalloc) | {mib(memory['numba']['traced'])} | "
           f"{mib(memory['numpy']['traced'])} | - | | |")
-    print(f"| process peak RSS | {mib(memory['numba']['peak'])} | {mib(memory['numpy']['peak'])} | "
+    print(f"| process peak RSS during the call | {mib(memory['numba']['peak'])} | {mib(memory['numpy']['peak'])} | "
           f"{mib(memory['torch']['peak']) if torch else '-'} | | |")
     print(f"| sampling 100 images of 784 pixels | {1e3 * t_sample:.0f} ms | {1e3 * t_sample_np:.0f} ms | - | "
           f"{t_sample_np / t_sample:.1f}x | |")

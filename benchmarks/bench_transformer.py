@@ -12,6 +12,10 @@
 3. Sampling 256 tokens for 8 sequences: with the key/value cache (O(t) per new token)
    against recomputing the whole prefix at every step (O(t^2)).
 
+Tables 1 and 2 run twice: with BLAS and PyTorch on 1 thread, then on 2 (threadpoolctl,
+which scikit-learn installs). The numba kernels are single-threaded. The load average
+is printed: on a shared machine, other processes' threads distort the 2-thread figures most.
+
 Medians of repeated runs after a warm-up (numba compiles on the first call).
 """
 from __future__ import annotations
@@ -154,22 +158,26 @@ def table(title, rows, reference):
         print(f"{name:<44} {seconds * 1e3:10.1f} {ratio}")
 
 
-def main():
-    rng = np.random.default_rng(0)
-    print(f"NumPy {np.__version__}, " + (f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
-                                        if torch else "PyTorch not installed") + f", {os.cpu_count()} cores")
-
+def compare(threads, rng):
+    """Tables 1 and 2 with BLAS (and PyTorch) limited to `threads` threads."""
+    print(f"\n=== {threads} thread{'s' if threads > 1 else ''} (BLAS and PyTorch) ===")
+    if torch:
+        torch.set_num_threads(threads)
     # 1. attention alone
     q, k, v, dy = (rng.standard_normal((B, H, T, C // H)).astype(np.float32) for _ in range(4))
     rows = []
     with kernels("numba"):
-        rows.append(("tinyar fused op, numba kernels", median_time(tinyar_attention_step(ops.causal_attention, q, k, v, dy))))
+        rows.append(("tinyar fused op, numba kernels",
+                     median_time(tinyar_attention_step(ops.causal_attention, q, k, v, dy))))
     with kernels("numpy"):
-        rows.append(("tinyar fused op, NumPy twins", median_time(tinyar_attention_step(ops.causal_attention, q, k, v, dy))))
-    rows.append(("tinyar from primitives", median_time(tinyar_attention_step(nn.causal_attention_composite, q, k, v, dy))))
+        rows.append(("tinyar fused op, NumPy twins",
+                     median_time(tinyar_attention_step(ops.causal_attention, q, k, v, dy))))
+    rows.append(("tinyar from primitives",
+                 median_time(tinyar_attention_step(nn.causal_attention_composite, q, k, v, dy))))
     if torch:
         rows.append(("PyTorch, masked softmax", median_time(torch_attention_step(q, k, v, dy, sdpa=False))))
-        rows.append(("PyTorch, scaled_dot_product_attention", median_time(torch_attention_step(q, k, v, dy, sdpa=True))))
+        rows.append(("PyTorch, scaled_dot_product_attention",
+                     median_time(torch_attention_step(q, k, v, dy, sdpa=True))))
     table(f"causal attention, forward + backward, q, k, v (B, H, T, d) = ({B}, {H}, {T}, {C // H}), float32",
           rows, "PyTorch, masked softmax" if torch else "tinyar fused op, numba kernels")
 
@@ -188,17 +196,36 @@ def main():
         rows.append(("PyTorch, masked softmax", median_time(torch_model_step(torch_model(False), x))))
         rows.append(("PyTorch, scaled_dot_product_attention", median_time(torch_model_step(torch_model(True), x))))
     table(f"Transformer forward + backward: {LAYERS} blocks, {H} heads, d_model {C}, MLP {D_MLP}, "
-          f"B {B}, T {T}, V {V}, float32", rows, "PyTorch, masked softmax" if torch else "tinyar, fused ops on numba kernels")
+          f"B {B}, T {T}, V {V}, float32", rows,
+          "PyTorch, masked softmax" if torch else "tinyar, fused ops on numba kernels")
+
+
+def main():
+    rng = np.random.default_rng(0)
+    print(f"NumPy {np.__version__}, " + (f"PyTorch {torch.__version__}" if torch else "PyTorch not installed")
+          + f", {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start")
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:                                 # comes with scikit-learn; without it: default threads
+        threadpool_limits = None
+    for threads in ([1, 2] if threadpool_limits else [None]):
+        if threadpool_limits:
+            with threadpool_limits(limits=threads, user_api="blas"):
+                compare(threads, rng)
+        else:
+            compare(torch.get_num_threads() if torch else "default", rng)
 
     # 3. sampling
     n, length = 8, 256
-    sampler = Transformer(V, **dict(options, max_len=length))
+    options = dict(n_layers=LAYERS, d_model=C, n_heads=H, d_mlp=D_MLP, rng=0)
+    sampler = Transformer(V, max_len=length, **options)
     rows = [("sample with the key/value cache", median_time(lambda: sampler.sample(n, rng=1), repeat=3, warmup=1)),
             ("sample, recomputing the prefix every step",
              median_time(lambda: sampler.sample(n, rng=1, use_cache=False), repeat=1, warmup=0))]
     same = np.array_equal(sampler.sample(n, rng=1), sampler.sample(n, rng=1, use_cache=False))
-    table(f"sampling {n} sequences of {length} tokens (same model, max_len {length}); "
+    table(f"sampling {n} sequences of {length} tokens (same model, max_len {length}, default threads); "
           f"identical samples: {same}", rows, "sample with the key/value cache")
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -125,3 +125,37 @@ def test_train_on_a_user_array(tmp_path, capsys):
     run = json.loads((tmp_path / "r" / "run.json").read_text())
     assert run["data"]["n_dims"] == 9 and run["data"]["image_shape"] == [3, 3]
     assert "test NLL" in capsys.readouterr().out
+
+
+def test_a_killed_process_resumes_to_the_same_parameters(tmp_path):
+    """SIGKILL a real `train` process after its first epoch, resume it, compare with an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    args = ["train", "fvsbn", "--epochs", "6", "--batch-size", "20", "--no-progress"]
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "tinyar", *args, "--out", str(killed)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (killed / "last.npz").exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.005)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    done = len(train.read_checkpoint(killed / "last.npz")[0]["state"]["history"]["epochs"])
+    assert 1 <= done < 6
+    assert main([*args, "--out", str(killed), "--resume"]) == 0
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    assert epochs_of(killed) == epochs_of(tmp_path / "full")
+    full, resumed = (train.read_checkpoint(tmp_path / r / "last.npz")[1] for r in ("full", "killed"))
+    for k in full:
+        np.testing.assert_array_equal(full[k], resumed[k])
+    assert json.loads((killed / "run.json").read_text())["resumed_at_epoch"] == done

@@ -294,3 +294,12 @@ def test_batches_are_seeded_and_cover_every_row_once():
     np.testing.assert_array_equal(np.concatenate(list(data.batches(x, 4, shuffle=False))), x)
     with pytest.raises(ValueError, match="batch_size"):
         list(data.batches(x, 0))
+
+
+def test_default_corpus_falls_back_to_stdlib_docstrings(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "pydoc_data.topics", None)        # as if Python shipped no pydoc_data
+    name, corpus = data.default_corpus()
+    assert name == "stdlib docstrings" and len(corpus) > 10_000
+    import json as json_module
+    assert json_module.__doc__ in corpus

@@ -103,7 +103,8 @@ def recipe_from_args(model_cls, args):
             recipe["model"][key[len("model_"):]] = value
     missing = [k for k in ("lr", "batch_size", "epochs") if k not in recipe]
     if missing:
-        raise SystemExit(f"error: {model_cls.__name__}.recipe has no {missing}; give {[RECIPE_FLAGS[k] for k in missing]}")
+        flags = ", ".join(RECIPE_FLAGS[k] for k in missing)
+        raise SystemExit(f"error: {model_cls.__name__}.recipe has no {missing}; give {flags}")
     return recipe
 
 
@@ -117,7 +118,9 @@ def make_optimizer(model, recipe, n_train):
     schedule = None
     if recipe.get("schedule") == "cosine" or (recipe.get("warmup") and recipe.get("schedule") != "constant"):
         total = recipe["epochs"] * math.ceil(n_train / recipe["batch_size"])
-        schedule = CosineLR(optimizer, total=total, warmup=int(recipe.get("warmup") or 0))
+        # a short run (a few epochs to try things) keeps at most half its steps for the warm-up
+        warmup = min(int(recipe.get("warmup") or 0), total // 2)
+        schedule = CosineLR(optimizer, total=total, warmup=warmup)
     return optimizer, schedule
 
 
@@ -137,7 +140,8 @@ def write_samples(model, info, path, n=64, seed=SAMPLE_SEED, **sample_options):
         plot.sample_grid(samples, tuple(info["image_shape"]), path, title=title, vmin=0.0, vmax=vmax)
     elif info.get("vocab"):
         lines = [decode(row, info["vocab"]) for row in samples[:16]]
-        plot.text_samples(lines, path, title=title)
+        plot.text_samples(lines, path, title=f"{info['class']}: {len(lines)} of the {n} samples in "
+                                             f"{Path(path).with_suffix('.txt').name}")
         Path(path).with_suffix(".txt").write_text("\n\n".join(decode(r, info["vocab"]) for r in samples) + "\n")
     else:
         raise ValueError("cannot draw samples: the data set has neither an image shape nor a vocabulary")
@@ -169,6 +173,8 @@ def cmd_train(args, argv):
             raise SystemExit(f"error: --resume: no run.json and last.npz in {out} to continue from")
         previous = json.loads((out / "run.json").read_text())
         settings = previous["settings"]
+        if settings["model"] != args.model:
+            raise SystemExit(f"error: --resume: {out} is a run of {settings['model']}, not {args.model}")
         if args.epochs is not None:
             settings["recipe"]["epochs"] = args.epochs
         if args.patience is not None:
@@ -198,7 +204,13 @@ def cmd_train(args, argv):
     info = dict(dataset_info(dataset), **{"class": cls.__name__})
     run = dict(command="python -m tinyar " + " ".join(argv), settings=settings, model_class=cls.__name__,
                config=model.config, n_parameters=model.n_parameters(), data=info,
-               data_fingerprint=data.fingerprint(dataset.train))
+               data_fingerprint=data.fingerprint(dataset.train),
+               schedule=dict(kind="cosine", total_steps=schedule.total, warmup_steps=schedule.warmup)
+               if schedule is not None else dict(kind="constant"))
+    if args.resume:
+        run["resumed_at_epoch"] = len(train.read_checkpoint(out / "last.npz")[0]["state"]["history"]["epochs"])
+    else:
+        _write_json(out / "run.json", dict(run, history=None, final=None))    # settings, for --resume
 
     t0 = time.perf_counter()
     history = train.fit(model, dataset.train, dataset.valid, optimizer, epochs=recipe["epochs"],
@@ -218,7 +230,7 @@ def cmd_train(args, argv):
     _print_results(results, dataset)
     print(f"test NLL: {results['test']['nll']:.4f} nats ({results['test']['bits_per_dim']:.4f} bits/dim)")
     print(f"wrote {out}/model.npz, last.npz, run.json, curve.png, samples.png")
-    return 1 if history["stopped"] and history["stopped"].startswith(("the loss", "the validation")) else 0
+    return 1 if history["diverged"] else 0
 
 
 def _write_json(path, obj):

@@ -375,7 +375,8 @@ def check_array(x, source="array"):
                          f"got shape {x.shape}")
     if x.dtype.kind == "f":
         if np.isnan(x).any():
-            raise ValueError(f"{source}: contains NaN (at row {int(np.isnan(x).any(axis=tuple(range(1, x.ndim))).argmax())})")
+            row = int(np.isnan(x).reshape(len(x), -1).any(axis=1).argmax())
+            raise ValueError(f"{source}: contains NaN (first in row {row})")
         if not np.isfinite(x).all():
             raise ValueError(f"{source}: contains inf")
     return x

@@ -51,11 +51,13 @@ def sample_grid(samples, image_shape, path, n_cols=None, title=None, vmin=None, 
     finite = grid[np.isfinite(grid)]
     vmin = float(finite.min()) if vmin is None else vmin
     vmax = float(finite.max()) if vmax is None else vmax
-    ratio = grid.shape[0] / grid.shape[1]
-    fig = _figure(6, 6 * ratio + (0.4 if title else 0))
-    ax = fig.add_axes((0, 0, 1, 0.93 if title else 1))
-    cmap = _grey()
-    ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1, interpolation="nearest")
+    width = 6.0                                          # inches; the image fills the width
+    height = width * grid.shape[0] / grid.shape[1]        # square pixels
+    title_height = 0.4 if title else 0.0
+    fig = _figure(width, height + title_height)
+    ax = fig.add_axes((0, 0, 1, height / (height + title_height)))
+    ax.imshow(grid, cmap=_grey(), vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1, interpolation="nearest",
+              aspect="auto")
     ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=10)

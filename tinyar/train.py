@@ -119,7 +119,8 @@ def read_checkpoint(path):
         raise CheckpointError(f"{path}: cannot read this checkpoint; the file is truncated, damaged or not "
                               f"a tinyar checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a tinyar checkpoint (format {record.get('format') if isinstance(record, dict) else record!r})")
+        found = record.get("format") if isinstance(record, dict) else record
+        raise CheckpointError(f"{path}: not a tinyar checkpoint (format {found!r})")
     if record.get("version", 0) > VERSION:
         raise CheckpointError(f"{path}: checkpoint version {record['version']} is newer than this tinyar "
                               f"reads ({VERSION}); upgrade tinyar")
@@ -181,16 +182,17 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
     resume      a last.npz (or its folder) to continue from
     callback    callback(epoch_record) after each epoch; raising from it stops training
                 (the tests use this to "kill" a run)
-    log         a function of one string (default: print to stderr)
+    log         a function of one string (default: write to stderr, above the progress bar)
 
     History: {"epochs": [{"epoch", "train_nll", "valid_nll", "lr", "seconds", "examples_per_s"}, ...],
-    "best_epoch", "best_valid_nll", "stopped"}. After fit the model holds the best parameters
-    (lowest validation NLL) if valid was given, else the last ones. A NaN or inf loss stops
-    training: the model is put back to its last good state, stopped says why.
+    "best_epoch", "best_valid_nll", "stopped" (why it stopped early, or None), "diverged"}.
+    After fit the model holds the best parameters (lowest validation NLL) if valid was given,
+    else the last ones. A NaN or inf loss stops training: the model is put back to its last
+    good state, and "stopped" says why.
     """
     from tqdm.auto import tqdm
 
-    log = log or (lambda message: print(message, file=sys.stderr))
+    log = log or (lambda message: tqdm.write(message, file=sys.stderr))     # above the progress bar
     train = np.asarray(train)
     valid = None if valid is None else np.asarray(valid)
     if len(train) == 0:
@@ -200,7 +202,7 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
     out = Path(out) if out is not None else None
     params = model.parameters()
     rng = np.random.default_rng(seed)
-    history = dict(epochs=[], best_epoch=None, best_valid_nll=None, stopped=None)
+    history = dict(epochs=[], best_epoch=None, best_valid_nll=None, stopped=None, diverged=False)
     best_state = None
     bad_epochs = 0
 
@@ -216,6 +218,7 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
         state = record["state"]
         rng.bit_generator.state = state["rng"]
         history = state["history"]
+        history["stopped"], history["diverged"] = None, False
         bad_epochs = state["bad_epochs"]
         if schedule is not None and state.get("schedule_t") is not None:
             schedule.t = state["schedule_t"]
@@ -302,6 +305,7 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
             if patience is not None and bad_epochs >= patience:
                 history["stopped"] = (f"early stop at epoch {epoch}: no lower validation NLL for {patience} "
                                       f"epochs (best {history['best_valid_nll']:.4f} at epoch {history['best_epoch']})")
+                log(history["stopped"])
             save_last()
             bar.set_postfix(epoch=epoch, train=f"{entry['train_nll']:.3f}",
                             valid=f"{entry.get('valid_nll', float('nan')):.3f}",
@@ -311,7 +315,7 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
             if history["stopped"]:
                 break
     except Diverged:
-        pass
+        history["diverged"] = True
     finally:
         bar.close()
     if best_state is not None:

@@ -313,3 +313,15 @@ def test_cli_trains_made_with_hidden_and_masks(tmp_path):
     assert code in (0, None)
     loaded = train.load(tmp_path / "run" / "model.npz")
     assert isinstance(loaded, MADE) and loaded.n_hidden == [8, 8] and loaded.n_masks == 2
+
+
+def test_categorical_complete_keeps_observed_values():
+    model = CategoricalMADE(4, n_levels=3, n_hidden=[8], n_masks=2, rng=0, dtype=np.float64)
+    x = np.array([[2, 0, 1, 0], [1, 1, 0, 2]])
+    observed = np.array([[True, False, True, False], [False, False, False, True]])
+    out = model.complete(x, observed, rng=np.random.default_rng(0), n_proposals=8)
+    assert out.dtype.kind == "i" and out.shape == (2, 4)
+    np.testing.assert_array_equal(out[observed], x[observed])
+    assert out.min() >= 0 and out.max() <= 2
+    with pytest.raises(ValueError, match="categories"):
+        model.complete(np.full((2, 4), 5), observed)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinyar import ops
 from tinyar.gradcheck import gradcheck
 from tinyar.models import REGISTRY, PixelRNN, RNN
 from tinyar.models.rnn import fit_stream, streams
@@ -202,3 +203,29 @@ def test_gradient_demo_runs_quickly(tmp_path):
     assert vanish[29] < 1e-4 * vanish[0] and np.all(np.diff(vanish[5:]) < 0)
     assert explode[29] > 10 * explode[0]
     assert lstm3[29] > 0.1 * lstm3[1] and lstm3[29] > 1e3 * vanish[29] and lstm1[29] < lstm3[29]
+
+
+def test_cli_train_char_rnn_and_sample_with_a_prompt(tmp_path, capsys):
+    from tinyar.cli import main
+    text = tmp_path / "abc.txt"
+    text.write_text("the cat sat on the mat. " * 120)
+    run = tmp_path / "run"
+    assert main(["train", "char-rnn", "--text", str(text), "--epochs", "2", "--hidden", "16", "--seq-len", "24",
+                 "--out", str(run), "--no-progress"]) in (0, None)
+    capsys.readouterr()
+    assert main(["sample", str(run), "--prompt", "the c", "--temperature", "0.5", "--n", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("the c") >= 3                                        # every sample starts with the prompt
+    with pytest.raises(SystemExit, match="vocabulary"):
+        main(["sample", str(run), "--prompt", "XYZ", "--n", "1"])
+
+
+def test_lstm_cell_gradcheck_and_memory():
+    """The gated cell (nn.LSTMCell, primitive ops only) passes gradcheck over 4 steps, ids and vectors."""
+    from tinyar.nn import LSTMCell
+    cell = LSTMCell(3, 4, rng=0, dtype=np.float64)
+    ids = np.array([[0, 2, 1, 2], [1, 1, 0, 2]])
+    last = lambda hs: ops.sum_(hs[-1] * hs[-1])
+    assert gradcheck(lambda *p: last(cell.unrolled(ids)), *cell.parameters())["max_rel_error"] < 1e-5
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 4, 3)), requires_grad=True)
+    assert gradcheck(lambda x: last(cell.unrolled(x)), x)["max_rel_error"] < 1e-5

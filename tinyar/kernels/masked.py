@@ -107,15 +107,15 @@ def _sorted_masked_transpose(W, M, perm):
 
 
 # ------------------------------------------------------------------- forward
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=True)
 def masked_matmul_forward(x, W, M, b, perm, start):
     """y = x (W*M)^T + b, skipping zero inputs and the masked-out suffix of each column."""
     B, n_in = x.shape
     n_out = W.shape[0]
     WMt = _sorted_masked_transpose(W, M, perm)     # (n_in, n_out), rows of W sorted by degree
     y = np.empty((B, n_out), x.dtype)
+    acc = np.empty(n_out, x.dtype)                 # one row of y, in sorted order
     for i in range(B):
-        acc = np.empty(n_out, x.dtype)             # y[i] in sorted order
         for r in range(n_out):
             acc[r] = b[perm[r]]
         for j in range(n_in):
@@ -160,7 +160,7 @@ def masked_matmul_backward_input_numpy(dy, W, M, perm, start):
     return dy @ (W * M)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, fastmath=True)
 def masked_matmul_backward_weight(dy, x, M, perm, start):
     """dW = (dy^T x) * M: dW[perm[r], j] = sum_{b : x_bj != 0} x_bj dy[b, perm[r]], r >= start_j."""
     B, n_out = dy.shape
