@@ -22,6 +22,10 @@ import statistics
 import sys
 import time
 
+# PyTorch's OpenMP threads spin for a while after each parallel region; interleaved with NumPy's
+# OpenBLAS threads on 2 cores that made every column several times slower. Let them sleep instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))   # run from a checkout

@@ -12,8 +12,11 @@ with respect to every parameter, for PixelCNN and GatedPixelCNN at their recipe'
 (32 channels, a 7x7 mask-A layer, four 3x3 layers), tinyar with each convolution
 against the same network written in PyTorch (same weights and masks).
 
-Times are medians over --repeats runs after one warm-up run (numba compiles then).
-NumPy's BLAS and PyTorch use every core; the numba loops use one.
+Times are the fastest of --repeats runs after one warm-up run (numba compiles then): on a
+shared machine the minimum is the least disturbed estimate. NumPy's BLAS and PyTorch use
+every core; the numba loops use one; the column "im2col 1T" limits BLAS to one thread
+(threadpoolctl), which is what im2col gets when other processes keep the cores busy:
+a multi-threaded BLAS then waits on its own threads and can be several times slower.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import platform
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from tinyar.kernels import conv
 from tinyar.models import GatedPixelCNN, PixelCNN
@@ -33,14 +37,21 @@ except ImportError:                                  # the PyTorch columns are o
     torch = None
 
 
-def median_ms(fn, repeats):
+def best_ms(fn, repeats):
     fn()                                             # warm-up (and numba's compilation)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    return 1e3 * float(np.min(times))
+
+
+def one_blas_thread(fn):
+    def run():
+        with threadpool_limits(limits=1, user_api="blas"):
+            fn()
+    return run
 
 
 # ------------------------------------------------------------------ one convolution
@@ -55,9 +66,10 @@ def conv_row(B, C, O, H, k, repeats, rng):
             forward(x, w, b)
             backward(x, w, dy)
         return run
-    row = dict(shape=f"x ({B},{C},{H},{H}) w ({O},{C},{k},{k})",
-               im2col=median_ms(tinyar(conv.conv2d_forward_numpy, conv.conv2d_backward_numpy), repeats),
-               numba=median_ms(tinyar(conv.conv2d_forward_numba, conv.conv2d_backward_numba), repeats))
+    im2col = tinyar(conv.conv2d_forward_numpy, conv.conv2d_backward_numpy)
+    row = dict(shape=f"x ({B},{C},{H},{H}) w ({O},{C},{k},{k})", im2col=best_ms(im2col, repeats),
+               im2col_1t=best_ms(one_blas_thread(im2col), repeats),
+               numba=best_ms(tinyar(conv.conv2d_forward_numba, conv.conv2d_backward_numba), repeats))
     if torch is not None:
         xt = torch.tensor(x, requires_grad=True)
         wt = torch.tensor(w, requires_grad=True)
@@ -68,7 +80,7 @@ def conv_row(B, C, O, H, k, repeats, rng):
             y = torch_F.conv2d(xt, wt, bt, padding=k // 2)
             y.backward(dyt)
             xt.grad = wt.grad = bt.grad = None
-        row["torch"] = median_ms(run_torch, repeats)
+        row["torch"] = best_ms(run_torch, repeats)
     return row
 
 
@@ -131,7 +143,8 @@ def model_row(cls, H, repeats, rng):
                 conv.DEFAULT = saved
         return run
     row = dict(shape=f"{cls.__name__} {H}x{H}, {model.n_parameters():,} params",
-               im2col=median_ms(tinyar("im2col"), repeats), numba=median_ms(tinyar("numba"), repeats))
+               im2col=best_ms(tinyar("im2col"), repeats), im2col_1t=best_ms(one_blas_thread(tinyar("im2col")), repeats),
+               numba=best_ms(tinyar("numba"), repeats))
     if torch is not None:
         forward = torch_model(model)
         xt = torch.tensor(x.reshape(64, 1, H, H))
@@ -144,22 +157,22 @@ def model_row(cls, H, repeats, rng):
         def run_torch():
             loss = torch_F.binary_cross_entropy_with_logits(forward(xt), xt, reduction="sum") / 64
             loss.backward()
-        row["torch"] = median_ms(run_torch, repeats)
+        row["torch"] = best_ms(run_torch, repeats)
     return row
 
 
 def print_table(title, rows):
     print(f"\n{title}")
     has_torch = "torch" in rows[0]
-    head = f"| {'what':<44} | im2col ms | numba ms |" + (" PyTorch ms | im2col / PyTorch | numba / PyTorch |"
-                                                          if has_torch else "")
+    head = f"| {'what':<44} | im2col ms | im2col 1T ms | numba ms |" + (
+        " PyTorch ms | im2col / PyTorch | im2col 1T / PyTorch | numba / PyTorch |" if has_torch else "")
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for r in rows:
-        line = f"| {r['shape']:<44} | {r['im2col']:9.2f} | {r['numba']:8.2f} |"
+        line = f"| {r['shape']:<44} | {r['im2col']:9.2f} | {r['im2col_1t']:12.2f} | {r['numba']:8.2f} |"
         if has_torch:
             line += (f" {r['torch']:10.2f} | {r['im2col'] / r['torch']:16.2f} | "
-                     f"{r['numba'] / r['torch']:15.2f} |")
+                     f"{r['im2col_1t'] / r['torch']:19.2f} | {r['numba'] / r['torch']:15.2f} |")
         print(line)
 
 
@@ -173,7 +186,7 @@ def main(argv=None):
     versions = f"NumPy {np.__version__}" + (f", PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
                                             if torch is not None else ", PyTorch not installed")
     print(f"{platform.machine()}, Python {platform.python_version()}, {versions}; float32, batch 64; "
-          f"median of {repeats}")
+          f"fastest of {repeats}")
     sizes = [8] if args.quick else [8, 28]
     conv_shapes = [(1, 32, 7), (32, 32, 3), (32, 32, 1), (64, 64, 3)]
     rows = [conv_row(64, C, O, H, k, repeats, rng) for H in sizes for C, O, k in conv_shapes]

@@ -230,6 +230,7 @@ def test_user_npz_with_splits_images_and_kinds(tmp_path):
     (np.array([[0.0, np.nan], [1.0, 0.0], [0, 1]]), "NaN"),
     (np.array([[0.0, np.inf], [1.0, 0.0], [0, 1]]), "inf"),
     (np.array([["a", "b"]]), "expected numbers"),
+    (np.array([[0, -1], [2, 3], [1, 1]]), "bad.npy: integer data with negative values"),
 ])
 def test_user_array_errors(tmp_path, array, message):
     np.save(tmp_path / "bad.npy", array)

@@ -98,6 +98,18 @@ def test_linear_on_batched_inputs_and_its_gradients():
     assert result["max_abs_error"] < 1e-8
 
 
+def test_linear_on_1d_and_3d_inputs_matches_2d():
+    layer = Linear(3, 2, rng=0, dtype=np.float64)
+    layer.bias.data[...] = [0.5, -1.0]
+    x = np.random.default_rng(3).standard_normal((2, 4, 3))
+    expected = x @ layer.weight.data.T + layer.bias.data
+    np.testing.assert_allclose(layer(Tensor(x)).data, expected, rtol=1e-12)
+    np.testing.assert_allclose(layer(x[0, 0]).data, expected[0, 0], rtol=1e-12)      # a plain 1-D array
+    assert layer(Tensor(np.ones((0, 5, 3)))).shape == (0, 5, 2)
+    x2 = Tensor(x[0], requires_grad=True)
+    assert gradcheck(lambda x, w, b: layer(x), x2, layer.weight, layer.bias)["max_abs_error"] < 1e-8
+
+
 def test_linear_names_a_wrong_number_of_features():
     with pytest.raises(ValueError, match=r"3 features.*\(4, 5\)"):
         Linear(3, 2)(Tensor(np.ones((4, 5), np.float32)))

@@ -333,3 +333,22 @@ def test_concatenate_and_stack_errors():
         ops.concatenate([Tensor(np.ones((2, 3))), Tensor(np.ones((2, 2)))], axis=0)
     with pytest.raises(ValueError, match=r"\(2, 3\), \(2, 2\)"):
         ops.stack([Tensor(np.ones((2, 3))), Tensor(np.ones((2, 2)))])
+
+
+def test_matmul_with_a_transposed_right_operand():
+    # x @ W.T (as in Linear) takes a layout shortcut in the VJP; it must give the same gradients
+    rng = np.random.default_rng(5)
+    x, w = leaf(rng.standard_normal((4, 3))), leaf(rng.standard_normal((2, 3)))
+    assert gradcheck(lambda x, w: x @ w.T, x, w)["max_abs_error"] < 1e-8
+    (x @ w.T).backward(np.ones((4, 2)))
+    assert w.grad.flags.c_contiguous
+    np.testing.assert_allclose(w.grad, np.ones((2, 4)) @ x.data, rtol=1e-12)
+    np.testing.assert_allclose(x.grad, np.ones((4, 2)) @ w.data, rtol=1e-12)
+
+
+def test_matmul_skips_the_gradient_of_a_constant_input():
+    w = leaf(np.ones((3, 2)))
+    y = Tensor(np.ones((4, 3))) @ w
+    dx, dw = y._vjp(np.ones((4, 2)))
+    assert dx is None
+    np.testing.assert_allclose(dw, np.full((3, 2), 4.0))

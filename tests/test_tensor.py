@@ -216,3 +216,13 @@ def test_broadcast_gradient_reaches_each_input_in_its_own_shape():
     (a * b).sum().backward()                          # y (2, 3)
     np.testing.assert_allclose(a.grad, [[6.0], [6.0]])
     np.testing.assert_allclose(b.grad, [2.0, 2.0, 2.0])
+
+
+def test_a_gradient_has_the_dtype_of_its_tensor_in_mixed_precision():
+    w = leaf([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    x = Tensor(np.array([[0.5, -1.0]]))                 # float64 data
+    y = x @ w
+    assert y.dtype == np.float64                        # NumPy's promotion in the forward
+    y.sum().backward()
+    assert w.grad.dtype == np.float32
+    np.testing.assert_allclose(w.grad, [[0.5, 0.5], [-1.0, -1.0]])

@@ -390,7 +390,10 @@ def _as_dataset(name, arrays, kind=None):
     shape = shapes["train"]
     flat = {s: a.reshape(len(a), -1) for s, a in arrays.items()}
     everything = np.concatenate(list(flat.values()))
-    kind = kind or infer_kind(everything)
+    try:
+        kind = kind or infer_kind(everything)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
     if kind == "binary":
         check_fits_kind(everything, "binary", name)
         flat = {s: a.astype(np.float32) for s, a in flat.items()}

@@ -101,11 +101,16 @@ class Linear(Module):
         self.bias = Parameter(np.zeros(out_features), dtype=dtype) if bias else None
 
     def forward(self, x):
-        if x.shape[-1] != self.weight.shape[1]:
+        x = ops.as_tensor(x)
+        if x.ndim == 0 or x.shape[-1] != self.weight.shape[1]:
             raise ValueError(f"Linear: expected inputs with {self.weight.shape[1]} features in the last axis, "
                              f"got shape {x.shape}")
-        y = ops.matmul(x, ops.transpose(self.weight))          # (..., out)
-        return y + self.bias if self.bias is not None else y
+        # (..., in) as one (N, in) matrix: one BLAS product instead of a batch of small ones
+        x2 = x if x.ndim == 2 else ops.reshape(x, (-1, x.shape[-1]))     # (N, in)
+        y = ops.matmul(x2, ops.transpose(self.weight))                    # (N, out)
+        if self.bias is not None:
+            y = y + self.bias
+        return y if x.ndim == 2 else ops.reshape(y, x.shape[:-1] + (self.weight.shape[0],))   # (..., out)
 
 
 # ==== MaskedLinear (MADE) ====

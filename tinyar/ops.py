@@ -223,12 +223,20 @@ def matmul(a, b):
             G = np.expand_dims(G, -2)                          # restore the n = 1 axis
         if b.ndim == 1:
             G = np.expand_dims(G, -1)                          # restore the m = 1 axis
-        dA = G @ _blas_friendly(np.swapaxes(B, -1, -2))        # (..., n, k)
-        dB = np.swapaxes(A, -1, -2) @ G                        # (..., k, m)
-        if a.ndim == 1:
-            dA = dA[..., 0, :]                                 # drop n = 1; batch axes summed by unbroadcast
-        if b.ndim == 1:
-            dB = dB[..., 0]                                    # drop m = 1
+        dA = dB = None                                         # skip the product for an input that needs no
+        if a.requires_grad:                                    # gradient (data x in x @ W): as costly as the forward
+            dA = G @ _blas_friendly(np.swapaxes(B, -1, -2))    # (..., n, k)
+            if a.ndim == 1:
+                dA = dA[..., 0, :]                             # drop n = 1; batch axes summed by unbroadcast
+        if b.requires_grad:
+            if A.ndim == 2 and B.ndim == 2 and B.flags.f_contiguous and not B.flags.c_contiguous:
+                # b is a transposed view (x @ W.T in Linear): the same product computed as (dy^T a)^T,
+                # so that dW = dB.T comes out C-contiguous like W, with no transposing copy later
+                dB = (G.T @ A).T                               # (k, m)
+            else:
+                dB = np.swapaxes(A, -1, -2) @ G                # (..., k, m)
+            if b.ndim == 1:
+                dB = dB[..., 0]                                # drop m = 1
         return dA, dB
     return Tensor._make(y, (a, b), vjp, "matmul")
 
@@ -442,7 +450,7 @@ def masked_matmul(x, W, M, b=None, structure=None, kernel="auto"):
     (derivation in kernels/masked.py). M gets no gradient. `structure` is
     kernels.masked.mask_structure(M), which a layer computes once per mask; `kernel`
     picks "numba", "numpy" or (by default, "auto") whichever kernels.masked.prefer_numba
-    measured to be faster for this input: the numba loops for sparse inputs (they skip
+    measured to be faster for this input: the numba loops for very sparse inputs (they skip
     zeros and masked-out weights), BLAS through the NumPy twin for dense ones.
     """
     from tinyar.kernels import masked as K
@@ -580,7 +588,7 @@ def conv2d(x, w, b=None):
 
     def vjp(dy):
         dx, dw, db = backward(np.ascontiguousarray(x.data), np.ascontiguousarray(w.data),
-                              np.ascontiguousarray(dy))
+                              np.ascontiguousarray(dy), need_dx=x.requires_grad)   # no dx for input images
         return (dx, dw) if b is None else (dx, dw, db)
     return Tensor._make(y, (x, w) if b is None else (x, w, b), vjp, "conv2d")
 

@@ -142,6 +142,8 @@ class Tensor:
                 if pg is None or not parent.requires_grad:
                     continue
                 pg = unbroadcast(np.asarray(pg), parent.shape, node.op)
+                if pg.dtype != parent.data.dtype:      # a gradient has its tensor's dtype (float32 weight, float64 data)
+                    pg = pg.astype(parent.data.dtype)
                 if _state["anomaly"]:
                     _check_finite(pg, node.op, node._parents, "gradient")
                 key = id(parent)

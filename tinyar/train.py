@@ -225,10 +225,9 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
             optimizer.lr = schedule.lr_at(schedule.t)
         else:
             optimizer.lr = state.get("lr", optimizer.lr)
-        if history["best_epoch"] is not None:
-            best = read_checkpoint(resume.with_name("model.npz"))[1] if resume.with_name("model.npz").exists() \
-                else None
-            best_state = best
+        best_path = resume.with_name("model.npz")             # the best model so far, beside last.npz
+        if history["best_epoch"] is not None and best_path.exists():
+            best_state = read_checkpoint(best_path)[1]
     start = len(history["epochs"])
     if start >= epochs:
         log(f"fit: already trained {start} epochs (asked for {epochs}); nothing to do")

@@ -75,6 +75,16 @@ def test_numba_and_numpy_agree(shape, dtype, tol):
         np.testing.assert_allclose(g_nb, g_np, rtol=tol, atol=tol * np.abs(g_np).max())
 
 
+@pytest.mark.parametrize("backward", [conv.conv2d_backward_numpy, conv.conv2d_backward_numba])
+def test_backward_without_dx(backward):
+    x, w, _, dy = _arrays((2, 1, 5, 5, 3, 5, 5), np.float32, seed=5)
+    dx, dw, db = backward(x, w, dy, need_dx=False)
+    full = backward(x, w, dy)
+    assert dx is None and full[0].shape == x.shape
+    np.testing.assert_array_equal(dw, full[1])
+    np.testing.assert_array_equal(db, full[2])
+
+
 @pytest.mark.parametrize("impl", ["im2col", "numba"])
 @pytest.mark.parametrize("shape", [(2, 2, 4, 5, 3, 3, 3), (1, 3, 5, 5, 2, 5, 5), (3, 1, 3, 4, 2, 1, 1),
                                    (2, 2, 4, 4, 2, 3, 1)])

@@ -162,8 +162,9 @@ def sampler_inputs(n, D, Kin, H, P, dtype, seed=0):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_bernoulli_sampler_agrees_with_twin(dtype):
-    rng, order, W, c, V, b, observed = sampler_inputs(50, 7, 1, 6, 1, dtype)
+@pytest.mark.parametrize("n_inputs", [1, 2])                  # 2: with the mask input row
+def test_bernoulli_sampler_agrees_with_twin(dtype, n_inputs):
+    rng, order, W, c, V, b, observed = sampler_inputs(50, 7, n_inputs, 6, 1, dtype)
     u = rng.random((50, 7))
     x_obs = (rng.random((50, 7)) < 0.5).astype(dtype)
     x, log_w = K.sample_bernoulli(order, W, c, V, b, u, x_obs, observed)
@@ -176,8 +177,9 @@ def test_bernoulli_sampler_agrees_with_twin(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_categorical_sampler_agrees_with_twin(dtype):
-    rng, order, W, c, V, b, observed = sampler_inputs(60, 5, 4, 7, 4, dtype, seed=1)
+@pytest.mark.parametrize("n_inputs", [4, 5])                  # 5: the 4 levels and the mask input
+def test_categorical_sampler_agrees_with_twin(dtype, n_inputs):
+    rng, order, W, c, V, b, observed = sampler_inputs(60, 5, n_inputs, 7, 4, dtype, seed=1)
     u = rng.random((60, 5))
     x_obs = rng.integers(0, 4, (60, 5))
     x, log_w = K.sample_categorical(order, W, c, V, b, u, x_obs, observed)
@@ -189,8 +191,9 @@ def test_categorical_sampler_agrees_with_twin(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_mog_sampler_agrees_with_twin(dtype):
-    rng, order, W, c, V, b, observed = sampler_inputs(40, 6, 1, 5, 9, dtype, seed=2)
+@pytest.mark.parametrize("n_inputs", [1, 2])
+def test_mog_sampler_agrees_with_twin(dtype, n_inputs):
+    rng, order, W, c, V, b, observed = sampler_inputs(40, 6, n_inputs, 5, 9, dtype, seed=2)
     u, z = rng.random((40, 6)), rng.standard_normal((40, 6))
     x_obs = rng.standard_normal((40, 6)).astype(dtype)
     x, log_w = K.sample_mog(order, W, c, V, b, u, z, x_obs, observed, -3.0, 1.0)

@@ -61,16 +61,17 @@ def test_gradcheck_of_the_loss(cls):
 
 
 # -------------------------------------------------------------- normalization
-@pytest.mark.parametrize("order", [None, "random"])
-def test_nade_sums_to_one_over_all_binary_vectors(order):
-    model = random_nade(D=10, order=order)
+@pytest.mark.parametrize("order, mask_inputs", [(None, False), ("random", False), ("random", True)])
+def test_nade_sums_to_one_over_all_binary_vectors(order, mask_inputs):
+    model = random_nade(D=10, order=order, mask_inputs=mask_inputs)
     p = np.exp(log_prob(model, all_binary(10)))
     assert p.shape == (1024,)
     np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-10)
 
 
-def test_categorical_nade_sums_to_one_over_all_inputs():
-    model = random_categorical(D=6, K=3, order="random")
+@pytest.mark.parametrize("mask_inputs", [False, True])
+def test_categorical_nade_sums_to_one_over_all_inputs(mask_inputs):
+    model = random_categorical(D=6, K=3, order="random", mask_inputs=mask_inputs)
     x = np.array(list(itertools.product(range(3), repeat=6)))
     p = np.exp(log_prob(model, x))
     assert p.shape == (729,)
@@ -141,10 +142,12 @@ def chi_square_p(samples_as_index, probs):
     return stats.chisquare(counts, probs * counts.sum()).pvalue
 
 
-@pytest.mark.parametrize("kernels_env", ["numba", "numpy"])
-def test_nade_sample_frequencies_match_the_model(kernels_env, monkeypatch):
+@pytest.mark.parametrize("kernels_env, mask_inputs", [("numba", False), ("numpy", False), ("numba", True)])
+def test_nade_sample_frequencies_match_the_model(kernels_env, mask_inputs, monkeypatch):
     monkeypatch.setenv("TINYAR_KERNELS", kernels_env)
-    model = random_nade(D=3, H=4, order=[2, 0, 1], seed=3)
+    model = random_nade(D=3, H=4, order=[2, 0, 1], seed=3, mask_inputs=mask_inputs)
+    if mask_inputs:
+        model.W.data[:, 1] = 2.0 * np.random.default_rng(0).standard_normal(model.W.data[:, 1].shape)
     probs = np.exp(log_prob(model, all_binary(3)))
     x = model.sample(200_000, rng=np.random.default_rng(0))
     assert x.shape == (200_000, 3) and set(np.unique(x)) == {0.0, 1.0}
@@ -152,8 +155,9 @@ def test_nade_sample_frequencies_match_the_model(kernels_env, monkeypatch):
     assert chi_square_p(index, probs) > 1e-3
 
 
-def test_categorical_nade_sample_frequencies_match_the_model():
-    model = random_categorical(D=3, K=3, H=4, order="random", seed=4)
+@pytest.mark.parametrize("mask_inputs", [False, True])
+def test_categorical_nade_sample_frequencies_match_the_model(mask_inputs):
+    model = random_categorical(D=3, K=3, H=4, order="random", seed=4, mask_inputs=mask_inputs)
     x_all = np.array(list(itertools.product(range(3), repeat=3)))
     probs = np.exp(log_prob(model, x_all))
     x = model.sample(200_000, rng=np.random.default_rng(1))
@@ -173,8 +177,9 @@ def test_rnade_samples_follow_its_density():
     assert stats.kstest(x, cdf).pvalue > 1e-3
 
 
-def test_rnade_two_dimensional_samples_have_the_model_mean():
-    model = random_rnade(D=2, order=[1, 0], seed=6)
+@pytest.mark.parametrize("mask_inputs", [False, True])
+def test_rnade_two_dimensional_samples_have_the_model_mean(mask_inputs):
+    model = random_rnade(D=2, order=[1, 0], seed=6, mask_inputs=mask_inputs)
     grid = np.linspace(-12, 12, 601)
     T0, T1 = np.meshgrid(grid, grid, indexing="ij")
     p = np.exp(log_prob(model, np.stack([T0.ravel(), T1.ravel()], axis=1))).reshape(T0.shape)
@@ -206,7 +211,7 @@ def exact_conditional(model, observed_values, observed_dims, order=None):
 
 
 def test_completion_of_an_order_agnostic_nade_is_exact_under_observed_first_ordering():
-    model = random_nade(D=4, H=5, seed=7, order_agnostic=True)
+    model = random_nade(D=4, H=5, seed=7, order_agnostic=True, mask_inputs=True)
     observed = np.zeros((100_000, 4), dtype=bool)
     observed[:, [1, 3]] = True
     x = np.zeros((100_000, 4))
@@ -346,6 +351,7 @@ def test_numba_and_numpy_paths_give_the_same_log_prob(cls, monkeypatch):
 def test_for_dataset_sizes_the_models_and_refuses_the_wrong_kind():
     binary, levels, continuous = (data.digits(form=f) for f in ("binary", "levels", "continuous"))
     assert NADE.for_dataset(binary, n_hidden=7).W.shape == (64, 1, 7)
+    assert NADE.for_dataset(binary, n_hidden=7, mask_inputs=True).W.shape == (64, 2, 7)
     cat = CategoricalNADE.for_dataset(levels, n_hidden=7)
     assert cat.n_levels == 17 and cat.V.shape == (64, 17, 7)
     assert RNADE.for_dataset(continuous, n_hidden=7, n_components=2).V.shape == (64, 6, 7)
@@ -377,3 +383,11 @@ def test_bad_inputs_get_clear_errors():
         NADE(5, n_hidden=0)
     with pytest.raises(ValueError, match="log_scale_min"):
         RNADE(3, log_scale_min=1.0, log_scale_max=0.0)
+
+
+def test_gradcheck_with_mask_inputs():
+    model = random_nade(D=5, H=3, seed=13, order="random", mask_inputs=True)
+    model.W.data[:, 1] = np.random.default_rng(1).standard_normal(model.W.data[:, 1].shape)
+    x = all_binary(5)[::7]
+    result = gradcheck(lambda *params: -model.log_prob(x).mean(), *model.parameters())
+    assert result["max_rel_error"] < 1e-4

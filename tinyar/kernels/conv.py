@@ -80,13 +80,16 @@ def conv2d_forward_numpy(x, w, bias):
     return np.ascontiguousarray(Y.reshape(O, B, H, W).transpose(1, 0, 2, 3))   # (B, O, H, W)
 
 
-def conv2d_backward_numpy(x, w, dy):
-    """(dx, dw, dbias) for y = conv(x, w) + bias, given dy = dL/dy (see the module docstring)."""
+def conv2d_backward_numpy(x, w, dy, need_dx=True):
+    """(dx, dw, dbias) for y = conv(x, w) + bias, given dy = dL/dy (see the module docstring).
+    need_dx=False skips dx (returned as None): the input images of a first layer need none."""
     B, C, H, W = x.shape
     O, _, kh, kw = w.shape
     dbias = dy.sum(axis=(0, 2, 3))                                              # (O,)
     dY = dy.transpose(1, 0, 2, 3).reshape(O, B * H * W)                         # (O, B H W)
     dw = (im2col(x, kh, kw) @ dY.T).T.reshape(w.shape)                          # dW_mat = dY X_col^T = (X_col dY^T)^T
+    if not need_dx:
+        return None, dw, dbias
     w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, kh, kw)
     dx = conv2d_forward_numpy(dy, w_flipped, np.zeros(C, dtype=dy.dtype))      # dx = conv(dy, flip(w)^T)
     return dx, dw, dbias
@@ -145,10 +148,21 @@ def conv2d_forward_numba(x, w, bias):
     return y
 
 
+def conv2d_backward_numba(x, w, dy, need_dx=True):
+    """(dx, dw, dbias) for y = conv(x, w) + bias, given dy = dL/dy; need_dx=False: dx is None.
+
+    dw, dbias from the loops below; dx = conv(dy, flip(w) with O <-> C) by the forward loops
+    (the derivation in the module docstring)."""
+    dw, dbias, w_flipped = _conv2d_backward_loops(x, w, dy)
+    if not need_dx:
+        return None, dw, dbias
+    return conv2d_forward_numba(dy, w_flipped, np.zeros(x.shape[1], dtype=dy.dtype)), dw, dbias
+
+
 @numba.njit(cache=True)
-def conv2d_backward_numba(x, w, dy):
+def _conv2d_backward_loops(x, w, dy):
     """dw[o,c,u,v] = sum_{b,i,j} dy[b,o,i,j] x_pad[b,c,i+u,j+v];  dbias[o] = sum_{b,i,j} dy[b,o,i,j];
-    dx = conv(dy, flip(w) with O <-> C)  (the derivation in the module docstring)."""
+    and the flipped kernel flip(w)[c,o,u,v] = w[o,c,kh-1-u,kw-1-v] that dx needs."""
     B, C, H, W = x.shape
     O, _, kh, kw = w.shape
     ph, pw = kh // 2, kw // 2
@@ -178,8 +192,7 @@ def conv2d_backward_numba(x, w, dy):
                 for v in range(kw):
                     dw[o, c, u, v] = dwt[u, v, c, o]
                     w_flipped[c, o, u, v] = w[o, c, kh - 1 - u, kw - 1 - v]
-    dx = conv2d_forward_numba(dy, w_flipped, np.zeros(C, dtype=dy.dtype))
-    return dx, dw, dbias
+    return dw, dbias, w_flipped
 
 
 # ------------------------------------------------------------------ the choice

@@ -190,18 +190,23 @@ def masked_matmul_backward_weight(dy, x, M, perm, start):
 
 def masked_matmul_backward_weight_numpy(dy, x, M, perm, start):
     """Twin: dW = (dy^T x) * M."""
-    return (dy.T @ x) * M
+    dW = dy.T @ x                                  # (n_out, n_in)
+    return np.multiply(dW, M, out=dW)
 
 
 # -------------------------------------------------------- which one to use
-# Measured on one core (benchmarks/bench_made.py --kernels; 2-core x86-64 with AVX-512,
-# OpenBLAS 0.3.31): the dense BLAS product runs at ~60 G multiply-adds per second, these
-# loops at ~7 G of the multiply-adds they do not skip. So the loops win only when they
-# skip most of the work: for MADE's first layer on sparse inputs (one-hot categories,
-# 1/K of the inputs nonzero), not for the half-dense masks on dense activations. Each
-# call also pays ~0.7 ns per weight to build WMt against ~0.4 ns for W * M.
-WORK_RATIO = 0.1           # numba pays when it does less than ~1/10 of the dense work ...
-SETUP_PER_ROW = 2.0        # ... minus the cost of its set-up, spread over the batch
+# Measured (benchmarks/bench_made.py --kernels, batch 100, float32, MADE masks of density
+# ~0.5; 2-core x86-64 with AVX-512, OpenBLAS 0.3.31 on 2 threads; table in benchmarks/README.md):
+# BLAS does the dense product at ~60-90 G multiply-adds per second, these single-threaded
+# loops ~7 G of the multiply-adds they do not skip, and building WMt costs about as much as
+# W * M. So the loops pay only when they skip nearly everything: forward + dW break even at
+# about 1% of the dense work (inputs ~2% nonzero under a half-dense mask), e.g. a one-hot
+# input layer with K >= ~50 levels. For every layer of the issue's MADE (binary pixels,
+# ReLU activations ~50% nonzero, 17-level one-hot inputs: 3% of the work) BLAS is faster,
+# and dx, whose dy is dense, always goes to BLAS. The loops stay as the readable account
+# of what the masks skip, and as the default where that measurement says they win.
+WORK_RATIO = 0.015         # numba pays when it does less than ~1.5% of the dense work ...
+SETUP_PER_ROW = 0.3        # ... minus its set-up (WMt, the unsorting), spread over the batch
 
 
 def work_fraction(values, start, n_out):

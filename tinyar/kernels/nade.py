@@ -59,6 +59,7 @@ References
     [2] H. Larochelle, I. Murray. The neural autoregressive distribution estimator. AISTATS 2011.
     [3] B. Uria, I. Murray, H. Larochelle. RNADE: the real-valued neural autoregressive
         density-estimator. NeurIPS 2013.
+    [4] B. Uria, I. Murray, H. Larochelle. A deep and tractable density estimator. ICML 2014.
 """
 from __future__ import annotations
 
@@ -235,30 +236,34 @@ def nade_backward_numpy(x, order, W, c, V, b, a_last, dout):
 
 @_jit_parallel
 def _nade_backward(x, order, W, V, a_last, dout, dW, dc, dV, db):
-    """dW, dc, dV, db have a leading chunk axis: chunk k accumulates its examples' gradients."""
+    """dW, dc, dV, db have a leading chunk axis: chunk k accumulates its examples' gradients.
+
+    Loop order: step i outside, the chunk's examples inside, so that the rows W[d], V[d],
+    dW[d], dV[d] stay in cache while every example of the chunk uses them (the forward,
+    which only reads W and V, runs example by example)."""
     B, D, K = x.shape
     H = a_last.shape[1]
     P = V.shape[1]
     n_chunks = dW.shape[0]
     one = a_last.dtype.type(1.0)
     for chunk in numba.prange(n_chunks):
-        a = np.empty(H, dtype=a_last.dtype)
+        lo, hi = chunk * B // n_chunks, (chunk + 1) * B // n_chunks
+        a = a_last[lo:hi].copy()                       # (n, H)   a_{D+1} of the chunk's examples
+        G = np.zeros_like(a)                           # (n, H)   dL/da_{D+1} = 0
         h = np.empty(H, dtype=a_last.dtype)
         dh = np.empty(H, dtype=a_last.dtype)
-        G = np.empty(H, dtype=a_last.dtype)
         dW_, dc_, dV_, db_ = dW[chunk], dc[chunk], dV[chunk], db[chunk]
-        for n in range(chunk * B // n_chunks, (chunk + 1) * B // n_chunks):
-            a[:] = a_last[n]                           # a_{D+1}
-            G[:] = 0.0                                 # dL/da_{D+1}
-            for i in range(D - 1, -1, -1):
-                d = order[i]
+        for i in range(D - 1, -1, -1):
+            d = order[i]
+            for m in range(hi - lo):
+                n = lo + m
                 for k in range(K):
                     x_k = x[n, d, k]
                     if x_k != 0:
                         for j in range(H):
-                            dW_[d, k, j] += x_k * G[j]     # dW_d += x_d (dL/da_{i+1})^T
-                            a[j] -= W[d, k, j] * x_k       # a_i = a_{i+1} - W_d^T x_d
-                _sigmoid_into(a, h)                    # h_i
+                            dW_[d, k, j] += x_k * G[m, j]      # dW_d += x_d (dL/da_{i+1})^T
+                            a[m, j] -= W[d, k, j] * x_k        # a_i = a_{i+1} - W_d^T x_d
+                _sigmoid_into(a[m], h)                 # h_i
                 dh[:] = 0.0
                 for p in range(P):
                     g = dout[n, d, p]
@@ -267,9 +272,10 @@ def _nade_backward(x, order, W, V, a_last, dout, dW, dc, dV, db):
                         dV_[d, p, j] += g * h[j]       # dV_d += g h_i^T
                         dh[j] += g * V[d, p, j]        # dh_i = V_d^T g
                 for j in range(H):
-                    G[j] += dh[j] * h[j] * (one - h[j])    # dL/da_i = dh_i h_i (1 - h_i) + dL/da_{i+1}
+                    G[m, j] += dh[j] * h[j] * (one - h[j])     # dL/da_i = dh_i h_i (1 - h_i) + dL/da_{i+1}
+        for m in range(hi - lo):
             for j in range(H):
-                dc_[j] += G[j]                         # dc += dL/da_1
+                dc_[j] += G[m, j]                      # dc = sum over examples of dL/da_1
 
 
 def nade_backward(x, order, W, c, V, b, a_last, dout):
@@ -285,6 +291,16 @@ def nade_backward(x, order, W, c, V, b, a_last, dout):
 # Every sampler: order (n, D) one ordering per row; x_obs (n, D) values kept where
 # observed (n, D) is True; random numbers drawn by the caller. Returns the samples and
 # log_w (n,) = sum over observed dimensions of log p(x_d | x_<d) (float64).
+# Input features past the data's own (W[d, n_data:], if any) are mask inputs [4]: constant 1
+# once dimension d has been visited, so h can tell "x_d = 0" from "x_d not seen yet".
+
+@_jit
+def _add_mask_inputs(W_d, n_data, a):
+    """a += sum of the rows W_d[n_data:] (the mask inputs, whose feature value is 1)."""
+    for k in range(n_data, W_d.shape[0]):
+        for j in range(a.shape[0]):
+            a[j] += W_d[k, j]
+
 
 def _check_sampler(order, W, c, V, b, *per_row):
     n, D = order.shape
@@ -314,7 +330,7 @@ def sample_bernoulli_numpy(order, W, c, V, b, u, x_obs, observed):
             log_p = np.where(x_d == 1, np.log(p), np.log1p(-p))
         log_w += np.where(obs, log_p, 0.0)
         x[rows, d] = x_d
-        a += x_d[:, None] * W[d, 0]                                 # a_{i+1} = a_i + W_d x_d
+        a += x_d[:, None] * W[d, 0] + W[d, 1:].sum(axis=1)          # a_{i+1} = a_i + W_d x_d (+ mask inputs)
     return x, log_w
 
 
@@ -341,6 +357,7 @@ def _sample_bernoulli(order, W, c, V, b, u, x_obs, observed, x, log_w):
             if x_d != 0:
                 for j in range(H):
                     a[j] += W[d, 0, j]
+            _add_mask_inputs(W[d], 1, a)
 
 
 def sample_bernoulli(order, W, c, V, b, u, x_obs, observed):
@@ -377,7 +394,7 @@ def sample_categorical_numpy(order, W, c, V, b, u, x_obs, observed):
         x_d = np.where(obs, x_obs[rows, d], drawn).astype(np.int64)
         log_w += np.where(obs, log_p[rows, x_d], 0.0)
         x[rows, d] = x_d
-        a += W[d, x_d]                                              # a_{i+1} = a_i + W_d^T onehot(x_d)
+        a += W[d, x_d] + W[d, K:].sum(axis=1)                       # a_{i+1} = a_i + W_d^T onehot(x_d) (+ mask)
     return x, log_w
 
 
@@ -414,6 +431,7 @@ def _sample_categorical(order, W, c, V, b, u, x_obs, observed, x, log_w):
             x[r, d] = x_d
             for j in range(H):
                 a[j] += W[d, x_d, j]
+            _add_mask_inputs(W[d], K, a)
 
 
 def sample_categorical(order, W, c, V, b, u, x_obs, observed):
@@ -457,7 +475,7 @@ def sample_mog_numpy(order, W, c, V, b, u, z, x_obs, observed, log_scale_min, lo
         log_w += np.where(obs, log_p, 0.0)
         x_d = x_d.astype(c.dtype)
         x[rows, d] = x_d
-        a += x_d[:, None] * W[d, 0]
+        a += x_d[:, None] * W[d, 0] + W[d, 1:].sum(axis=1)          # a_{i+1} = a_i + W_d x_d (+ mask inputs)
     return x, log_w
 
 
@@ -510,6 +528,7 @@ def _sample_mog(order, W, c, V, b, u, z, x_obs, observed, log_scale_min, log_sca
             x_c = x[r, d]                              # in the model's dtype, as the twin uses it
             for j in range(H):
                 a[j] += W[d, 0, j] * x_c
+            _add_mask_inputs(W[d], 1, a)
 
 
 def sample_mog(order, W, c, V, b, u, z, x_obs, observed, log_scale_min, log_scale_max):

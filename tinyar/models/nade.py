@@ -36,7 +36,10 @@ ordering for every minibatch (train.fit calls it), so the one set of weights lea
 conditionals of every ordering; at test time ensemble_log_prob averages the likelihoods of
 several orderings (log-mean-exp: a mixture of the D! models, itself a normalized density),
 and complete() can condition on any observed set by choosing an ordering that visits the
-observed dimensions first.
+observed dimensions first. mask_inputs=True adds the mask input of [4]: every visited
+dimension d also adds a learned column U[:, d] (a_{i+1} = a_i + W[:, d] x_d + U[:, d]; stored
+as one more input row of W[d], whose feature is always 1), so that h can tell x_d = 0 from
+"x_d not seen yet", which a model trained on every ordering needs.
 
 References
     [1] S. Ermon, A. Grover, CS236 notes: Autoregressive models (NADE).
@@ -62,6 +65,15 @@ from tinyar.rng import as_rng
 from tinyar.tensor import Tensor
 
 
+def _flag(text):
+    """A command-line boolean: true/1/yes or false/0/no."""
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
 class _NADEFamily(AutoregressiveModel):
     """What the three NADEs share: parameters, orderings, the fused op, sampling, completion.
 
@@ -69,8 +81,10 @@ class _NADEFamily(AutoregressiveModel):
     inputs of the recursion), _log_conditionals(out, x) and _draw(order, rng, x_obs, observed).
     """
 
-    def _init_nade(self, n_dims, n_hidden, n_inputs, n_outputs, order, order_agnostic, rng, dtype):
+    def _init_nade(self, n_dims, n_hidden, n_inputs, n_outputs, order, order_agnostic, mask_inputs, rng, dtype):
         rng = as_rng(rng)
+        self.mask_inputs = bool(mask_inputs)
+        n_inputs += int(self.mask_inputs)                                          # + the mask input's row
         self.n_dims = D = int(n_dims)
         self.n_hidden = H = int(n_hidden)
         if D < 1 or H < 1:
@@ -84,7 +98,15 @@ class _NADEFamily(AutoregressiveModel):
 
     def _base_config(self):
         return dict(n_dims=self.n_dims, n_hidden=self.n_hidden, order=self.order.tolist(),
-                    order_agnostic=self.order_agnostic, dtype=np.dtype(self.W.dtype).name)
+                    order_agnostic=self.order_agnostic, mask_inputs=self.mask_inputs,
+                    dtype=np.dtype(self.W.dtype).name)
+
+    def _with_mask(self, features):
+        """Append the mask input (a 1 for every dimension: it enters a only once d is visited)."""
+        if not self.mask_inputs:
+            return features
+        ones = np.ones(features.shape[:2] + (1,), dtype=features.dtype)
+        return np.concatenate([features, ones], axis=2)                         # (B, D, K + 1)
 
     def set_order(self, order):
         """Use this ordering from now on (also recorded in config, so a checkpoint keeps it)."""
@@ -194,12 +216,14 @@ class NADE(_NADEFamily):
     cli_options = {
         "--hidden": ("n_hidden", int, "hidden units H"),
         "--order": ("order", str, "'natural' or 'random' (drawn from the seed)"),
-        "--order-agnostic": ("order_agnostic", lambda s: s.lower() in ("1", "true", "yes"),
-                             "true: a fresh random ordering per minibatch"),
+        "--order-agnostic": ("order_agnostic", _flag, "true: a fresh random ordering per minibatch"),
+        "--mask-inputs": ("mask_inputs", _flag, "true: each visited dimension also adds a learned column "
+                                                "(tells x_d = 0 from unseen; for order-agnostic training)"),
     }
 
-    def __init__(self, n_dims, n_hidden=100, order=None, order_agnostic=False, rng=None, dtype=np.float32):
-        self._init_nade(n_dims, n_hidden, 1, 1, order, order_agnostic, rng, dtype)
+    def __init__(self, n_dims, n_hidden=100, order=None, order_agnostic=False, mask_inputs=False, rng=None,
+                 dtype=np.float32):
+        self._init_nade(n_dims, n_hidden, 1, 1, order, order_agnostic, mask_inputs, rng, dtype)
         self.config = self._base_config()
 
     @classmethod
@@ -210,7 +234,7 @@ class NADE(_NADEFamily):
         return cls(dataset.n_dims, rng=rng, **kwargs)
 
     def _features(self, x):
-        return x.astype(self.W.dtype)[:, :, None]                       # (B, D, 1)  x_d itself
+        return self._with_mask(x.astype(self.W.dtype)[:, :, None])      # (B, D, 1)  x_d itself
 
     def _log_conditionals(self, out, x):
         logits = ops.reshape(out, x.shape)                              # (B, D)
@@ -242,12 +266,13 @@ class CategoricalNADE(_NADEFamily):
     recipe = dict(lr=0.03, momentum=0.9, batch_size=100, epochs=200, model=dict(n_hidden=100))
     cli_options = dict(NADE.cli_options)
 
-    def __init__(self, n_dims, n_levels=17, n_hidden=100, order=None, order_agnostic=False, rng=None,
-                 dtype=np.float32):
+    def __init__(self, n_dims, n_levels=17, n_hidden=100, order=None, order_agnostic=False, mask_inputs=False,
+                 rng=None, dtype=np.float32):
         self.n_levels = int(n_levels)
         if self.n_levels < 2:
             raise ValueError(f"CategoricalNADE: n_levels must be >= 2, got {n_levels}")
-        self._init_nade(n_dims, n_hidden, self.n_levels, self.n_levels, order, order_agnostic, rng, dtype)
+        self._init_nade(n_dims, n_hidden, self.n_levels, self.n_levels, order, order_agnostic, mask_inputs, rng,
+                        dtype)
         self.config = dict(self._base_config(), n_levels=self.n_levels)
 
     @classmethod
@@ -258,7 +283,7 @@ class CategoricalNADE(_NADEFamily):
         return cls(dataset.n_dims, n_levels=dataset.n_levels, rng=rng, **kwargs)
 
     def _features(self, x):
-        return np.eye(self.n_levels, dtype=self.W.dtype)[x]             # (B, D, K)  one-hot of x_d
+        return self._with_mask(np.eye(self.n_levels, dtype=self.W.dtype)[x])    # (B, D, K)  one-hot of x_d
 
     def _log_conditionals(self, out, x):
         return Categorical(out).log_prob(x)                             # (B, D)  z_k - logsumexp(z)
@@ -293,14 +318,14 @@ class RNADE(_NADEFamily):
         "--components": ("n_components", int, "mixture components M per dimension")})
 
     def __init__(self, n_dims, n_hidden=100, n_components=5, log_scale_min=-7.0, log_scale_max=1.0, order=None,
-                 order_agnostic=False, rng=None, dtype=np.float32):
+                 order_agnostic=False, mask_inputs=False, rng=None, dtype=np.float32):
         self.n_components = M = int(n_components)
         self.log_scale_min, self.log_scale_max = float(log_scale_min), float(log_scale_max)
         if M < 1 or not self.log_scale_min < self.log_scale_max:
             raise ValueError(f"RNADE: need n_components >= 1 and log_scale_min < log_scale_max, "
                              f"got {n_components}, {log_scale_min}, {log_scale_max}")
         rng = as_rng(rng)
-        self._init_nade(n_dims, n_hidden, 1, 3 * M, order, order_agnostic, rng, dtype)
+        self._init_nade(n_dims, n_hidden, 1, 3 * M, order, order_agnostic, mask_inputs, rng, dtype)
         # start with the means spread over [0, 1] (the dequantized data's range) and medium scales
         self.b.data[:, M:2 * M] = (np.arange(M) + 0.5) / M
         self.config = dict(self._base_config(), n_components=M, log_scale_min=self.log_scale_min,
@@ -314,7 +339,7 @@ class RNADE(_NADEFamily):
         return cls(dataset.n_dims, rng=rng, **kwargs)
 
     def _features(self, x):
-        return x.astype(self.W.dtype)[:, :, None]                       # (B, D, 1)  x_d itself
+        return self._with_mask(x.astype(self.W.dtype)[:, :, None])      # (B, D, 1)  x_d itself
 
     def mixture(self, out):
         """(weight logits, means, log scales), each (B, D, M), from out (B, D, 3 M)."""

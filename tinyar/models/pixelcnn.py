@@ -202,7 +202,7 @@ class PixelCNN(_ImageModel):
     kernel_size:        k of the mask-B layers
     first_kernel_size:  k of the mask-A layer
     """
-    recipe = dict(lr=0.02, momentum=0.9, nesterov=True, batch_size=50, epochs=60, clip=10.0,
+    recipe = dict(lr=0.02, momentum=0.9, nesterov=True, batch_size=50, epochs=20, clip=10.0, schedule="cosine",
                   model=dict(n_channels=32, n_layers=4, kernel_size=3, first_kernel_size=7))
 
     def __init__(self, n_dims, image_shape=None, n_levels=2, n_channels=32, n_layers=4, kernel_size=3,
