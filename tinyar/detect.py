@@ -196,13 +196,17 @@ def _candidates(x_now, x_orig, kind, eps, n_levels):
     return pixels, values
 
 
-def purify(model, x, budget, eps=None, batch_size=4096):
+def purify(model, x, budget, eps=None, stop_at=None, batch_size=4096):
     """PixelDefend-style purification: greedily raise log p(x) by changing at most `budget` pixels.
 
     Each step evaluates every allowed single-pixel change of every row and applies the one
     that raises log p most (rows that no change improves stop). Allowed changes: a flip
     (binary models); a value within eps levels of the ORIGINAL input (categorical); x_j or
-    x_j +- eps of the original (continuous). Returns (purified x, pixels changed per row).
+    x_j +- eps of the original (continuous).
+    stop_at: a log-likelihood (nats; scalar or per row) at which a row counts as clean and
+    is left alone, e.g. a low quantile of the clean validation set's log p: inputs the
+    detector would not flag are not changed (None: always use the whole budget).
+    Returns (purified x, pixels changed per row).
     """
     kind = model.data_kind if model.data_kind != "tokens" else ("binary" if model.n_levels == 2 else "categorical")
     if kind != "binary" and eps is None:
@@ -211,7 +215,8 @@ def purify(model, x, budget, eps=None, batch_size=4096):
     x_now = x0.copy()
     n_levels = getattr(model, "n_levels", None)
     logp = metrics.model_log_likelihoods(model, x_now)
-    active = np.ones(len(x0), dtype=bool)
+    stop_at = np.full(len(x0), np.inf) if stop_at is None else np.broadcast_to(np.asarray(stop_at, float), len(x0))
+    active = logp < stop_at
     for _ in range(int(budget)):
         rows = np.flatnonzero(active)
         if len(rows) == 0:
@@ -231,6 +236,7 @@ def purify(model, x, budget, eps=None, batch_size=4096):
         x_now[upd] = trial[np.flatnonzero(better), best[better]]
         logp[upd] = scores[np.flatnonzero(better), best[better]]
         active[rows[~better]] = False
+        active &= logp < stop_at
     changed = (x_now != x0).sum(axis=1)
     return _typed(model, kind, x_now), changed
 

@@ -197,9 +197,10 @@ def _conv2d_backward_loops(x, w, dy):
 
 # ------------------------------------------------------------------ the choice
 # benchmarks/bench_pixelcnn.py times both on the sizes PixelCNN meets (8x8 digits and 28x28
-# images, batch 64, 1 to 64 channels): im2col + BLAS was faster at every one of them, by
-# about 1.1x to 5x (figures in benchmarks/README.md), so the fused op ops.conv2d calls the
-# im2col pair and the numba loops are its twin. Set DEFAULT = "numba" to run the loops.
+# images, batch 64, 1 to 64 channels, forward + backward): im2col + BLAS was faster at every
+# one of them, 1.7x to 2.9x for single convolutions and 1.7x to 2.3x for whole models
+# (figures in benchmarks/README.md), so the fused op ops.conv2d calls the im2col pair and the
+# numba loops are its twin. Set DEFAULT = "numba" to run the loops.
 IMPLEMENTATIONS = {"im2col": (conv2d_forward_numpy, conv2d_backward_numpy),
                    "numba": (conv2d_forward_numba, conv2d_backward_numba)}
 DEFAULT = "im2col"

@@ -31,6 +31,16 @@ op gives every conditional's parameters, tinyar.distributions scores them stably
 
 Cost: log p(x) O(D H (K + P)) per example; a sample the same, in D sequential steps.
 
+Recipes (the class attribute `recipe`; figures on the digits' fixed test split, nats per image,
+from `python -m tinyar train nade|nade-categorical|rnade --data digits`; see benchmarks/README.md):
+    NADE, H = 100, SGD lr 0.03, momentum 0.9, batch 100, 200 epochs:  test 16.97
+        (the reference PyTorch NADE with the same recipe: 17.08)
+    order-agnostic NADE with mask inputs, same recipe: one ordering 17.89 +- 0.06;
+        ensembles of 2 / 16 / 64 orderings 17.55 / 17.37 / 17.33
+    CategoricalNADE, 17 levels, H = 100, weight decay 0.003: test 90.21 (2.03 bits/dim)
+    RNADE, M = 5, lr 0.01, clip 10, dequantized (x + u) / 17: test -56.71 nats of density,
+        i.e. at most 124.61 nats = 2.81 bits/dim for the 17-level images (see RNADE)
+
 Order-agnostic training [4]: with order_agnostic=True, before_batch draws a fresh random
 ordering for every minibatch (train.fit calls it), so the one set of weights learns the
 conditionals of every ordering; at test time ensemble_log_prob averages the likelihoods of
@@ -263,7 +273,7 @@ class CategoricalNADE(_NADEFamily):
     n_levels: K (17 for the digits' intensities 0..16, 256 for 8-bit images).
     """
     data_kind = "categorical"
-    recipe = dict(lr=0.03, momentum=0.9, batch_size=100, epochs=200, model=dict(n_hidden=100))
+    recipe = dict(lr=0.03, momentum=0.9, batch_size=100, epochs=200, weight_decay=0.003, model=dict(n_hidden=100))
     cli_options = dict(NADE.cli_options)
 
     def __init__(self, n_dims, n_levels=17, n_hidden=100, order=None, order_agnostic=False, mask_inputs=False,
@@ -310,6 +320,13 @@ class RNADE(_NADEFamily):
         pi = softmax(out_d[:M]),   mu = out_d[M:2M],   log s = lo + (hi - lo) sigmoid(out_d[2M:])
     with [lo, hi] = [log_scale_min, log_scale_max]: every scale stays positive and bounded,
     so no component can collapse onto one data point (an unbounded likelihood).
+
+    Densities and the discrete scale: data.digits(form="continuous") gives y = (k + u) / 17 with
+    k the 17-level image and u ~ U[0, 1)^D. For any density p on [0, 1]^D, the probability of
+    the bin of k is P(k) = int_bin p(y) dy = 17^-D E_u[p((k + u) / 17)] >= 17^-D exp(E_u log p)
+    (Jensen), so -log P(k) <= -log p(y) + D log 17 on average over u: a density NLL in nats
+    plus 64 log 17 = 181.3 nats bounds the NLL of the discrete images, and bits per dimension
+    on the discrete scale are (NLL + D log 17) / (D log 2).
     """
     data_kind = "continuous"
     recipe = dict(lr=0.01, momentum=0.9, batch_size=100, epochs=200, clip=10.0,
