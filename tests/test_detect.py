@@ -129,24 +129,31 @@ def test_purification_restores_accuracy_with_a_model_of_the_digits(digits):
     fv = FVSBN(64)
     from tinyar.optim import SGD
     from tinyar.train import fit
-    fit(fv, d.train, None, SGD(fv.parameters(), lr=0.03, momentum=0.9), 15, 100, progress=False, log=lambda s: None)
-    x, y = d.test[:80], d.labels["test"][:80]
+    fit(fv, d.train, None, SGD(fv.parameters(), lr=0.03, momentum=0.9), 60, 100, progress=False, log=lambda s: None)
+    x, y = d.test[:150], d.labels["test"][:150]
     xa = detect.flip_attack(clf, x, y, 3)
-    xp, _ = detect.purify(fv, xa, budget=4)
-    assert clf.accuracy(xp, y) > clf.accuracy(xa, y) + 0.2
+    xp, changed = detect.purify(fv, xa, budget=3)
+    assert changed.max() <= 3
+    assert clf.accuracy(xp, y) > clf.accuracy(xa, y) + 0.15
+    # stop_at: rows at least as likely as their threshold are left alone
+    high = metrics.model_log_likelihoods(fv, xa) - 1e-6
+    assert np.array_equal(detect.purify(fv, xa, budget=3, stop_at=high)[0], xa)
 
 
 def test_caveat_sets_and_a_model_that_prefers_the_blank_page():
     clean = data.digits("binary").test[:50]
-    sets = detect.ood_sets(clean, "binary", rng=0)
-    assert set(sets) == {"blank", "inverted", "bars", "noise"}
+    sets = detect.ood_sets(clean, "binary", rng=0, train=clean)
+    assert set(sets) == {"blank", "inverted", "mirrored", "upside-down", "bars", "noise", "average"}
     assert np.all(sets["blank"] == 0) and np.array_equal(sets["inverted"], 1 - clean)
+    assert np.array_equal(sets["mirrored"].reshape(-1, 8, 8)[:, :, 0], clean.reshape(-1, 8, 8)[:, :, 7])
+    assert np.array_equal(sets["average"][0], (clean.mean(axis=0) > 0.5).astype(np.float32))
     assert np.all(sets["bars"].sum(axis=1) == 8)
     levels = detect.ood_sets(data.digits("levels").test[:10], "categorical", rng=0)
     assert levels["inverted"].max() <= 16 and levels["noise"].dtype.kind == "i"
+    assert set(np.unique(levels["two-tone"])) <= {0, 16}
     sparse = FVSBN(64)
-    sparse.b.data[...] = np.log(clean.mean(axis=0) + 0.01) - np.log(1.01 - clean.mean(axis=0))
-    table = detect.caveat_table({"indep": sparse}, clean, sets)
+    sparse.b.data[...] = -1.0                                         # every pixel on with p = 0.27: the blank
+    table = detect.caveat_table({"indep": sparse}, clean, sets)       # page is the likeliest image of all
     mean_bits, likelier, auc = table["blank"]["indep"]
     assert likelier == 1.0 and auc == 0.0 and mean_bits < table["clean"]["indep"][0]
     assert table["noise"]["indep"][2] > 0.95

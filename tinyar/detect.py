@@ -24,8 +24,9 @@ This module holds the pieces:
                                  a flip for binary images; a value within eps of the input for
                                  levels and reals), at most `budget` pixels, then classify it
   ood_sets, caveat_table         the caveat: inputs that are out of distribution yet scored as
-                                 likely, or likelier than the data (a blank page, inverted
-                                 digits, a data set of bars): likelihood is not typicality [3]
+                                 likely, or likelier than the data (the average digit, a blank
+                                 page of 17-level pixels, mirrored digits): likelihood is not
+                                 typicality [3]
 
 References
     [1] S. Ermon, A. Grover, CS236 notes: Autoregressive models.
@@ -261,26 +262,40 @@ def bars(n, image_shape=(8, 8), rng=None):
     return x.reshape(n, H * W)
 
 
-def ood_sets(clean, kind="binary", n_levels=17, rng=None, image_shape=(8, 8)):
-    """Out-of-distribution sets of the caveat, each with len(clean) rows:
+def ood_sets(clean, kind="binary", n_levels=17, rng=None, image_shape=(8, 8), train=None):
+    """Out-of-distribution sets for the caveat, each with len(clean) rows (same value type):
 
-    blank (all zeros), inverted (1 - x, or K - 1 - x), bars (a different data set, scaled to
-    the form), and noise (uniform over the values).
+    blank        every pixel 0 (a blank page)
+    inverted     1 - x (binary), K - 1 - x (levels), 1 - x (continuous)
+    mirrored     each image flipped left-right: not digits, built from digit strokes
+    upside-down  each image flipped top to bottom
+    bars         a different data set: one full horizontal or vertical bar per image
+    noise        uniform over the values
+    average      (needs train) the per-pixel mean of the training images, rounded to the
+                 form's values: one image, repeated; no digit of any class
+    two-tone     (levels only) a different data set: the digits at only two intensities, 0 and K - 1
     """
     rng = as_rng(rng)
     clean = np.asarray(clean)
     n, D = clean.shape
+    H, W = image_shape
     if kind == "binary":
-        top, noise = 1.0, (rng.random((n, D)) < 0.5).astype(np.float32)
+        top, noise = 1.0, (rng.random((n, D)) < 0.5)
     elif kind == "categorical":
         top, noise = n_levels - 1, rng.integers(0, n_levels, (n, D))
     else:
-        top, noise = 1.0 - 1e-6, rng.random((n, D)).astype(np.float32)
-    blank = np.zeros_like(clean)
-    inverted = top - clean
-    bar = bars(n, image_shape, rng)
-    bar = (bar * top).astype(clean.dtype) if kind != "continuous" else (bar * 0.9).astype(np.float32)
-    return {"blank": blank, "inverted": inverted.astype(clean.dtype), "bars": bar, "noise": noise.astype(clean.dtype)}
+        top, noise = 1.0 - 1e-6, rng.random((n, D))
+    images = clean.reshape(n, H, W)
+    sets = {"blank": np.zeros_like(clean), "inverted": top - clean,
+            "mirrored": images[:, :, ::-1].reshape(n, D), "upside-down": images[:, ::-1, :].reshape(n, D),
+            "bars": bars(n, image_shape, rng) * (0.9 if kind == "continuous" else top), "noise": noise}
+    if train is not None:
+        mean = np.asarray(train, dtype=np.float64).mean(axis=0)
+        average = np.round(mean) if kind != "continuous" else mean
+        sets["average"] = np.tile(average, (n, 1))
+    if kind == "categorical":
+        sets["two-tone"] = np.where(clean >= n_levels // 2, n_levels - 1, 0)
+    return {name: np.asarray(x).astype(clean.dtype) for name, x in sets.items()}
 
 
 def caveat_table(models, clean, sets):

@@ -11,7 +11,6 @@ from scipy import integrate, stats
 from tinyar import data, no_grad
 from tinyar.gradcheck import gradcheck
 from tinyar.models import REGISTRY, CategoricalNADE, NADE, RNADE
-from tinyar.tensor import Tensor
 
 MODELS = [NADE, CategoricalNADE, RNADE]
 

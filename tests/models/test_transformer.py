@@ -173,6 +173,8 @@ def test_bad_inputs_get_clear_errors():
         model.log_prob(np.array([0, 1, 2]))
     with pytest.raises(ValueError, match="NaN"):
         model.log_prob(np.array([[0.0, np.nan]]))
+    with pytest.raises(ValueError, match="length 0"):
+        model.log_prob(np.zeros((2, 0), dtype=np.int64))
 
 
 def test_learns_a_deterministic_pattern():

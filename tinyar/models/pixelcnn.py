@@ -46,7 +46,9 @@ best validation epoch, seed 0):
                                                             from the same initial weights: 17.86)
     GatedPixelCNN 129,697 parameters, 40 epochs    18.07   (PyTorch: 18.14)
 With 1,200 training images both overfit soon (train NLL about 15.5 at the end); the gated model's extra
-capacity does not pay on 8x8 images.
+capacity does not pay on 8x8 images. On the 17-level digits (data.digits("levels"), K = 17
+logits per pixel) the PixelCNN recipe gives 80.98 nats (1.83 bits/dim), still improving at
+epoch 20.
 
 References
     [1] S. Ermon, A. Grover, CS236 notes: Autoregressive models.
