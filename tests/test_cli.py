@@ -159,3 +159,15 @@ def test_a_killed_process_resumes_to_the_same_parameters(tmp_path):
     for k in full:
         np.testing.assert_array_equal(full[k], resumed[k])
     assert json.loads((killed / "run.json").read_text())["resumed_at_epoch"] == done
+
+
+def test_cosine_schedule_from_the_flags(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "fvsbn", "--epochs", "2", "--schedule", "cosine", "--warmup", "5", "--clip", "1.0",
+                 "--out", str(out), "--no-progress"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["schedule"] == {"kind": "cosine", "total_steps": 24, "warmup_steps": 5}
+    lrs = [e["lr"] for e in run["history"]["epochs"]]
+    assert lrs[0] == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * 7 / 19)))     # after 12 steps: t = 12
+    assert lrs[1] == pytest.approx(0.0, abs=1e-12)                               # the end of the cosine
+    assert run["settings"]["recipe"]["clip"] == 1.0

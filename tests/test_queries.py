@@ -142,6 +142,29 @@ def test_prefix_only_models_refuse_other_observed_sets_clearly():
     assert "any observed set" in queries.describe_support(_oa_nade())
 
 
+def test_made_ensemble_completion_samples_the_mixture_conditional():
+    rng = np.random.default_rng(7)
+    m = MADE(4, n_hidden=[8], n_masks=3, mask_seed=3, rng=rng, dtype=np.float64)
+    m._randomize_biases(rng)
+    for layer in m.layers + [m.output]:
+        layer.weight.data *= 3
+    configs = metrics.all_configurations(4, 2).astype(np.float64)
+    p_k = []
+    for k in range(3):
+        m.use_mask(k)
+        p_k.append(np.exp(m.log_prob(configs).data))
+    m.use_mask(0)
+    log_mix = np.log(np.mean(p_k, axis=0))                            # the ensemble p(x) = (1/N) sum_k p_k(x)
+    assert abs(np.exp(log_mix).sum() - 1) < 1e-10
+    observed = np.array([False, True, False, True])
+    x = np.tile(np.array([[0, 1, 0, 0]], np.float64), (2000, 1))
+    out = queries.complete(m, x, observed, rng=8, n_proposals=64)
+    assert np.all(out[:, observed] == x[:, observed])
+    support, probs = _exact_conditional(log_mix, configs, x[0], observed)
+    assert _chi_square(out, support, probs) > 1e-3
+    assert m.mask_index == 0                                           # the current mask is put back
+
+
 def test_made_ensemble_accepts_any_set_and_keeps_observed_values():
     m = MADE(6, n_hidden=[10], n_masks=4, rng=0)
     assert queries.supports_any_observed_set(m)

@@ -350,7 +350,40 @@ def build_parser(model_cls=None):
     p.add_argument("--seq-len", type=int, default=None, help="sequence length for --data text")
     p.add_argument("--batch-size", type=int, default=1000, help="examples per evaluation batch")
     p.set_defaults(run_fn=cmd_eval)
+    add_compare_parser(sub)                                   # ==== compare (issue 9) ====
     return parser
+
+
+# ==== compare (issue 9): train and score every model, one table (tinyar/compare.py) ====
+def add_compare_parser(sub):
+    from tinyar.compare import DEFAULT_MODELS
+    p = sub.add_parser("compare", help="train and evaluate every model on one data set; a table and a plot",
+                       description="Train every model (each with its recipe, on a budget of epochs that keeps "
+                                   "the whole run to a few minutes on 2 cores), then write the test NLL (nats, "
+                                   "bits/dim), parameters, training time and the time to draw 64 samples as "
+                                   "OUT/results.md, OUT/results.json and a bar plot OUT/nll.png.")
+    p.add_argument("--data", default="digits", help="data set (default digits: the binarized digits)")
+    p.add_argument("--models", default=None,
+                   help=f"comma-separated subset of: {','.join(DEFAULT_MODELS)} (default: all)")
+    p.add_argument("--out", default="compare", help="output folder (default compare)")
+    p.add_argument("--quick", action="store_true", help="tiny models, one epoch on 200 images (for the tests)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every model's weights and shuffling")
+    p.add_argument("--progress", action="store_true", help="show each run's progress bar")
+    p.set_defaults(run_fn=cmd_compare)
+
+
+def cmd_compare(args):
+    from tinyar import compare
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    try:
+        compare.compare(args.data, models=models, out=args.out, quick=args.quick, seed=args.seed,
+                        progress=args.progress)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    print((Path(args.out) / "results.md").read_text())
+    print(f"wrote {args.out}/results.md, results.json, nll.png")
+    return 0
+# ==== end of compare ====
 
 
 def _train_model_name(argv):

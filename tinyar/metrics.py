@@ -203,6 +203,15 @@ def mle_view(model, x, batch_size=1000):
         nll          -(1/N) sum_n log p_theta(x_n)      the MLE objective (nats per example)
         data_entropy H(p_hat)                            independent of theta
         kl           KL(p_hat || p_theta) = nll - H(p_hat) >= 0
+        n_distinct, n_examples                           distinct rows, rows
+
+    Why: with p_hat(x) = c(x) / N the empirical distribution of the rows,
+        KL(p_hat || p_theta) = sum_x p_hat(x) log p_hat(x) - sum_x p_hat(x) log p_theta(x)
+                             = -H(p_hat) - (1/N) sum_n log p_theta(x_n)  =  nll - H(p_hat),
+    so the NLL that training minimises is the KL from the data to the model plus a constant,
+    the data's entropy: the best possible NLL on x is H(p_hat) (<= log N, reached only by a
+    model that puts all its mass on the rows of x). On held-out rows the NLL estimates
+    H(p_data) + KL(p_data || p_theta) instead (Monte Carlo over the data set).
     """
     x = np.asarray(x)
     if model.data_kind == "continuous" or (x.dtype.kind == "f" and not np.all(x == np.round(x))):

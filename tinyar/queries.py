@@ -21,11 +21,9 @@ each model supports here (a model that cannot answer raises a ValueError that sa
     RNN, Transformer (token sequences)      prefixes of the sequence
     NADE family with order_agnostic=True    ANY set: the model was trained on every ordering,
                                             so it uses an ordering that puts O first [2]
-    MADE ensemble (n_masks > 1)             ANY set for completion, via MADE.complete:
-                                            exact when O is a prefix of the current mask's
-                                            ordering, otherwise sampling-importance-resampling
-                                            under the current mask (n_proposals completions
-                                            weighted by the observed values' conditionals;
+    MADE ensemble (n_masks > 1)             ANY set for completion, from the ensemble's
+                                            mixture p(x) = (1/N) sum_k p_k(x), by sampling-
+                                            importance-resampling (complete_made_ensemble;
                                             exact as n_proposals -> infinity). Marginals only
                                             for prefixes of the current mask's ordering.
 
@@ -67,9 +65,8 @@ def describe_support(model):
     if _is_order_agnostic_nade(model):
         return f"{name} (order-agnostic): any observed set, for completion and for log p(x_observed)"
     if _is_made(model) and model.n_masks > 1:
-        return (f"{name} ensemble of {model.n_masks} masks: completion of any observed set (exact for a prefix "
-                "of the current mask's ordering, importance-resampled otherwise); log p(x_observed) for prefixes "
-                "of the current mask's ordering")
+        return (f"{name} ensemble of {model.n_masks} masks: completion of any observed set from the mixture of "
+                "its masks (importance-resampled); log p(x_observed) for prefixes of the current mask's ordering")
     return f"{name}: observed sets that are a prefix of its ordering (the first k dimensions drawn), exactly"
 
 
@@ -180,8 +177,8 @@ def complete(model, x, observed_mask, rng=None, n_proposals=256):
 
     model: any tinyar model of vectors or sequences (see the module docstring for which
     observed sets each accepts); x (n, D); observed_mask (D,) or (n, D) booleans, True
-    where x holds a value to keep. n_proposals: only for a MADE ensemble on a non-prefix
-    set (importance resampling). Returns an (n, D) array in the model's value type.
+    where x holds a value to keep. n_proposals: only for a MADE ensemble (importance
+    resampling, complete_made_ensemble). Returns an (n, D) array in the model's value type.
     """
     rng = as_rng(rng)
     x, observed = _observed(x, observed_mask)
@@ -189,7 +186,7 @@ def complete(model, x, observed_mask, rng=None, n_proposals=256):
     filled = as_model_input(model, placeholder)
     if supports_any_observed_set(model):
         if _is_made(model):
-            out = model.complete(filled, observed, rng=rng, n_proposals=n_proposals)
+            out = complete_made_ensemble(model, filled, observed, rng, n_proposals)
         else:
             out = model.complete(filled, observed, rng=rng)
     else:
@@ -201,6 +198,51 @@ def complete(model, x, observed_mask, rng=None, n_proposals=256):
     out = as_model_input(model, out)
     out[observed] = filled[observed]                                 # (the samplers keep them; make it explicit)
     return out
+
+
+def _logsumexp(a, axis=0):
+    top = a.max(axis=axis, keepdims=True)
+    return np.squeeze(top, axis) + np.log(np.exp(a - top).sum(axis=axis))
+
+
+def complete_made_ensemble(model, x, observed, rng=None, n_proposals=256):
+    """Completion from a MADE ensemble's mixture p(x) = (1/N) sum_k p_k(x), any observed set.
+
+    Sampling-importance-resampling. Per row, n_proposals completions: each picks a mask k
+    uniformly and draws the unobserved dims along k's ordering with the observed values
+    clamped (MADE._fill), so it has density q_k(x_U) = prod_{d in U} p_k(x_d | x_<d) and
+    the proposal is the mixture q = (1/N) sum_k q_k. The weight of a proposal is
+
+        w = p(x_O, x_U) / q(x_U) = sum_k p_k(x) / sum_k q_k(x_U)     (N passes score it)
+
+    and one proposal per row is kept with probability proportional to w: a draw from
+    p(x_U | x_O) as n_proposals -> infinity (exact for any n_proposals if all weights agree).
+    """
+    rng = as_rng(rng)
+    n, D = x.shape
+    P, N = int(n_proposals), model.n_masks
+    rows = np.repeat(np.arange(n), P)                                            # (n P,)
+    proposals, todo = x[rows].copy(), ~observed[rows]
+    which = rng.integers(0, N, size=n * P)                                       # each proposal's mask
+    log_p, log_q = np.empty((N, n * P)), np.empty((N, n * P))
+    current = model.mask_index
+    try:
+        for k in range(N):
+            picked = np.flatnonzero(which == k)
+            if len(picked):
+                model.use_mask(k)
+                proposals[picked] = model._fill(proposals[picked].copy(), todo[picked], rng)[0]
+        for k in range(N):
+            model.use_mask(k)
+            logc = log_conditionals(model, proposals)                            # (n P, D) under mask k
+            log_p[k] = logc.sum(axis=1)                                          # log p_k(x)
+            log_q[k] = np.where(todo, logc, 0.0).sum(axis=1)                     # log q_k(x_U)
+    finally:
+        model.use_mask(current)
+    log_w = (_logsumexp(log_p) - _logsumexp(log_q)).reshape(n, P)
+    w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+    pick = (rng.random((n, 1)) * w.sum(axis=1, keepdims=True) >= np.cumsum(w, axis=1)).sum(axis=1)
+    return proposals.reshape(n, P, D)[np.arange(n), np.minimum(pick, P - 1)]
 
 
 def observed_first_order(model, observed_row):
@@ -273,5 +315,5 @@ def mask_left(n_dims, image_shape, n_cols):
     return mask.reshape(-1)
 
 
-__all__ = ["complete", "log_prob_observed", "log_conditionals", "supports_any_observed_set", "describe_support",
+__all__ = ["complete", "complete_made_ensemble", "log_prob_observed", "log_conditionals", "supports_any_observed_set", "describe_support",
            "ordering", "is_prefix", "check_prefix", "observed_first_order", "mask_top", "mask_left"]

@@ -240,7 +240,8 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
         save(model, out / "last.npz", optimizer=optimizer, state=state)
 
     n_batches = math.ceil(len(train) / batch_size)
-    bar = tqdm(total=epochs * n_batches, initial=start * n_batches, disable=not progress, unit="batch",
+    bar = tqdm(total=epochs * n_batches, initial=start * n_batches, unit="batch",
+               disable=None if progress else True,           # None: off when stderr is not a terminal
                dynamic_ncols=True, leave=False, file=sys.stderr)
     last_good = model.state_dict()
     last_good_optim = {k: v.copy() for k, v in optimizer.state_dict().items()}

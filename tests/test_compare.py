@@ -1,0 +1,53 @@
+"""python -m tinyar compare --quick: every row is a real, re-computable evaluation."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tinyar import compare, data, metrics
+from tinyar.cli import main
+
+
+def test_compare_quick_rows_match_a_fresh_evaluation(tmp_path):
+    rows = compare.compare("digits", models=["fvsbn", "made", "nade-oa"], out=tmp_path, quick=True,
+                           log=lambda s: None)
+    assert [r["model"] for r in rows] == ["fvsbn", "made", "nade-oa"]
+    test_x = data.digits("binary").test[:compare.QUICK_N["test"]]
+    fvsbn, made, oa = (r["model_obj"] for r in rows)
+    assert rows[0]["test_nll"] == pytest.approx(metrics.nll(fvsbn, test_x), rel=1e-6)
+    assert rows[1]["test_nll"] == pytest.approx(metrics.nll(made, test_x), rel=1e-6)
+    assert oa.order_agnostic and oa.mask_inputs                          # the ensemble entry is order-agnostic
+    for r in rows:
+        assert r["bits_per_dim"] == pytest.approx(r["test_nll"] / (64 * math.log(2)))
+        assert r["n_parameters"] == r["model_obj"].n_parameters() > 0
+        assert r["epochs"] == 1 and r["train_seconds"] > 0 and r["sample_seconds"] >= 0
+        assert 20.0 < r["test_nll"] < 64 * math.log(2) + 1.0             # trained a little: below ~44.4 + 1
+    assert rows[0]["n_parameters"] == 64 * 64 + 64                      # FVSBN: W (D, D) and b (D,)
+    table = (tmp_path / "results.md").read_text()
+    body = [line for line in table.splitlines() if line.startswith("| ") and "(" in line and "model |" not in line]
+    assert len(body) == 3
+    nlls = [float(line.split("|")[2]) for line in body]
+    assert nlls == sorted(nlls)                                         # best first
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["model"] for r in saved["rows"]] == ["fvsbn", "made", "nade-oa"] and saved["quick"] is True
+    assert (tmp_path / "nll.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_cli_quick_and_unknown_model(tmp_path, capsys):
+    assert main(["compare", "--quick", "--models", "fvsbn,pixelcnn", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "fvsbn (FVSBN)" in printed and "pixelcnn (PixelCNN)" in printed
+    with pytest.raises(SystemExit, match="unknown model 'vae'"):
+        main(["compare", "--quick", "--models", "fvsbn,vae", "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x" / "results.md").exists()                 # nothing trained before the error
+
+
+def test_markdown_table_sorts_and_formats():
+    rows = [dict(model=name, class_name="C", test_nll=nll, bits_per_dim=nll / 44.36, n_parameters=1234,
+                 epochs=3, best_epoch=2, train_seconds=1.0, sample_seconds=0.5, n_samples=64, diverged=False)
+            for name, nll in (("b", 20.5), ("a", 17.25))]
+    lines = compare.markdown_table(rows).splitlines()
+    assert lines[4].startswith("| a (C) | 17.25 |") and "| 1,234 | 3 (2) |" in lines[4]
+    assert lines[5].startswith("| b (C) | 20.50 |")
+    assert np.isclose(float(lines[4].split("|")[3]), 17.25 / 44.36, atol=1e-4)
