@@ -5,8 +5,8 @@
 (b) one SGD step (forward, backward, update) of an MLP 784-1000-1000-10 with
     ReLUs and softmax cross-entropy, batch 128, float32.
 
-Every variant runs in this one process, interleaved round by round after a
-warm-up; the table quotes medians and ratios. Run it alone on the machine:
+Every variant runs in this one process, in blocks after a warm-up, the blocks
+repeated three times; the table quotes medians and ratios. Run it alone on the machine:
 
     flock /tmp/tinyar-heavy.lock python benchmarks/bench_autograd.py
 
@@ -42,17 +42,23 @@ CHAIN, SMALL = 100, 16
 SIZES, BATCH, LR = (784, 1000, 1000, 10), 128, 0.01
 
 
-def measure(fns, rounds, warmup=3):
-    """Median seconds per call of each function, run round-robin so drift hits all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
+def measure(fns, rounds, warmup=3, passes=3):
+    """Median seconds per call of each function.
+
+    Each variant runs in blocks (warm-up calls, then timed calls), and the sequence
+    of blocks is repeated `passes` times so that slow drift hits all variants alike.
+    Blocks rather than strict alternation: NumPy's and PyTorch's thread pools linger
+    after each call and slow down whichever library runs right after the other.
+    """
     times = {name: [] for name in fns}
-    for _ in range(rounds):
+    for _ in range(passes):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            for _ in range(warmup):
+                fn()
+            for _ in range(max(1, rounds // passes)):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

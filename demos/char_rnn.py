@@ -14,6 +14,11 @@ epochs (a PyTorch nn.RNN of the same size and recipe: 2.10; benchmarks/README.md
 in 40 s to a minute on one core.
 
     python demos/char_rnn.py [--epochs 20] [--hidden 128] [--text FILE] [--prompt "The "] [--out model.npz]
+                             [--png char_rnn.png] [--quick]
+
+Also writes the two samples as a picture (--png; default char_rnn.png). --quick: 1 epoch
+on the first 20,000 characters with H = 32 and 100 sampled characters (a few seconds, for
+the tests; expect ~3.5 bits/char).
 """
 from __future__ import annotations
 
@@ -38,22 +43,32 @@ def main(argv=None):
     parser.add_argument("--length", type=int, default=400, help="characters to sample after the prompt")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="save the trained model here (tinyar.train.save)")
+    parser.add_argument("--png", default="char_rnn.png", help="picture of the samples")
+    parser.add_argument("--quick", action="store_true", help="1 epoch on 20,000 characters, H = 32 (for the tests)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.hidden, args.length = 1, 32, 100
 
     seq_len, batch_size = recipe["seq_len"], recipe["batch_size"]
     corpus = data.text(args.text, seq_len=seq_len)
     print(corpus.describe())
     model = RNN(corpus.n_levels, n_hidden=args.hidden, seq_len=seq_len, vocab=corpus.vocab, rng=args.seed)
     optimizer = SGD(model.parameters(), lr=args.lr, momentum=recipe["momentum"])
-    fit_stream(model, corpus.train.reshape(-1), optimizer, seq_len=seq_len, batch_size=batch_size,
+    train_ids = corpus.train.reshape(-1)[:20000] if args.quick else corpus.train.reshape(-1)
+    fit_stream(model, train_ids, optimizer, seq_len=seq_len, batch_size=batch_size,
                epochs=args.epochs, clip=recipe["clip"], valid_ids=corpus.valid.reshape(-1))
     test_bpc = model.bits_per_char(corpus.test.reshape(-1))
     print(f"held-out tail: {test_bpc:.4f} bits/char ({corpus.test.size} characters)")
     rng = np.random.default_rng(args.seed)
+    lines = []
     for temperature in (1.0, 0.7):
         text = model.decode(model.sample(1, rng=rng, prompt=args.prompt, temperature=temperature,
                                          length=args.length)[0])
         print(f"\n--- temperature {temperature}, prompt {args.prompt!r}\n{text}")
+        lines += [f"--- temperature {temperature}"] + [text[i:i + 100] for i in range(0, len(text), 100)]
+    from tinyar.plot import text_samples
+    text_samples(lines, args.png, title=f"char-RNN samples ({test_bpc:.2f} bits/char on the held-out tail)")
+    print(f"\nwrote {args.png}")
     if args.out:
         from tinyar.train import save
         save(model, args.out)

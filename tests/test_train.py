@@ -225,3 +225,19 @@ def test_evaluate_reports_dequantized_data_on_the_level_scale():
     assert results["test"]["nll"] == 0.0
     assert results["test"]["nll_levels"] == pytest.approx(64 * math.log(17))     # uniform over 17^64 images
     assert "nll_levels" not in train.evaluate(FVSBN(64), data.digits(), splits=("test",))["test"]
+
+
+def test_evaluate_reports_the_test_time_ensemble_of_order_agnostic_models():
+    from tinyar.models import NADE
+
+    d = data.digits()
+    fixed = NADE(64, n_hidden=8, rng=0)
+    assert "ensemble_nll" not in train.evaluate(fixed, d, splits=("test",))["test"]
+    agnostic = NADE(64, n_hidden=8, order_agnostic=True, rng=0)
+    result = train.evaluate(agnostic, d, splits=("test",))["test"]
+    expected = metrics.ensemble_nll(agnostic, d.test)
+    assert result["ensemble_nll"] == pytest.approx(expected, rel=1e-12)
+    # the mixture over orderings is a different number from the single current ordering
+    assert abs(result["ensemble_nll"] - result["nll"]) > 1e-3
+    # and batching does not change it: every batch uses the same orderings
+    assert metrics.ensemble_nll(agnostic, d.test, batch_size=7) == pytest.approx(expected, rel=1e-6)

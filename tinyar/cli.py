@@ -158,6 +158,8 @@ def _print_results(results, dataset):
         levels = (f"   ({r['nll_levels']:.4f} nats on the {dataset.dequantized_levels}-level data)"
                   if "nll_levels" in r else "")
         print(f"  {split:<5} NLL {r['nll']:9.4f} nats per example   {r['bits_per_dim']:.4f} bits/dim{levels}")
+        if "ensemble_nll" in r:
+            print(f"  {split:<5} NLL {r['ensemble_nll']:9.4f} nats per example   (test-time ensemble)")
 
 
 def cmd_train(args, argv):

@@ -38,16 +38,17 @@ from pathlib import Path
 import numpy as np
 
 # name -> (REGISTRY name, model kwargs on top of the recipe's, recipe overrides): the budgets
-# that keep the full run at ~5-8 minutes on 2 cores. Models whose recipe already fits keep it.
+# that keep the full run at ~5-8 minutes on 2 cores (the times: an otherwise idle machine).
+# Models whose recipe already fits keep it.
 BUDGETS = {
-    "fvsbn": ("fvsbn", {}, {}),                                        # recipe: 200 epochs (~2 s)
-    "nade": ("nade", {}, dict(epochs=100)),                            # recipe: 200
-    "nade-oa": ("nade", dict(order_agnostic=True, mask_inputs=True), dict(epochs=100)),
-    "made": ("made", {}, {}),                                          # recipe: 200 epochs (~15 s)
-    "pixel-rnn": ("pixel-rnn", {}, dict(epochs=15, lr=0.003, clip=10.0)),   # recipe: 200 at lr 0.001
-    "transformer": ("transformer", {}, dict(epochs=20)),               # recipe: 100
-    "pixelcnn": ("pixelcnn", {}, {}),                                  # recipe: 20 epochs
-    "gated-pixelcnn": ("gated-pixelcnn", {}, dict(epochs=20)),         # recipe: 40
+    "fvsbn": ("fvsbn", {}, {}),                                        # recipe: 200 epochs (~1 s)
+    "nade": ("nade", {}, {}),                                          # recipe: 200 epochs (~4 s)
+    "nade-oa": ("nade", dict(order_agnostic=True, mask_inputs=True), {}),   # the same recipe (~4 s)
+    "made": ("made", {}, {}),                                          # recipe: 200 epochs (~3 s)
+    "pixel-rnn": ("pixel-rnn", {}, dict(epochs=120, lr=0.003, clip=10.0)),  # recipe: 200 at lr 0.001 (~2 min)
+    "transformer": ("transformer", {}, dict(epochs=60)),               # recipe: 100 (~1.5 min)
+    "pixelcnn": ("pixelcnn", {}, {}),                                  # recipe: 20 epochs (~12 s)
+    "gated-pixelcnn": ("gated-pixelcnn", {}, {}),                      # recipe: 40 epochs (~1.3 min)
 }
 DEFAULT_MODELS = list(BUDGETS)
 

@@ -35,6 +35,26 @@ def log_likelihoods(model, x, batch_size=1000):
     return out
 
 
+def has_ensemble(model):
+    """True for models whose test-time ensemble is worth reporting: order-agnostic NADE
+    (log-mean-exp over orderings) and MADE with several masks (over masks)."""
+    return hasattr(model, "ensemble_log_prob") and (getattr(model, "order_agnostic", False)
+                                                    or getattr(model, "n_masks", 1) > 1)
+
+
+def ensemble_nll(model, x, batch_size=1000):
+    """Mean -log of the model's ensemble likelihood, log (1/N) sum_k p_k(x), in nats per example.
+
+    Every batch uses the same N members (the models draw their orderings from a fixed seed).
+    """
+    x = np.asarray(x)
+    out = np.empty(len(x), dtype=np.float64)
+    with no_grad():
+        for start in range(0, len(x), batch_size):
+            out[start:start + batch_size] = model.ensemble_log_prob(x[start:start + batch_size]).data
+    return float(-out.mean())
+
+
 def nll(model, x, batch_size=1000):
     """Mean negative log-likelihood of the rows of x, in nats per example."""
     if len(x) == 0:

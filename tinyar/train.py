@@ -328,6 +328,9 @@ def evaluate(model, dataset, splits=("train", "valid", "test"), batch_size=1000)
 
     For dequantized data ((x + u) / K, data.digits(form="continuous")) also "nll_levels":
     nll + D log K, the bound on the NLL of the K-level data, comparable with discrete models.
+    For order-agnostic NADE and multi-mask MADE also "ensemble_nll": the NLL of the
+    test-time ensemble (log-mean-exp over orderings or masks), while "nll" scores the
+    model's current ordering or mask alone.
     """
     results = {}
     for split in splits:
@@ -336,4 +339,6 @@ def evaluate(model, dataset, splits=("train", "valid", "test"), batch_size=1000)
         K = getattr(dataset, "dequantized_levels", None)
         if K:
             results[split]["nll_levels"] = value + dataset.n_dims * math.log(K)
+        if metrics.has_ensemble(model):
+            results[split]["ensemble_nll"] = metrics.ensemble_nll(model, dataset.split(split), batch_size)
     return results
