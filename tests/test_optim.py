@@ -160,3 +160,15 @@ def test_cosine_lr_without_warmup_and_its_error():
                                      0.2 * (1 + math.cos(3 * math.pi / 4)) / 2, 0.0], atol=1e-15)
     with pytest.raises(ValueError, match="warmup"):
         CosineLR(opt, total=3, warmup=3)
+
+
+def test_sgd_follows_a_parameter_converted_to_another_dtype():
+    p = Parameter(np.ones(2), dtype=np.float32)
+    opt = SGD([p], lr=0.5)
+    p.grad = np.ones(2, np.float32)
+    opt.step()
+    p.data = p.data.astype(np.float64)                        # as Module.astype does
+    p.grad = np.array([1.0, 2.0])
+    opt.step()
+    assert p.dtype == np.float64
+    np.testing.assert_allclose(p.data, [0.0, -0.5])

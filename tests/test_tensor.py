@@ -142,6 +142,9 @@ def test_backward_of_a_scalar_with_shape_1_or_1x1():
     x = leaf([2.0])
     (x * x).backward()
     np.testing.assert_allclose(x.grad, [4.0])
+    y = leaf([[3.0]])
+    (y * y).backward()                                 # one element: taken as a scalar
+    np.testing.assert_allclose(y.grad, [[6.0]])
 
 
 def test_only_float_tensors_require_grad():

@@ -8,7 +8,7 @@ import pytest
 
 import tinyar
 from tinyar import data, metrics, train
-from tinyar.models import FVSBN
+from tinyar.models import FVSBN, MADE
 from tinyar.optim import SGD, CosineLR
 
 
@@ -26,12 +26,17 @@ class ShuffledFVSBN(FVSBN):
         self.noise = rng.standard_normal()
 
 
-def run(digits, epochs, seed=0, out=None, resume=None, callback=None, cls=FVSBN, **kwargs):
+def made_three_masks(n_dims, init_std, rng):
+    """A MADE with 3 masks, drawn per minibatch from the run's rng (init_std: unused)."""
+    return MADE(n_dims, n_hidden=[16], n_masks=3, rng=rng)
+
+
+def run(digits, epochs, seed=0, out=None, resume=None, callback=None, cls=FVSBN, batch_size=100, **kwargs):
     train_x, valid_x = digits
     model = cls(64, init_std=0.01, rng=seed)
     optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9)
-    schedule = CosineLR(optimizer, total=epochs * 3, warmup=2)
-    history = train.fit(model, train_x, valid_x, optimizer, epochs=epochs, batch_size=100, seed=seed, out=out,
+    schedule = CosineLR(optimizer, total=epochs * math.ceil(len(train_x) / batch_size), warmup=2)
+    history = train.fit(model, train_x, valid_x, optimizer, epochs=epochs, batch_size=batch_size, seed=seed, out=out,
                         schedule=schedule, resume=resume, progress=False, callback=callback, log=lambda m: None,
                         **kwargs)
     return model, optimizer, history
@@ -61,22 +66,25 @@ def test_same_seed_same_run_other_seed_other_run(digits):
     assert metrics_only(a) != metrics_only(c)
 
 
-@pytest.mark.parametrize("cls", [FVSBN, ShuffledFVSBN])
-def test_killed_and_resumed_equals_uninterrupted(digits, tmp_path, cls):
-    full_model, full_opt, full = run(digits, 4, out=tmp_path / "full", cls=cls)
+@pytest.mark.parametrize("cls, batch_size", [(FVSBN, 100), (ShuffledFVSBN, 100),
+                                             (made_three_masks, 150)])    # 2 minibatches per epoch, 3 masks
+def test_killed_and_resumed_equals_uninterrupted(digits, tmp_path, cls, batch_size):
+    full_model, full_opt, full = run(digits, 4, out=tmp_path / "full", cls=cls, batch_size=batch_size)
 
     def kill_after_first_epoch(entry):
         if entry["epoch"] == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run(digits, 4, out=tmp_path / "killed", callback=kill_after_first_epoch, cls=cls)
+        run(digits, 4, out=tmp_path / "killed", callback=kill_after_first_epoch, cls=cls, batch_size=batch_size)
     record = train.read_checkpoint(tmp_path / "killed" / "last.npz")[0]
     assert len(record["state"]["history"]["epochs"]) == 1
-    model, opt, resumed = run(digits, 4, out=tmp_path / "killed", resume=tmp_path / "killed" / "last.npz", cls=cls)
+    model, opt, resumed = run(digits, 4, out=tmp_path / "killed", resume=tmp_path / "killed" / "last.npz", cls=cls,
+                              batch_size=batch_size)
     assert metrics_only(resumed) == metrics_only(full)
     assert resumed["best_epoch"] == full["best_epoch"]
-    np.testing.assert_array_equal(model.W.data, full_model.W.data)           # the best parameters
+    for p, q in zip(model.parameters(), full_model.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)                        # the best parameters
     last_full = train.read_checkpoint(tmp_path / "full" / "last.npz")
     last_resumed = train.read_checkpoint(tmp_path / "killed" / "last.npz")
     for k in last_full[1]:
@@ -241,3 +249,20 @@ def test_evaluate_reports_the_test_time_ensemble_of_order_agnostic_models():
     assert abs(result["ensemble_nll"] - result["nll"]) > 1e-3
     # and batching does not change it: every batch uses the same orderings
     assert metrics.ensemble_nll(agnostic, d.test, batch_size=7) == pytest.approx(expected, rel=1e-6)
+
+
+def test_multi_mask_made_is_validated_and_evaluated_under_mask_0(digits, tmp_path):
+    train_x, valid_x = digits
+    model = MADE(64, n_hidden=[16], n_masks=3, rng=0)
+    history = train.fit(model, train_x, valid_x, SGD(model.parameters(), lr=0.05, momentum=0.9), epochs=2,
+                        batch_size=150, out=tmp_path, progress=False, log=lambda m: None)
+    assert model.mask_index == 0                                       # as tinyar.load rebuilds it
+    loaded = tinyar.load(tmp_path / "model.npz")
+    assert metrics.nll(loaded, valid_x) == pytest.approx(history["best_valid_nll"], abs=1e-9)
+    assert metrics.nll(model, valid_x) == pytest.approx(history["best_valid_nll"], abs=1e-9)
+    model.use_mask(2)
+    d = data.Dataset(name="digits", kind="binary", train=train_x, valid=valid_x, test=valid_x, n_dims=64,
+                     n_levels=2, image_shape=(8, 8), vocab=None)
+    result = train.evaluate(model, d, splits=("valid",))["valid"]
+    assert result["nll"] == pytest.approx(history["best_valid_nll"], abs=1e-9)      # mask 0, not mask 2
+    assert result["ensemble_nll"] == pytest.approx(metrics.ensemble_nll(loaded, valid_x), rel=1e-12)

@@ -111,7 +111,10 @@ def run_one(name, dataset, quick=False, seed=0, n_samples=64, progress=False, lo
     t0 = time.perf_counter()
     model.sample(n_samples, rng=np.random.default_rng(seed))
     sample_seconds = time.perf_counter() - t0
-    return dict(model=name, class_name=cls.__name__, test_nll=nll,
+    class_name = cls.__name__
+    if getattr(model, "order_agnostic", False):
+        class_name += f", {ENSEMBLE_ORDERINGS}-ordering ensemble"
+    return dict(model=name, class_name=class_name, test_nll=nll,
                 bits_per_dim=metrics.bits_per_dim(nll, dataset.n_dims), n_parameters=model.n_parameters(),
                 epochs=len(history["epochs"]), best_epoch=history["best_epoch"],
                 train_seconds=train_seconds, sample_seconds=sample_seconds, n_samples=n_samples,

@@ -278,6 +278,7 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
             entry = dict(epoch=epoch, train_nll=total / seen, lr=optimizer.lr, seconds=seconds,
                          examples_per_s=seen / seconds)
             if valid is not None:
+                model.before_eval()                                  # e.g. MADE: score under mask 0
                 entry["valid_nll"] = metrics.nll(model, valid, batch_size=eval_batch_size)
                 if not math.isfinite(entry["valid_nll"]):
                     model.load_state_dict(last_good)
@@ -320,6 +321,7 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
         bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    model.before_eval()                                      # as a reloaded checkpoint would be
     return history
 
 
@@ -330,9 +332,11 @@ def evaluate(model, dataset, splits=("train", "valid", "test"), batch_size=1000)
     nll + D log K, the bound on the NLL of the K-level data, comparable with discrete models.
     For order-agnostic NADE and multi-mask MADE also "ensemble_nll": the NLL of the
     test-time ensemble (log-mean-exp over orderings or masks), while "nll" scores the
-    model's current ordering or mask alone.
+    model's current ordering alone, or MADE's mask 0 (model.before_eval()).
     """
     results = {}
+    if hasattr(model, "before_eval"):                        # any object with log_prob can be scored
+        model.before_eval()
     for split in splits:
         value = metrics.nll(model, dataset.split(split), batch_size)
         results[split] = dict(nll=value, bits_per_dim=metrics.bits_per_dim(value, dataset.n_dims))

@@ -38,6 +38,11 @@ class AutoregressiveModel(Module):
         """Called by train.fit before each minibatch: order-agnostic models draw a new
         ordering or mask here (rng: the training run's np.random.Generator)."""
 
+    def before_eval(self):
+        """Called by train.fit before each validation and when it ends, and by train.evaluate:
+        a model that switches members during training (MADE's masks) goes back to a fixed one,
+        so that its score does not depend on the last minibatch."""
+
     @classmethod
     def for_dataset(cls, dataset, rng=None, **kwargs):
         """A model sized for a data.Dataset (its n_dims, n_levels or vocabulary)."""

@@ -36,7 +36,7 @@ the range of the draw.
 
 Order- and connectivity-agnostic training [2]: with n_masks = N > 1, N masks are drawn
 (each a random ordering and fresh connectivity numbers, from a seed in the config, so
-that a saved model rebuilds them exactly); before_batch cycles through them, so one set
+that a saved model rebuilds them exactly); before_batch draws one per minibatch, so one set
 of weights learns all N models. At test time ensemble_log_prob is the log-likelihood of
 their uniform mixture,
 
@@ -110,7 +110,7 @@ class MADE(AutoregressiveModel):
     n_dims: D;  n_hidden: hidden layer sizes, e.g. [500] or [500, 500] (ReLU);
     direct: add direct input-to-output connections (masked, strictly lower triangular);
     order: None (natural for one mask, random for several), "natural", "random" or a
-      permutation, for every mask; n_masks: N masks, cycled by before_batch;
+      permutation, for every mask; n_masks: N masks, drawn by before_batch;
     mask_seed: seed of the orderings and connectivity numbers (part of the config, so
       that a rebuilt model has the same masks); rng: seed or Generator of the weights.
     """
@@ -120,7 +120,7 @@ class MADE(AutoregressiveModel):
     recipe = dict(lr=0.01, momentum=0.9, batch_size=100, epochs=200, model=dict(n_hidden=[500]))
     cli_options = {
         "--hidden": ("n_hidden", parse_sizes, "hidden layer sizes, comma-separated (e.g. 500,500)"),
-        "--masks": ("n_masks", int, "number of masks (orderings and connectivity) cycled in training"),
+        "--masks": ("n_masks", int, "number of masks (orderings and connectivity) drawn in training"),
         "--order": ("order", str, "'natural' or 'random' (default: natural for one mask, random for several)"),
         "--direct": ("direct", bool, "add direct input-to-output connections"),
         "--mask-seed": ("mask_seed", int, "seed of the masks"),
@@ -194,9 +194,15 @@ class MADE(AutoregressiveModel):
         self.mask_index, self.order = index, order
 
     def before_batch(self, rng):
-        """Called before each minibatch (train.fit): move on to the next mask, cyclically."""
+        """Called before each minibatch (train.fit): a mask drawn uniformly from the run's rng
+        (so a resumed run, which restores the rng, draws the same masks)."""
         if self.n_masks > 1:
-            self.use_mask(self.mask_index + 1)
+            self.use_mask(int(rng.integers(self.n_masks)))
+
+    def before_eval(self):
+        """Called by train.fit before validation and when it ends, and by train.evaluate: score
+        under mask 0, the mask a reloaded checkpoint starts with (log_prob uses the current mask)."""
+        self.use_mask(0)
 
     # ------------------------------------------------------------ the network
     def _features(self, x):
