@@ -8,7 +8,7 @@ the paths from x_d' to output d, and it is zero unless d' comes before d: the ne
 autoregressive by construction.
 
   made_masks.png     a small MADE (D = 6, hidden layers 8 and 8, a random ordering): the
-                     masks M^1 (8 x 6), M^2 (8 x 8), M^V (6 x 8) as black/white matrices
+                     masks M^1 (8 x 6), M^2 (8 x 8), M^V (6 x 8) as matrices (black: 1)
                      with the degrees on the axes, and the path counts M^V M^2 M^1 (6 x 6)
                      reordered by the ordering: strictly lower triangular (printed as ASCII)
   made_ensemble.png  a MADE with 8 masks (orderings and connectivity) trained on the

@@ -67,6 +67,20 @@ def test_resume_through_the_command_line(tmp_path):
         main(["train", "fvsbn", "--resume", "--out", str(tmp_path / "none"), "--no-progress"])
 
 
+def test_resume_from_a_damaged_or_foreign_last_npz_is_a_clear_error(tmp_path):
+    assert main(["train", "fvsbn", "--epochs", "1", "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    assert main(["train", "fvsbn", "--epochs", "1", "--order", "random", "--out", str(tmp_path / "b"),
+                 "--no-progress"]) == 0
+    last = tmp_path / "a" / "last.npz"
+    last.write_bytes((tmp_path / "b" / "last.npz").read_bytes())        # another FVSBN's state (random order)
+    with pytest.raises(SystemExit, match="^error: .*not this FVSBN"):    # fit's ValueError, no traceback
+        main(["train", "fvsbn", "--resume", "--epochs", "2", "--out", str(tmp_path / "a"), "--no-progress"])
+    raw = last.read_bytes()
+    last.write_bytes(raw[:len(raw) // 2])
+    with pytest.raises(SystemExit, match="^error: .*truncated"):         # a CheckpointError
+        main(["train", "fvsbn", "--resume", "--epochs", "2", "--out", str(tmp_path / "a"), "--no-progress"])
+
+
 def test_sample_and_eval(tmp_path, capsys):
     train_fvsbn(tmp_path / "run")
     capsys.readouterr()

@@ -155,6 +155,9 @@ def test_idx_errors(tmp_path):
     (tmp_path / "cut").write_bytes((tmp_path / "ok").read_bytes()[:-3])
     with pytest.raises(ValueError, match="truncated"):
         data.read_idx(tmp_path / "cut")
+    (tmp_path / "cut-header").write_bytes((tmp_path / "ok").read_bytes()[:9])   # 3 sizes need 16 bytes
+    with pytest.raises(ValueError, match="header truncated"):                    # not a struct.error
+        data.read_idx(tmp_path / "cut-header")
     with pytest.raises(FileNotFoundError, match="folder not found"):
         data.mnist_idx(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
@@ -181,6 +184,17 @@ def test_text_from_a_file(tmp_path):
     assert (len(d.train), len(d.valid), len(d.test)) == (36, 2, 2)      # 180 / 10 / 10 characters
     assert data.decode(d.train[1], d.vocab) == "abcab"
     np.testing.assert_array_equal(d.valid[0], [0, 1, 2, 0, 1])
+
+
+def test_text_split_bounds_never_pass_the_end(tmp_path):
+    path = tmp_path / "t.txt"
+    for n in (70, 110):                         # rounding each split alone gave bounds summing to n + 1
+        path.write_text("".join(chr(0x100 + i) for i in range(n)))     # n distinct characters: id = position
+        d = data.text(path, seq_len=2)
+        parts = [split.ravel() for split in (d.train, d.valid, d.test)]
+        assert all(len(p) > 0 and np.array_equal(p, np.arange(p[0], p[0] + len(p))) for p in parts)
+        assert parts[0][0] == 0 and parts[0][-1] < parts[1][0] and parts[1][-1] < parts[2][0]
+        assert parts[2][-1] >= n - 2 and parts[1][0] == round(0.9 * n)    # at most a tail of seq_len - 1 dropped
 
 
 def test_text_errors(tmp_path):

@@ -52,6 +52,17 @@ def test_flip_attack_flips_k_pixels_by_signed_gradient_and_beats_random_flips(di
     assert clf.loss(x3, y).item() > clf.loss(xr, y).item()
 
 
+def test_flip_budgets_beyond_the_image_are_refused():
+    clf = detect.Classifier(6, n_classes=3, n_hidden=5, rng=0)
+    x, y = np.zeros((2, 6)), np.array([0, 2])
+    assert np.all(detect.flip_attack(clf, x, y, 6) == 1)              # k = D: every pixel flipped once
+    for bad in (7, -1, 2.5):
+        with pytest.raises(ValueError, match=r"k must be .* in 0\.\.6"):
+            detect.flip_attack(clf, x, y, bad)
+        with pytest.raises(ValueError, match=r"k must be .* in 0\.\.6"):
+            detect.random_flips(x, bad, rng=0)
+
+
 def test_fgsm_moves_each_pixel_eps_along_the_gradient_sign():
     d = data.digits("levels")
     x, y = d.train[:400], d.labels["train"][:400]

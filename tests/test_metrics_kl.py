@@ -98,6 +98,26 @@ def test_kl_between_a_nade_and_a_transformer_scores_float_samples_as_ids():
     assert abs(est.value - exact) < 3 * est.stderr
 
 
+def test_exact_kl_and_entropy_skip_values_of_zero_probability():
+    def made(seed, level_2_impossible):
+        rng = np.random.default_rng(seed)
+        m = CategoricalMADE(2, n_levels=3, n_hidden=[4], rng=rng, dtype=np.float64)
+        m._randomize_biases(rng)
+        if level_2_impossible:
+            m.output.bias.data.reshape(2, 3)[:, 2] = -np.inf       # p(x_d = 2 | x_<d) = 0: log p(x) = -inf
+        return m
+
+    p, q = made(0, True), made(1, False)
+    x, log_p = metrics.exact_log_probs(p)
+    support = np.isfinite(log_p)
+    assert support.sum() == 4 and np.exp(log_p[support]).sum() == pytest.approx(1.0)
+    log_q = metrics.model_log_likelihoods(q, x)
+    w = np.exp(log_p[support])
+    assert metrics.kl_exact(p, q) == pytest.approx(np.sum(w * (log_p[support] - log_q[support])), rel=1e-12)
+    assert metrics.entropy_exact(p) == pytest.approx(-np.sum(w * log_p[support]), rel=1e-12)
+    assert metrics.kl_exact(q, p) == np.inf                          # q has mass where p has none
+
+
 def test_kl_exact_refuses_mismatched_spaces():
     with pytest.raises(ValueError, match="must agree"):
         metrics.kl_exact(random_nade(4, 0), random_nade(5, 0))

@@ -145,6 +145,16 @@ def test_key_value_cache_matches_full_pass():
     np.testing.assert_allclose(np.concatenate(parts, axis=1), full, atol=1e-12)
 
 
+def test_key_value_cache_is_refused_while_gradients_are_on():
+    """The cache stores plain arrays: with a graph being built, gradients would silently miss them."""
+    block = nn.Block(8, 2, 16, rng=3, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((1, 3, 8))
+    cache = {}
+    with pytest.raises(RuntimeError, match="no_grad"):
+        block(Tensor(x), cache=cache)
+    assert cache == {}                                              # nothing was stored
+
+
 # ----------------------------------------------------------------- embedding
 def test_embedding_scatter_adds_repeated_ids():
     emb = nn.Embedding(5, 3, rng=0, dtype=np.float64)

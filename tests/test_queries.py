@@ -202,3 +202,12 @@ def test_rnade_completion_keeps_observed_reals():
     observed = np.array([False, True, False, True, False, True])
     out = queries.complete(m, x, observed, rng=0)
     assert np.all(out[:, observed] == x[:, observed]) and np.all(out[:, ~observed] != x[:, ~observed])
+
+
+def test_complete_returns_the_samplers_output_untouched():
+    """No overwrite of the observed values after sampling: the "observed kept" asserts above
+    check each model's own sampler (a sampler that lost them would be caught)."""
+    m = _oa_nade()
+    m.complete = lambda x, observed, rng=None: np.zeros_like(x)      # a broken sampler
+    out = queries.complete(m, np.ones((2, 5)), np.array([True, True, False, False, False]), rng=0)
+    np.testing.assert_array_equal(out, np.zeros((2, 5)))

@@ -136,6 +136,31 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
     assert np.isfinite(metrics.nll(tinyar.load(tmp_path), valid_x))
 
 
+def test_inf_parameters_after_the_last_step_of_an_epoch_are_never_saved(digits, tmp_path):
+    train_x, _ = digits                                 # no validation set: only the parameters can tell
+    model = FVSBN(64, init_std=0.01)
+    optimizer = SGD(model.parameters(), lr=0.05)
+    steps = []
+    sgd_step = optimizer.step
+
+    def step():
+        sgd_step()
+        steps.append(1)
+        if len(steps) == 6:                             # the last of epoch 2's three minibatches
+            model.b.data[0] = np.inf
+
+    optimizer.step = step
+    history = train.fit(model, train_x, None, optimizer, epochs=4, batch_size=100, out=tmp_path,
+                        progress=False, log=lambda m: None)
+    assert history["diverged"] and "end of epoch 2" in history["stopped"] and "b" in history["stopped"]
+    assert len(history["epochs"]) == 1 and len(steps) == 6
+    assert all(np.isfinite(p.data).all() for p in model.parameters())
+    for path in ("model.npz", "last.npz"):
+        record, params, _ = train.read_checkpoint(tmp_path / path)
+        assert all(np.isfinite(v).all() for v in params.values())
+    assert len(record["state"]["history"]["epochs"]) == 1
+
+
 def test_gradient_clipping_bounds_each_step(digits):
     train_x, _ = digits
     lr, clip = 0.1, 0.01

@@ -210,15 +210,21 @@ def cmd_train(args, argv):
                schedule=dict(kind="cosine", total_steps=schedule.total, warmup_steps=schedule.warmup)
                if schedule is not None else dict(kind="constant"))
     if args.resume:
-        run["resumed_at_epoch"] = len(train.read_checkpoint(out / "last.npz")[0]["state"]["history"]["epochs"])
+        try:                                           # CheckpointError (a ValueError): damaged last.npz
+            run["resumed_at_epoch"] = len(train.read_checkpoint(out / "last.npz")[0]["state"]["history"]["epochs"])
+        except ValueError as e:
+            raise SystemExit(f"error: {e}")
     else:
         _write_json(out / "run.json", dict(run, history=None, final=None))    # settings, for --resume
 
     t0 = time.perf_counter()
-    history = train.fit(model, dataset.train, dataset.valid, optimizer, epochs=recipe["epochs"],
-                        batch_size=recipe["batch_size"], seed=seed, out=out, patience=recipe.get("patience"),
-                        clip=recipe.get("clip"), schedule=schedule,
-                        resume=out / "last.npz" if args.resume else None, progress=not args.no_progress)
+    try:
+        history = train.fit(model, dataset.train, dataset.valid, optimizer, epochs=recipe["epochs"],
+                            batch_size=recipe["batch_size"], seed=seed, out=out, patience=recipe.get("patience"),
+                            clip=recipe.get("clip"), schedule=schedule,
+                            resume=out / "last.npz" if args.resume else None, progress=not args.no_progress)
+    except ValueError as e:                            # e.g. --resume from a last.npz of another model
+        raise SystemExit(f"error: {e}")
     seconds = time.perf_counter() - t0
     results = train.evaluate(model, dataset)
     run.update(history=history, train_seconds=seconds, final=results)

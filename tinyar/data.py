@@ -217,6 +217,9 @@ def read_idx(path):
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
         raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
     dtype, n = np.dtype(IDX_TYPES[raw[2]]), raw[3]
+    if len(raw) < 4 + 4 * n:
+        raise ValueError(f"{path}: IDX header truncated: {n} dimension sizes need {4 + 4 * n} bytes, "
+                         f"the file holds {len(raw)}")
     shape = struct.unpack(f">{n}i", raw[4:4 + 4 * n])
     body = raw[4 + 4 * n:]
     expected = int(np.prod(shape)) * dtype.itemsize
@@ -337,7 +340,8 @@ def text(path=None, seq_len=64, vocab=None, splits=(0.9, 0.05, 0.05)):
     if unknown:
         raise ValueError(f"text: characters {sorted(unknown)[:10]} are not in the given vocabulary")
     ids = np.fromiter((index[c] for c in content), dtype=np.int64, count=len(content))
-    bounds = np.cumsum([0] + [int(round(f * len(ids))) for f in splits])
+    # round the cumulative fractions (not each split), so the bounds never pass the end of the text
+    bounds = np.minimum(np.round(np.cumsum([0, *splits]) * len(ids)).astype(np.int64), len(ids))
     parts = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         rows = (b - a) // seq_len

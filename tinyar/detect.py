@@ -108,13 +108,22 @@ def train_classifier(x, y, n_hidden=64, input_scale=1.0, epochs=40, lr=0.05, mom
 
 
 # ------------------------------------------------------------------- the attacks
+def _check_budget(k, x, name):
+    """k as an int, after checking it is a number of distinct pixels in 0..D."""
+    D = x.shape[-1]
+    if int(k) != k or not 0 <= k <= D:
+        raise ValueError(f"{name}: k must be a whole number of distinct pixels in 0..{D} (D = {D}), got {k}")
+    return int(k)
+
+
 def flip_attack(classifier, x, y, k):
     """Binary images x (B, D): flip k pixels per image, one per step, each time the pixel
     (not yet flipped) with the largest predicted loss increase gain_j = (1 - 2 x_j) dL/dx_j."""
     x = np.asarray(x, dtype=np.float64).copy()
+    k = _check_budget(k, x, "flip_attack")
     flipped = np.zeros(x.shape, dtype=bool)
     rows = np.arange(len(x))
-    for _ in range(int(k)):
+    for _ in range(k):
         gain = (1.0 - 2.0 * x) * classifier.input_gradient(x, y)               # (B, D) first-order dL per flip
         gain[flipped] = -np.inf
         j = np.argmax(gain, axis=1)                                             # (B,)
@@ -137,7 +146,8 @@ def random_flips(x, k, rng=None):
     """Binary images with k distinct pixels per image flipped at random (the attack's budget, no aim)."""
     rng = as_rng(rng)
     x = np.asarray(x, dtype=np.float32).copy()
-    j = np.argsort(rng.random(x.shape), axis=1)[:, :int(k)]                    # k distinct pixels per row
+    k = _check_budget(k, x, "random_flips")
+    j = np.argsort(rng.random(x.shape), axis=1)[:, :k]                         # k distinct pixels per row
     rows = np.arange(len(x))[:, None]
     x[rows, j] = 1.0 - x[rows, j]
     return x

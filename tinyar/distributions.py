@@ -51,6 +51,8 @@ def check_categories(k, n_categories, name="Categorical"):
     if k.dtype.kind == "f":
         if np.isnan(k).any():
             raise ValueError(f"{name}: input contains NaN")
+        if not np.isfinite(k).all():                  # inf == round(inf): it would pass the next check
+            raise ValueError(f"{name}: input contains inf; expected integer categories 0..{n_categories - 1}")
         if not (k == np.round(k)).all():
             raise ValueError(f"{name}: expected integer categories 0..{n_categories - 1}, got non-integer values")
         k = k.astype(np.int64)

@@ -12,6 +12,48 @@ For a density on dequantized data (x + u) / K with u ~ U[0, 1) (data.digits(form
 (Jensen: -log P(x) <= E_u[-log p((x + u) / K)] + D log K):
 pass `dequantized_levels=K` to bits_per_dim to report it on that scale.
 
+KL divergence between two models p and q of the same space:
+
+    KL(p || q) = E_{x ~ p}[log p(x) - log q(x)]  >= 0,  = 0 iff p = q
+
+  Monte Carlo (kl_monte_carlo): draw x_1..x_N from p, f_n = log p(x_n) - log q(x_n);
+      KL ~ mean(f),  standard error = std(f) / sqrt(N)   (unbiased; the error falls as 1/sqrt(N)).
+      Works for any two models that score the same values, whatever D, because an
+      autoregressive model gives both exact samples and exact log-likelihoods.
+  Exact (kl_exact): for small spaces (K^D <= max_configs, e.g. D <= 16 binary), sum over
+      every x in {0..K-1}^D of p(x) (log p(x) - log q(x)): the truth to check the estimator.
+
+The data-set view of maximum likelihood (mle_view). Training minimises
+
+    L(theta) = -(1/N) sum_n log p_theta(x_n) = -E_{x ~ p_hat}[log p_theta(x)]
+
+where p_hat is the empirical distribution of the N training rows (each row mass 1/N;
+repeated rows add up). Because
+
+    KL(p_hat || p_theta) = E_{p_hat}[log p_hat(x)] - E_{p_hat}[log p_theta(x)]
+                         = -H(p_hat) + L(theta),
+
+and H(p_hat) does not depend on theta, minimising the NLL is minimising the KL from the
+data to the model, up to the data's entropy: L(theta) = H(p_hat) + KL(p_hat || p_theta)
+>= H(p_hat). On discrete data H(p_hat) = -sum_x c(x)/N log(c(x)/N) over the distinct rows
+(c(x) their counts); it is log N when every row is distinct, so the NLL can only reach
+log N by putting all the mass on the training rows: the overfitting limit, which held-out
+NLL exposes. The same identity with the true p_data in place of p_hat is the population
+view: the test NLL is a Monte Carlo estimate of H(p_data) + KL(p_data || p_theta).
+(On continuous data p_hat has atoms and KL(p_hat || p_theta) is infinite against any
+density; the identity then holds only for the population version.)
+
+ROC and AUROC (roc_curve, auroc) for a score meant to be high on "positives" (e.g.
+anomalies, scored by bits per dimension = -log p(x) / (D ln 2)) and low on "negatives"
+(clean data):
+
+    AUROC = P(s_pos > s_neg) + 1/2 P(s_pos = s_neg)      (pairs drawn independently)
+          = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg)     (Mann-Whitney U)
+
+with R_pos the sum of the positives' ranks in the pooled scores, tied scores sharing the
+mean of their ranks (midranks). 1 = a perfect detector, 0.5 = chance, below 0.5 = the
+score ranks the "anomalies" as more normal than the data (see detect.py's caveat).
+
 References
     [1] S. Ermon, A. Grover, CS236 notes: Autoregressive models.
         https://deepgenerativemodels.github.io/notes/autoregressive/
@@ -19,6 +61,7 @@ References
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 
@@ -74,51 +117,6 @@ def bits_per_dim(nll_nats, n_dims, dequantized_levels=None):
 
 
 # ==== KL divergence, the data-set view of MLE, ROC and AUROC (issue 9) ====
-"""What a density model is for, measured.
-
-KL divergence between two models p and q of the same space:
-
-    KL(p || q) = E_{x ~ p}[log p(x) - log q(x)]  >= 0,  = 0 iff p = q
-
-  Monte Carlo (kl_monte_carlo): draw x_1..x_N from p, f_n = log p(x_n) - log q(x_n);
-      KL ~ mean(f),  standard error = std(f) / sqrt(N)   (unbiased; the error falls as 1/sqrt(N)).
-      Works for any two models that score the same values, whatever D, because an
-      autoregressive model gives both exact samples and exact log-likelihoods.
-  Exact (kl_exact): for small spaces (K^D <= max_configs, e.g. D <= 16 binary), sum over
-      every x in {0..K-1}^D of p(x) (log p(x) - log q(x)): the truth to check the estimator.
-
-The data-set view of maximum likelihood (mle_view). Training minimises
-
-    L(theta) = -(1/N) sum_n log p_theta(x_n) = -E_{x ~ p_hat}[log p_theta(x)]
-
-where p_hat is the empirical distribution of the N training rows (each row mass 1/N;
-repeated rows add up). Because
-
-    KL(p_hat || p_theta) = E_{p_hat}[log p_hat(x)] - E_{p_hat}[log p_theta(x)]
-                         = -H(p_hat) + L(theta),
-
-and H(p_hat) does not depend on theta, minimising the NLL is minimising the KL from the
-data to the model, up to the data's entropy: L(theta) = H(p_hat) + KL(p_hat || p_theta)
->= H(p_hat). On discrete data H(p_hat) = -sum_x c(x)/N log(c(x)/N) over the distinct rows
-(c(x) their counts); it is log N when every row is distinct, so the NLL can only reach
-log N by putting all the mass on the training rows: the overfitting limit, which held-out
-NLL exposes. The same identity with the true p_data in place of p_hat is the population
-view: the test NLL is a Monte Carlo estimate of H(p_data) + KL(p_data || p_theta).
-(On continuous data p_hat has atoms and KL(p_hat || p_theta) is infinite against any
-density; the identity then holds only for the population version.)
-
-ROC and AUROC (roc_curve, auroc) for a score meant to be high on "positives" (e.g.
-anomalies, scored by bits per dimension = -log p(x) / (D ln 2)) and low on "negatives"
-(clean data):
-
-    AUROC = P(s_pos > s_neg) + 1/2 P(s_pos = s_neg)      (pairs drawn independently)
-          = (R_pos - n_pos (n_pos + 1) / 2) / (n_pos n_neg)     (Mann-Whitney U)
-
-with R_pos the sum of the positives' ranks in the pooled scores, tied scores sharing the
-mean of their ranks (midranks). 1 = a perfect detector, 0.5 = chance, below 0.5 = the
-score ranks the "anomalies" as more normal than the data (see detect.py's caveat).
-"""
-from collections import namedtuple  # noqa: E402
 
 KLEstimate = namedtuple("KLEstimate", ["value", "stderr", "n_samples"])
 MLEView = namedtuple("MLEView", ["nll", "data_entropy", "kl", "n_distinct", "n_examples"])
@@ -195,13 +193,17 @@ def kl_exact(p, q, max_configs=2 ** 16):
     x, log_p = exact_log_probs(p, max_configs)
     log_q = model_log_likelihoods(q, x)
     w = np.exp(log_p)                                                           # p(x)
-    return float(np.sum(w * (log_p - log_q)))
+    with np.errstate(invalid="ignore"):
+        terms = np.where(w > 0, w * (log_p - log_q), 0.0)                       # 0 log 0 = 0, not NaN
+    return float(np.sum(terms))
 
 
 def entropy_exact(p, max_configs=2 ** 16):
     """H(p) = -sum_x p(x) log p(x) by enumeration (nats)."""
     _, log_p = exact_log_probs(p, max_configs)
-    return float(-np.sum(np.exp(log_p) * log_p))
+    w = np.exp(log_p)                                                           # p(x)
+    with np.errstate(invalid="ignore"):
+        return float(-np.sum(np.where(w > 0, w * log_p, 0.0)))                  # 0 log 0 = 0, not NaN
 
 
 def empirical_entropy(x):

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinyar import functional as F
 from tinyar import ops
 from tinyar.rng import as_rng
-from tinyar.tensor import Tensor
+from tinyar.tensor import Tensor, is_grad_enabled
 
 
 class Parameter(Tensor):
@@ -152,7 +153,6 @@ class MaskedLinear(Linear):
 
 
 # ==== Embedding, LayerNorm, CausalSelfAttention, MLP, Block (Transformer) ====
-from tinyar import functional as F  # noqa: E402  (layers below use gelu and softmax)
 
 
 class Embedding(Module):
@@ -240,6 +240,7 @@ class CausalSelfAttention(Module):
     positions seen so far. Given only the new positions x (B, n, C), the layer
     appends their k and v and lets the new queries attend to all cached keys:
     O(T d_model) per new token instead of O(T^2 d_model) for a recomputation.
+    The cache builds no graph: it is refused unless gradients are off (no_grad).
     """
 
     def __init__(self, d_model, n_heads, fused=True, rng=None, dtype=np.float32):
@@ -268,6 +269,10 @@ class CausalSelfAttention(Module):
         B, T, C = x.shape
         q, k, v = self._heads(x)                                  # (B, H, T, d)
         if cache is not None:                                     # prepend the cached positions (no graph)
+            if is_grad_enabled():
+                raise RuntimeError("CausalSelfAttention: the key/value cache holds plain arrays, so no gradient "
+                                   "would reach the cached positions; use the cache under tensor.no_grad() "
+                                   "(sampling), or call without cache to train")
             if "k" in cache:
                 k = Tensor(np.concatenate([cache["k"], k.data], axis=2))   # (B, H, Tk, d)
                 v = Tensor(np.concatenate([cache["v"], v.data], axis=2))   # (B, H, Tk, d)

@@ -195,9 +195,7 @@ def complete(model, x, observed_mask, rng=None, n_proposals=256):
             out = model.complete(filled, observed, rng=rng)
         else:                                                        # FVSBN, PixelRNN, RNN, Transformer
             out = _complete_in_order(model, filled, observed, rng)
-    out = as_model_input(model, out)
-    out[observed] = filled[observed]                                 # (the samplers keep them; make it explicit)
-    return out
+    return as_model_input(model, out)                                # every sampler keeps the observed values
 
 
 def _logsumexp(a, axis=0):

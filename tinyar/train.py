@@ -187,8 +187,10 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
     History: {"epochs": [{"epoch", "train_nll", "valid_nll", "lr", "seconds", "examples_per_s"}, ...],
     "best_epoch", "best_valid_nll", "stopped" (why it stopped early, or None), "diverged"}.
     After fit the model holds the best parameters (lowest validation NLL) if valid was given,
-    else the last ones. A NaN or inf loss stops training: the model is put back to its last
-    good state, and "stopped" says why.
+    else the last ones. A NaN or inf loss (or parameter, checked at the end of each epoch)
+    stops training: the model is put back to its last good state, and "stopped" says why.
+    Scores (validation, and the model after fit) are taken after model.before_eval()
+    (MADE with several masks: mask 0).
     """
     from tqdm.auto import tqdm
 
@@ -277,6 +279,15 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
             seconds = time.perf_counter() - t0
             entry = dict(epoch=epoch, train_nll=total / seen, lr=optimizer.lr, seconds=seconds,
                          examples_per_s=seen / seconds)
+            broken = [name for name, p in model.named_parameters() if not np.isfinite(p.data).all()]
+            if broken:                                # the last step's update overflowed: never save it
+                model.load_state_dict(last_good)
+                optimizer.load_state_dict(last_good_optim)
+                history["stopped"] = (f"parameters {', '.join(broken)} became inf or NaN at the end of epoch {epoch}: "
+                                      "training stopped, the model is back at its last good state. "
+                                      "Try a smaller learning rate (--lr) or gradient clipping (--clip).")
+                log(history["stopped"])
+                raise Diverged(history["stopped"])
             if valid is not None:
                 model.before_eval()                                  # e.g. MADE: score under mask 0
                 entry["valid_nll"] = metrics.nll(model, valid, batch_size=eval_batch_size)

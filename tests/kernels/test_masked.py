@@ -54,6 +54,23 @@ def test_kernels_agree_with_twins(dtype, shape, kind):
         np.testing.assert_allclose(pairs[0][1], y, **tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_kernel_propagates_nan_to_the_connected_outputs(dtype):
+    """No "nnan"/"ninf" fastmath: a NaN input reaches exactly the outputs that see it, as in
+    the equation y_k = b_k + sum_j x_j W_kj M_kj with M_kj = 0 terms left out."""
+    rng = np.random.default_rng(3)
+    M = made_mask(12, 8, rng).astype(dtype)
+    j = int(np.argmax((M.sum(axis=0) > 0) & (M.sum(axis=0) < 12)))   # an input seen by some outputs only
+    assert 0 < M[:, j].sum() < 12
+    x = rng.standard_normal((3, 8)).astype(dtype)
+    x[1, j] = np.nan
+    W = rng.standard_normal((12, 8)).astype(dtype)
+    b = rng.standard_normal(12).astype(dtype)
+    y = K.masked_matmul_forward(x, W, M, b, *K.mask_structure(M))
+    np.testing.assert_array_equal(np.isnan(y[1]), M[:, j] == 1)
+    assert np.isfinite(y[[0, 2]]).all()
+
+
 @pytest.mark.parametrize("kind", MASKS)
 def test_mask_structure_twin_and_meaning(kind):
     rng = np.random.default_rng(3)

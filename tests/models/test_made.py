@@ -48,17 +48,21 @@ def test_docstring_picture_is_right():
     np.testing.assert_array_equal(output.astype(int) @ hidden[0].astype(int), [[0, 0, 0], [2, 0, 0], [4, 2, 0]])
 
 
-def test_masks_are_resampled_and_cycled():
+def test_masks_are_resampled_and_drawn_from_the_runs_rng():
     m = MADE(6, n_hidden=[10], n_masks=3, rng=0, dtype=np.float64)
     orders = [m.draw_mask(k)[0] for k in range(3)]
     assert not np.array_equal(orders[0], orders[1]) and not np.array_equal(orders[1], orders[2])
     assert m.mask_index == 0
+    rng = np.random.default_rng(5)
     seen = []
-    for _ in range(4):
-        m.before_batch(np.random.default_rng(0))
+    for _ in range(30):
+        m.before_batch(rng)
         seen.append(m.mask_index)
         np.testing.assert_array_equal(m.order, orders[m.mask_index])
-    assert seen == [1, 2, 0, 1]
+    assert seen == np.random.default_rng(5).integers(3, size=30).tolist()    # the rng alone decides
+    assert set(seen) == {0, 1, 2}
+    m.before_eval()
+    assert m.mask_index == 0
     single = MADE(6, n_hidden=[10], rng=0)
     np.testing.assert_array_equal(single.order, np.arange(6))           # one mask: natural order
     assert not np.array_equal(MADE(6, n_hidden=[10], order="random", rng=0).order, np.arange(6))

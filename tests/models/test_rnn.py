@@ -140,6 +140,15 @@ def test_sampling_with_prompt_and_temperature():
         model.sample(1, prompt="xyz")
     with pytest.raises(ValueError, match="temperature"):
         model.sample(1, temperature=0)
+    with pytest.raises(ValueError, match="temperature"):
+        model.sample(1, temperature=float("nan"))                     # NaN <= 0 is False: not a pass
+
+
+def test_bits_per_char_of_an_empty_stream_is_a_clear_error():
+    model = RNN(4, n_hidden=6, seq_len=5, rng=0)
+    assert model.bits_per_char(np.array([0, 1, 2])) > 0
+    with pytest.raises(ValueError, match="stream is empty"):          # not a 0/0 NaN with a warning
+        model.bits_per_char(np.array([], dtype=np.int64))
 
 
 def test_config_rebuilds_the_same_model():

@@ -110,8 +110,14 @@ def _sorted_masked_transpose(W, M, perm):
     return WMt
 
 
+# fastmath flags: "reassoc" lets LLVM vectorise the sums (a rounding-level change of order),
+# "contract" fuses a * b + c into one FMA. Not "nnan"/"ninf" (fastmath=True): with them LLVM
+# may assume no inf or NaN ever occurs, and a diverging run would be reported wrongly.
+FASTMATH = {"reassoc", "contract"}
+
+
 # ------------------------------------------------------------------- forward
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FASTMATH)
 def masked_matmul_forward(x, W, M, b, perm, start):
     """y = x (W*M)^T + b, skipping zero inputs and the masked-out suffix of each column."""
     B, n_in = x.shape
@@ -138,7 +144,7 @@ def masked_matmul_forward_numpy(x, W, M, b, perm, start):
 
 
 # ------------------------------------------------------------------ backward
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FASTMATH)
 def masked_matmul_backward_input(dy, W, M, perm, start):
     """dx = dy (W*M): dx[b, j] = sum_{r >= start_j} dy[b, perm[r]] WMt[j, r]."""
     B, n_out = dy.shape
@@ -164,7 +170,7 @@ def masked_matmul_backward_input_numpy(dy, W, M, perm, start):
     return dy @ (W * M)
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FASTMATH)
 def masked_matmul_backward_weight(dy, x, M, perm, start):
     """dW = (dy^T x) * M: dW[perm[r], j] = sum_{b : x_bj != 0} x_bj dy[b, perm[r]], r >= start_j."""
     B, n_out = dy.shape

@@ -163,8 +163,13 @@ class _ImageModel(AutoregressiveModel):
 
         x: (n, D) values; observed_mask: (D,) or (n, D) booleans, True where x is kept.
         """
-        x = self.check_input(x).astype(np.int64)
-        observed_mask = np.broadcast_to(np.asarray(observed_mask, dtype=bool), x.shape)
+        x = np.asarray(x.data if isinstance(x, Tensor) else x)
+        observed_mask = np.asarray(observed_mask, dtype=bool)
+        if observed_mask.shape not in (x.shape, x.shape[-1:]):
+            raise ValueError(f"{type(self).__name__}.complete: observed_mask must be (D,) or x's shape {x.shape}, "
+                             f"got {observed_mask.shape}")
+        x = self.check_input(np.where(observed_mask, x, 0)).astype(np.int64)   # unobserved entries: ignored
+        observed_mask = np.broadcast_to(observed_mask, x.shape)
         return self._draw(x, observed_mask, rng)
 
     def _draw(self, x, observed, rng):

@@ -187,6 +187,8 @@ class RNN(AutoregressiveModel):
         """Average -log2 p(x_t | x_<t) over one long (n,) stream of ids, read chunk by chunk
         with the state carried across (exactly the log-likelihood of the whole stream)."""
         stream = np.asarray(stream).reshape(1, -1)
+        if stream.shape[1] == 0:
+            raise ValueError(f"{type(self).__name__}.bits_per_char: the stream is empty (no characters to score)")
         total, state = 0.0, None
         with no_grad():
             for s in range(0, stream.shape[1], chunk):
@@ -213,7 +215,7 @@ class RNN(AutoregressiveModel):
         length:      tokens to generate after the prompt (default seq_len)
         """
         rng = as_rng(rng)
-        if temperature <= 0:
+        if not temperature > 0:                                   # also refuses NaN
             raise ValueError(f"{type(self).__name__}: temperature must be > 0, got {temperature}")
         length = self.n_dims if length is None else int(length)
         prefix = self._prompt_ids(prompt, n)
