@@ -83,7 +83,7 @@ def main(argv=None):
     model = MADE(64, n_hidden=[500], n_masks=n_masks, mask_seed=0, rng=0)
     optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
     train_x, epochs = (digits.train[:200], 1) if args.quick else (digits.train, 40)
-    # every epoch has 12 minibatches and the masks cycle; no validation: keep the last state
+    # each minibatch trains one of the masks, drawn from the run's rng; no validation: keep the last state
     train.fit(model, train_x, None, optimizer, epochs=epochs, batch_size=100, progress=False, log=lambda s: None)
     test = digits.test
     single = []

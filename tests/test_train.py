@@ -8,7 +8,7 @@ import pytest
 
 import tinyar
 from tinyar import data, metrics, train
-from tinyar.models import FVSBN, MADE
+from tinyar.models import FVSBN, NADE, MADE
 from tinyar.optim import SGD, CosineLR
 
 
@@ -66,8 +66,14 @@ def test_same_seed_same_run_other_seed_other_run(digits):
     assert metrics_only(a) != metrics_only(c)
 
 
+def order_agnostic_nade(n_dims, init_std, rng):
+    """A NADE that draws a new ordering per minibatch from the run's rng (init_std: unused)."""
+    return NADE(n_dims, n_hidden=8, order_agnostic=True, rng=rng)
+
+
 @pytest.mark.parametrize("cls, batch_size", [(FVSBN, 100), (ShuffledFVSBN, 100),
-                                             (made_three_masks, 150)])    # 2 minibatches per epoch, 3 masks
+                                             (made_three_masks, 150),     # 2 minibatches per epoch, 3 masks
+                                             (order_agnostic_nade, 100)])
 def test_killed_and_resumed_equals_uninterrupted(digits, tmp_path, cls, batch_size):
     full_model, full_opt, full = run(digits, 4, out=tmp_path / "full", cls=cls, batch_size=batch_size)
 

@@ -267,7 +267,9 @@ def test_before_batch_draws_a_new_ordering_only_when_order_agnostic():
     assert sorted(first) == list(range(6)) and not np.array_equal(first, np.arange(6))
     agnostic.before_batch(np.random.default_rng(1))
     assert not np.array_equal(agnostic.order, first)
-    assert agnostic.config["order"] == agnostic.order.tolist()            # a checkpoint keeps it
+    assert agnostic.config["order"] == list(range(6))        # the model's own ordering stays in config
+    agnostic.before_eval()                                   # scoring returns to it
+    np.testing.assert_array_equal(agnostic.order, np.arange(6))
 
 
 def test_ensemble_is_the_log_mean_exp_of_orderings_and_normalized():

@@ -124,9 +124,17 @@ class _NADEFamily(AutoregressiveModel):
         self.config["order"] = self.order.tolist()
 
     def before_batch(self, rng):
-        """Order-agnostic training: a fresh random ordering for every minibatch."""
+        """Order-agnostic training: a fresh random ordering for every minibatch.
+
+        Only self.order changes; config keeps the model's own ordering, so a checkpoint
+        (and a resumed run) is the same model whichever ordering the last batch drew.
+        """
         if self.order_agnostic:
-            self.set_order(rng.permutation(self.n_dims))
+            self.order = rng.permutation(self.n_dims)
+
+    def before_eval(self):
+        """Score in the model's own ordering (config["order"]), as a reloaded checkpoint does."""
+        self.order = np.asarray(self.config["order"], dtype=np.int64)
 
     # ---------------------------------------------------------------- likelihood
     def outputs(self, x, order=None):
