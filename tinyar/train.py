@@ -247,6 +247,16 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
                dynamic_ncols=True, leave=False, file=sys.stderr)
     last_good = model.state_dict()
     last_good_optim = {k: v.copy() for k, v in optimizer.state_dict().items()}
+
+    def diverge(what):
+        """Put the model and optimizer back at the last good epoch, say why, stop."""
+        model.load_state_dict(last_good)
+        optimizer.load_state_dict(last_good_optim)
+        history["stopped"] = (f"{what}: training stopped, the model is back at its last good state. "
+                              "Try a smaller learning rate (--lr) or gradient clipping (--clip).")
+        log(history["stopped"])
+        raise Diverged(history["stopped"])
+
     try:
         for epoch in range(start + 1, epochs + 1):
             t0 = time.perf_counter()
@@ -257,14 +267,8 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
                 loss = model.nll(x)                                  # -(1/B) sum_b log p(x_b)
                 value = float(loss.data)
                 if not math.isfinite(value):
-                    model.load_state_dict(last_good)
-                    optimizer.load_state_dict(last_good_optim)
-                    where = f"epoch {epoch}, minibatch {step + 1}"
-                    kept = f"; the last good checkpoint (epoch {epoch - 1}) is in {out}" if out else ""
-                    history["stopped"] = (f"the loss became {value} at {where}: training stopped{kept}. "
-                                          "Try a smaller learning rate (--lr) or gradient clipping (--clip).")
-                    log(history["stopped"])
-                    raise Diverged(history["stopped"])
+                    kept = f" (the last good checkpoint, epoch {epoch - 1}, is in {out})" if out else ""
+                    diverge(f"the loss became {value} at epoch {epoch}, minibatch {step + 1}{kept}")
                 loss.backward()
                 if clip is not None:
                     clip_grad_norm_(params, clip)
@@ -281,24 +285,12 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
                          examples_per_s=seen / seconds)
             broken = [name for name, p in model.named_parameters() if not np.isfinite(p.data).all()]
             if broken:                                # the last step's update overflowed: never save it
-                model.load_state_dict(last_good)
-                optimizer.load_state_dict(last_good_optim)
-                history["stopped"] = (f"parameters {', '.join(broken)} became inf or NaN at the end of epoch {epoch}: "
-                                      "training stopped, the model is back at its last good state. "
-                                      "Try a smaller learning rate (--lr) or gradient clipping (--clip).")
-                log(history["stopped"])
-                raise Diverged(history["stopped"])
+                diverge(f"parameters {', '.join(broken)} became inf or NaN at the end of epoch {epoch}")
             if valid is not None:
                 model.before_eval()                                  # e.g. MADE: score under mask 0
                 entry["valid_nll"] = metrics.nll(model, valid, batch_size=eval_batch_size)
                 if not math.isfinite(entry["valid_nll"]):
-                    model.load_state_dict(last_good)
-                    optimizer.load_state_dict(last_good_optim)
-                    history["stopped"] = (f"the validation NLL became {entry['valid_nll']} at epoch {epoch}: "
-                                          "training stopped, the model is back at its last good state. "
-                                          "Try a smaller learning rate (--lr) or gradient clipping (--clip).")
-                    log(history["stopped"])
-                    raise Diverged(history["stopped"])
+                    diverge(f"the validation NLL became {entry['valid_nll']} at epoch {epoch}")
             history["epochs"].append(entry)
             improved = valid is not None and (history["best_valid_nll"] is None
                                               or entry["valid_nll"] < history["best_valid_nll"])

@@ -115,9 +115,13 @@ class MADE(AutoregressiveModel):
       that a rebuilt model has the same masks); rng: seed or Generator of the weights.
     """
     data_kind = "binary"
-    # the issue's recipe, the same as its PyTorch reference's (16.89 nats on the
-    # binarized digits' test split): one hidden layer of 500, one mask, natural order
-    recipe = dict(lr=0.01, momentum=0.9, batch_size=100, epochs=200, model=dict(n_hidden=[500]))
+    # One hidden layer of 500, one mask, natural order. The PyTorch reference's recipe
+    # (lr 0.01 constant, 16.89 nats on the binarized digits' test split) gives 17.03 here at
+    # seed 0; lr 0.02 with cosine decay was picked over it by the mean validation NLL of
+    # seeds 0-2 (16.908 against 16.916; test 16.98 at seed 0). `--lr 0.01 --schedule
+    # constant` runs the reference recipe.
+    recipe = dict(lr=0.02, momentum=0.9, batch_size=100, epochs=200, schedule="cosine",
+                  model=dict(n_hidden=[500]))
     cli_options = {
         "--hidden": ("n_hidden", parse_sizes, "hidden layer sizes, comma-separated (e.g. 500,500)"),
         "--masks": ("n_masks", int, "number of masks (orderings and connectivity) drawn in training"),
