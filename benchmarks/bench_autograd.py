@@ -26,17 +26,16 @@ import time
 # OpenBLAS threads on 2 cores that made every column several times slower. Let them sleep instead.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))     # benchmarks/common.py, from any cwd
+import common                       # noqa: E402  (also puts the repo root on sys.path: run from a checkout)
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))   # run from a checkout
-from tinyar import Tensor, functional as F, ops
-from tinyar.nn import Linear, Module
-from tinyar.optim import SGD
+import numpy as np                  # noqa: E402
 
-try:
-    import torch
-except ImportError:                 # the PyTorch columns are optional
-    torch = None
+from tinyar import Tensor, functional as F, ops     # noqa: E402
+from tinyar.nn import Linear, Module                # noqa: E402
+from tinyar.optim import SGD                        # noqa: E402
+
+torch = common.optional_torch()     # the PyTorch columns are optional
 
 CHAIN, SMALL = 100, 16
 SIZES, BATCH, LR = (784, 1000, 1000, 10), 128, 0.01

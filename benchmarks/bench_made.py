@@ -21,63 +21,45 @@ Timings are medians of --repeat runs after a warm-up. Threads: BLAS and PyTorch 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
-import time
 
-_threads = "2"
-for _k, _a in enumerate(sys.argv):                  # before NumPy and torch start their threads
-    if _a == "--threads" and _k + 1 < len(sys.argv):
-        _threads = sys.argv[_k + 1]
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_var] = _threads
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))     # benchmarks/common.py, from any cwd
+import common                                       # noqa: E402  (also puts the repo root on sys.path)
+
+_threads = common.set_threads("2", numba=True)      # before NumPy and torch start their threads
 
 import numpy as np                                  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from tinyar.kernels import masked as K              # noqa: E402
 from tinyar.models import MADE                      # noqa: E402
 from tinyar.optim import SGD                        # noqa: E402
 
-try:
-    import torch
-except ImportError:                                 # the PyTorch column is optional
-    torch = None
+torch = common.optional_torch()                     # the PyTorch column is optional
 
 B, D, HIDDEN = 100, 784, [500, 500]
 
 
-def median_time(fn, repeat, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+median_time = functools.partial(common.median_time, warmup=2)
 
 
-class kernels_as:
+class kernels_as(common.kernels):
     """Inside this block every masked layer uses `mode`: "auto", "numba" or "numpy"."""
 
     def __init__(self, mode):
+        super().__init__("numpy" if mode == "numpy" else None)      # TINYAR_KERNELS=numpy only for "numpy"
         self.mode = mode
 
     def __enter__(self):
-        self.saved = (K.prefer_numba, os.environ.get("TINYAR_KERNELS"))
+        self.saved_rule = K.prefer_numba
         if self.mode == "numba":
             K.prefer_numba = lambda batch, work: True
-        if self.mode == "numpy":
-            os.environ["TINYAR_KERNELS"] = "numpy"
+        return super().__enter__()
 
     def __exit__(self, *exc):
-        K.prefer_numba = self.saved[0]
-        if self.saved[1] is None:
-            os.environ.pop("TINYAR_KERNELS", None)
-        else:
-            os.environ["TINYAR_KERNELS"] = self.saved[1]
+        K.prefer_numba = self.saved_rule
+        return super().__exit__(*exc)
 
 
 def tinyar_step(model, optimizer, x):

@@ -24,29 +24,22 @@ Threads: numba's parallel loops and PyTorch both use --threads (default 2, the m
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
 import sys
-import time
 
-_threads = "2"
-for _k, _a in enumerate(sys.argv):                  # before NumPy, numba and torch start their threads
-    if _a == "--threads" and _k + 1 < len(sys.argv):
-        _threads = sys.argv[_k + 1]
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_var] = _threads
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))     # benchmarks/common.py, from any cwd
+import common                                       # noqa: E402  (also puts the repo root on sys.path)
+
+_threads = common.set_threads("2", numba=True)      # before NumPy, numba and torch start their threads
 
 import numpy as np                                  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
 from tinyar.models import NADE                      # noqa: E402
 
-try:
-    import torch
-except ImportError:                                 # the PyTorch columns are optional
-    torch = None
+torch = common.optional_torch()                     # the PyTorch columns are optional
 
 B, D, H = (10, 50, 20) if "--small" in sys.argv else (100, 784, 500)    # --small: a quick check that it runs
 
@@ -57,15 +50,7 @@ def make_data(seed=0):
     return x, NADE(D, n_hidden=H, rng=seed)
 
 
-def median_time(fn, repeat, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+median_time = functools.partial(common.median_time, warmup=1)
 
 
 def tinyar_step(model, x):

@@ -21,20 +21,22 @@ a multi-threaded BLAS then waits on its own threads and can be several times slo
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import sys
 import time
 
-import numpy as np
-from threadpoolctl import threadpool_limits
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))     # benchmarks/common.py, from any cwd
+import common                                        # noqa: E402  (also puts the repo root on sys.path)
 
-from tinyar.kernels import conv
-from tinyar.models import GatedPixelCNN, PixelCNN
+import numpy as np                                   # noqa: E402
+from threadpoolctl import threadpool_limits          # noqa: E402
 
-try:
-    import torch
-    import torch.nn.functional as torch_F
-except ImportError:                                  # the PyTorch columns are optional
-    torch = None
+from tinyar.kernels import conv                      # noqa: E402
+from tinyar.models import GatedPixelCNN, PixelCNN    # noqa: E402
+
+torch = common.optional_torch()                      # the PyTorch columns are optional
+torch_F = torch.nn.functional if torch is not None else None
 
 
 def best_ms(fn, repeats):

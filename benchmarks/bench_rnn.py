@@ -20,60 +20,29 @@ second thread mostly waits; the per-step matrices are small).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
-import time
 
-_threads = "1"
-for _k, _a in enumerate(sys.argv):                  # before NumPy starts its BLAS threads
-    if _a == "--threads" and _k + 1 < len(sys.argv):
-        _threads = sys.argv[_k + 1]
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = _threads
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))     # benchmarks/common.py, from any cwd
+import common                                       # noqa: E402  (also puts the repo root on sys.path)
+from common import kernels                          # noqa: E402
+
+_threads = common.set_threads("1")                  # before NumPy starts its BLAS threads
 
 import numpy as np                                  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from tinyar import ops                              # noqa: E402
 from tinyar.models import RNN                       # noqa: E402
 from tinyar.nn import ElmanRNN                      # noqa: E402
 from tinyar.tensor import Tensor                    # noqa: E402
 
-try:
-    import torch
-except ImportError:                                 # the PyTorch columns are optional
-    torch = None
+torch = common.optional_torch()                     # the PyTorch columns are optional
 
 T, B, H, V = 100, 32, 128, 96
 
 
-def median_time(fn, repeat=15, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-class kernels:
-    """Context manager: TINYAR_KERNELS=numpy (the NumPy twins) or numba inside the block."""
-
-    def __init__(self, which):
-        self.which = which
-
-    def __enter__(self):
-        self.previous = os.environ.get("TINYAR_KERNELS")
-        os.environ["TINYAR_KERNELS"] = self.which
-
-    def __exit__(self, *exc):
-        if self.previous is None:
-            os.environ.pop("TINYAR_KERNELS", None)
-        else:
-            os.environ["TINYAR_KERNELS"] = self.previous
+median_time = functools.partial(common.median_time, repeat=15, warmup=3)
 
 
 def recurrence_rows(x):

@@ -20,52 +20,26 @@ Medians of repeated runs after a warm-up (numba compiles on the first call).
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
-import time
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))     # benchmarks/common.py, from any cwd
+import common                                       # noqa: E402  (also puts the repo root on sys.path)
+from common import kernels                          # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import numpy as np                                  # noqa: E402
 
 from tinyar import nn, ops                          # noqa: E402
 from tinyar.models import Transformer               # noqa: E402
 from tinyar.tensor import Tensor                    # noqa: E402
 
-try:
-    import torch
-except ImportError:                                 # the PyTorch columns are optional
-    torch = None
+torch = common.optional_torch()                     # the PyTorch columns are optional
 
 B, H, T, C, D_MLP, V, LAYERS = 32, 4, 128, 128, 512, 96, 2
 
 
-def median_time(fn, repeat=7, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-class kernels:
-    """Context manager: TINYAR_KERNELS=numpy (the NumPy twins) or numba inside the block."""
-
-    def __init__(self, which):
-        self.which = which
-
-    def __enter__(self):
-        self.previous = os.environ.get("TINYAR_KERNELS")
-        os.environ["TINYAR_KERNELS"] = self.which
-
-    def __exit__(self, *exc):
-        if self.previous is None:
-            os.environ.pop("TINYAR_KERNELS", None)
-        else:
-            os.environ["TINYAR_KERNELS"] = self.previous
+median_time = functools.partial(common.median_time, repeat=7, warmup=2)
 
 
 # ---------------------------------------------------------------- attention only
