@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from tinyar import data, no_grad
+from tinyar import data, no_grad, optim
 from tinyar.gradcheck import gradcheck
 from tinyar.models import REGISTRY, CategoricalNADE, NADE, RNADE
 
@@ -364,6 +364,50 @@ def test_for_dataset_sizes_the_models_and_refuses_the_wrong_kind():
         RNADE.for_dataset(binary)
     assert REGISTRY["nade"] is NADE and REGISTRY["nade-categorical"] is CategoricalNADE
     assert REGISTRY["rnade"] is RNADE
+
+
+def two_clusters(n, seed):
+    """1-D data: half the points near -2, half near +2 (sd 0.3)."""
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random((n, 1)) < 0.5, -2.0, 2.0) + 0.3 * rng.standard_normal((n, 1))
+
+
+def test_rnade_for_dataset_starts_with_components_spread_over_the_data():
+    train = two_clusters(1000, seed=0)
+    dataset = data.Dataset("two-clusters", "continuous", train, train[:10], train[:10], n_dims=1)
+    model = RNADE.for_dataset(dataset, n_hidden=8, n_components=4, rng=0)
+    r0, r1 = np.quantile(train, [0.01, 0.99])
+    np.testing.assert_allclose(model.b.data[0, 4:8], r0 + (np.arange(4) + 0.5) * (r1 - r0) / 4, rtol=1e-6)
+    lo, hi = model.log_scale_min, model.log_scale_max
+    log_s = lo + (hi - lo) / (1 + np.exp(-model.b.data[0, 8:].astype(np.float64)))      # bias part of log s
+    np.testing.assert_allclose(np.exp(log_s), (r1 - r0) / 8, rtol=1e-5)
+    clone = RNADE(**model.config)                     # the init comes back from config alone
+    for a, b in zip(clone.parameters(), model.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_rnade_separates_two_clusters_that_one_gaussian_cannot_fit():
+    """SGD from the default initialisation must use several components, not one broad Gaussian.
+
+    Components that start far from every data point get no responsibility, hence no gradient;
+    then the widest one takes all the data, and the fit is no better than a single Gaussian,
+    whose best mean log-likelihood is -log(2 pi e var) / 2. The two clusters allow ~1.2 nats more.
+    """
+    train = two_clusters(1000, seed=0)
+    dataset = data.Dataset("two-clusters", "continuous", train, train[:10], train[:10], n_dims=1)
+    best_single_gaussian = -0.5 * math.log(2 * math.pi * math.e * train.var())          # about -2.12
+    recipe = RNADE.recipe
+    rng = np.random.default_rng(1)
+    for seed in range(2):
+        model = RNADE.for_dataset(dataset, n_hidden=20, n_components=5, rng=seed, dtype=np.float64)
+        optimizer = optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"])
+        for _ in range(300):
+            optimizer.zero_grad()
+            model.nll(train[rng.integers(0, len(train), 100)]).backward()
+            optim.clip_grad_norm_(model.parameters(), recipe["clip"])
+            optimizer.step()
+        mean_log_lik = log_prob(model, train).mean()
+        assert mean_log_lik > best_single_gaussian + 0.8, (seed, mean_log_lik, best_single_gaussian)
 
 
 def test_bad_inputs_get_clear_errors():
