@@ -51,3 +51,12 @@ def test_markdown_table_sorts_and_formats():
     assert lines[4].startswith("| a (C) | 17.25 |") and "| 1,234 | 3 (2) |" in lines[4]
     assert lines[5].startswith("| b (C) | 20.50 |")
     assert np.isclose(float(lines[4].split("|")[3]), 17.25 / 44.36, atol=1e-4)
+
+
+def test_markdown_table_puts_a_run_without_a_finite_nll_last_and_names_the_seed():
+    rows = [dict(model=name, class_name="C", test_nll=nll, bits_per_dim=nll / 44.36, n_parameters=1,
+                 epochs=1, best_epoch=1, train_seconds=1.0, sample_seconds=0.5, n_samples=64, diverged=False)
+            for name, nll in (("a", 17.0), ("b", float("nan")), ("c", 20.0))]
+    lines = compare.markdown_table(rows, seed=3).splitlines()
+    assert [line.split(" (C)")[0] for line in lines[4:]] == ["| a", "| c", "| b"]
+    assert "trained with seed 3" in lines[0]

@@ -113,3 +113,16 @@ def test_inputs_that_do_not_require_grad_are_passed_through():
     result = gradcheck(lambda x, c, k: (x * c).sum() * k, x, c, 4.0)
     assert result["max_abs_error"] < 1e-8
     assert c.grad is None and x.grad is None                  # gradcheck clears what it filled
+
+
+def test_a_missing_gradient_is_caught_on_a_non_contiguous_input():
+    """Perturbing a copy instead of the input would make every numeric derivative 0."""
+    from tinyar.tensor import Tensor as T
+
+    def forgets_its_gradient(x):                 # y = 2x with a VJP that returns nothing
+        return T._make(2.0 * x.data, (x,), lambda dy: (None,), "broken")
+
+    x = T(np.random.default_rng(0).standard_normal((3, 2)).T, requires_grad=True)   # a transposed view
+    assert not x.data.flags.c_contiguous
+    with pytest.raises(GradcheckError, match="numeric 2"):
+        gradcheck(forgets_its_gradient, x)

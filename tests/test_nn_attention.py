@@ -178,3 +178,12 @@ def test_embedding_and_layers_reject_bad_input():
         nn.LayerNorm(4)(Tensor(np.zeros((2, 5), np.float32)))
     with pytest.raises(ValueError, match="Tq <= Tk"):
         ops.causal_attention(Tensor(np.zeros((1, 4, 2))), Tensor(np.zeros((1, 3, 2))), Tensor(np.zeros((1, 3, 2))))
+
+
+def test_attention_layers_say_what_shape_they_expect():
+    from tinyar.nn import Block, CausalSelfAttention
+    flat = Tensor(np.ones((4, 8), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"CausalSelfAttention: expected input of shape \(batch, time, 8\)"):
+        CausalSelfAttention(8, 2, rng=0)(flat)
+    with pytest.raises(ValueError, match=r"Block: expected input of shape \(batch, time, 8\)"):
+        Block(8, 2, 16, rng=0)(flat)

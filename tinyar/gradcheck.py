@@ -76,14 +76,13 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_coordinates=400, 
             analytic = np.zeros_like(x.data) if x.grad is None else x.grad
             if x.size <= max_coordinates:
                 numeric = np.empty(x.size)
-                flat = x.data.reshape(-1)            # a view: writing it perturbs x
-                for j in range(x.size):
-                    old = flat[j]
-                    flat[j] = old + eps
+                for j, idx in enumerate(np.ndindex(x.shape)):   # write x.data itself, whatever its layout
+                    old = x.data[idx]
+                    x.data[idx] = old + eps
                     s_plus = s()
-                    flat[j] = old - eps
+                    x.data[idx] = old - eps
                     s_minus = s()
-                    flat[j] = old
+                    x.data[idx] = old
                     numeric[j] = (s_plus - s_minus) / (2 * eps)
                 a, where = analytic.reshape(-1), "element {}"
                 labels = [tuple(int(i) for i in np.unravel_index(j, x.shape)) for j in range(x.size)]   # (1, 2), not np.int64s

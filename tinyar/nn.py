@@ -217,6 +217,12 @@ def causal_attention_composite(q, k, v):
     return ops.matmul(P, v)                                                      # (B, H, Tq, d)
 
 
+def _check_sequence_batch(x, d_model, layer):
+    """Attention layers take x of shape (B, T, d_model): say so, instead of failing inside."""
+    if x.ndim != 3 or x.shape[-1] != d_model:
+        raise ValueError(f"{layer}: expected input of shape (batch, time, {d_model}), got {x.shape}")
+
+
 class CausalSelfAttention(Module):
     """Multi-head self-attention in which position t attends only to positions s <= t.
 
@@ -247,6 +253,7 @@ class CausalSelfAttention(Module):
         if d_model % n_heads:
             raise ValueError(f"CausalSelfAttention: d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         rng = as_rng(rng)
+        self.d_model = d_model
         self.n_heads = n_heads
         self.query = Linear(d_model, d_model, rng=rng, dtype=dtype)    # all heads' Wq side by side
         self.key = Linear(d_model, d_model, rng=rng, dtype=dtype)
@@ -266,6 +273,7 @@ class CausalSelfAttention(Module):
         return split
 
     def forward(self, x, cache=None):
+        _check_sequence_batch(x, self.d_model, "CausalSelfAttention")
         B, T, C = x.shape
         q, k, v = self._heads(x)                                  # (B, H, T, d)
         if cache is not None:                                     # prepend the cached positions (no graph)
@@ -327,6 +335,7 @@ class Block(Module):
         self.mlp = MLP(d_model, d_mlp, fused=fused, rng=rng, dtype=dtype)
 
     def forward(self, x, cache=None):
+        _check_sequence_batch(x, self.attn.d_model, "Block")
         B, T, C = x.shape
         x = x + self.attn(self.ln1(x), cache=cache)               # (B, T, C)
         h = self.ln2(ops.reshape(x, (B * T, C)))                  # (B T, C)

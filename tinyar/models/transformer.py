@@ -181,6 +181,8 @@ class Transformer(AutoregressiveModel):
         """
         rng = as_rng(rng)
         length = self.max_len if length is None else int(length)
+        if length < 0:
+            raise ValueError(f"Transformer: length must be >= 0, got {length}")
         if length > self.max_len:
             raise ValueError(f"Transformer: cannot sample {length} tokens; the positional table has "
                              f"max_len={self.max_len}")
