@@ -2,6 +2,7 @@
 float64 to 1e-12), on binary, one-hot and real inputs, including B = 1 and D = 1; the
 backward agrees with a brute-force recomputation; the fused op ops.nade passes gradcheck
 through both implementations; the float32 sigmoid matches the exact one."""
+import numba
 import numpy as np
 import pytest
 
@@ -138,15 +139,36 @@ def test_extreme_preactivations_stay_finite():
             assert_agree(g, g_np, 1e-5)
 
 
-def test_results_do_not_depend_on_chunking():
-    """The parallel backward sums per-chunk gradients in a fixed order: same numbers every run."""
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs numba to allow 2 threads")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_are_bitwise_the_same_on_one_and_two_threads(dtype):
+    """The batch is cut into N_CHUNKS chunks whatever the thread count, and the per-chunk
+    gradients are summed in a fixed order: 1 and 2 threads give the same bits."""
+    x, order, W, c, V, b, dout = make((13, 8, 1, 9, 1, "binary"), dtype)
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            out, a_last = K.nade_forward(x, order, W, c, V, b)
+            results.append((out, a_last) + K.nade_backward(x, order, W, c, V, b, a_last, dout))
+    finally:
+        numba.set_num_threads(before)
+    for one, two in zip(*results):
+        assert one.dtype == dtype and np.array_equal(one, two)
+
+
+@pytest.mark.parametrize("n_chunks", [1, 3, 7, 50])
+def test_backward_agrees_for_any_number_of_chunks(n_chunks, monkeypatch):
+    """Another N_CHUNKS sums the examples' gradients in another grouping: the same up to
+    rounding (50 > B: one example per chunk). A chunk that skipped or repeated an example
+    would be far off."""
     x, order, W, c, V, b, dout = make((13, 8, 1, 9, 1, "binary"), np.float32)
     _, a_last = K.nade_forward(x, order, W, c, V, b)
-    first = K.nade_backward(x, order, W, c, V, b, a_last, dout)
-    for _ in range(3):
-        again = K.nade_backward(x, order, W, c, V, b, a_last, dout)
-        for g, h in zip(first, again):
-            assert np.array_equal(g, h)
+    default = K.nade_backward(x, order, W, c, V, b, a_last, dout)
+    monkeypatch.setattr(K, "N_CHUNKS", n_chunks)
+    for g, g_default in zip(K.nade_backward(x, order, W, c, V, b, a_last, dout), default):
+        assert_agree(g, g_default, 1e-5)
 
 
 # ------------------------------------------------------------------ samplers
@@ -202,6 +224,26 @@ def test_mog_sampler_agrees_with_twin(dtype, n_inputs):
     np.testing.assert_allclose(x, x_np, rtol=tol, atol=tol)
     np.testing.assert_array_equal(x[observed], x_obs[observed])
     np.testing.assert_allclose(log_w, log_w_np, rtol=tol, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("logit", [30.0, -30.0, 40.0, -40.0, 800.0, -800.0])
+def test_bernoulli_log_weights_are_exact_at_extreme_logits(logit, dtype):
+    """log p(x_d) for an observed x_d at logit z: -|z| - log(1 + e^-|z|) when x_d is the unlikely
+    value, -log(1 + e^-|z|) when it is the likely one. log(sigma(z)) / log1p(-sigma(z)) would give
+    -30.001 at z = 30 and -inf beyond z ~ 37."""
+    W, c, V = np.zeros((1, 1, 1), dtype), np.zeros(1, dtype), np.zeros((1, 1, 1), dtype)
+    b = np.array([[logit]], dtype=dtype)                     # logit_0 = b_0 (V = 0)
+    tiny = np.log1p(np.exp(-abs(logit)))                    # 9e-14 at |z| = 30, 0 at |z| = 800
+    for x_obs in (0.0, 1.0):
+        likely = (x_obs == 1.0) == (logit > 0)
+        want = -tiny if likely else -abs(logit) - tiny
+        args = (np.zeros((1, 1), np.int64), W, c, V, b, np.array([[0.5]]), np.array([[x_obs]], dtype),
+                np.array([[True]]))
+        for sampler in (K.sample_bernoulli, K.sample_bernoulli_numpy):
+            x, log_w = sampler(*args)
+            assert x[0, 0] == x_obs and np.isfinite(log_w[0])
+            np.testing.assert_allclose(log_w[0], want, rtol=1e-14, atol=0)
 
 
 def test_samplers_reject_mismatched_shapes():

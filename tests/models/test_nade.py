@@ -241,6 +241,49 @@ def test_completion_of_a_fixed_ordering_nade_resamples_towards_the_true_conditio
     assert 0.5 * np.abs(freq - p).sum() < 0.03                   # total variation
 
 
+def two_dim_nade(v, b1):
+    """NADE(2, H = 1), order 0, 1: p(x_0 = 1) = 1/2; h = sigma(100 x_0) (exactly 1/2 or 1 in float64)
+    and logit_1 = b1 + v h. Given x_1 = 0, the posterior odds of x_0 = 1 are
+    e^-softplus(b1 + v) / e^-softplus(b1 + v/2), i.e. e^(-v/2) when b1 is large."""
+    model = NADE(2, n_hidden=1, rng=0, dtype=np.float64)
+    for p in (model.W, model.c, model.V, model.b):
+        p.data[...] = 0.0
+    model.W.data[0, 0, 0] = 100.0
+    model.V.data[1, 0, 0] = v
+    model.b.data[1, 0] = b1
+    return model
+
+
+@pytest.mark.parametrize("kernels_env", ["numba", "numpy"])
+def test_completion_is_right_when_the_observed_value_is_extremely_unlikely(kernels_env, monkeypatch):
+    """x_1 = 0 observed after x_0 with logit_1 of 40..800: every proposal's log-weight is far below
+    -37, where log1p(-sigma(logit)) would be -inf (and the weights NaN)."""
+    monkeypatch.setenv("TINYAR_KERNELS", kernels_env)
+    n = 4000
+    x = np.zeros((n, 2))
+    observed = np.array([[False, True]] * n)
+    # logit_1 = 40 (x_0 = 0) or 60 (x_0 = 1): P(x_0 = 1 | x_1 = 0) = sigma(-20) = 2e-9
+    out = two_dim_nade(40.0, 20.0).complete(x, observed, rng=np.random.default_rng(0))
+    assert np.all(out[:, 1] == 0) and out[:, 0].mean() < 1e-3
+    # logit_1 = 800 + v/2 or 800 + v: P(x_0 = 1 | x_1 = 0) = 1 / (1 + e^(v/2)) = 0.3 (SIR with 64
+    # proposals: 0.3026 expected; sampling sd 0.007)
+    v = 2.0 * math.log(7.0 / 3.0)
+    out = two_dim_nade(v, 800.0).complete(x, observed, rng=np.random.default_rng(1))
+    assert np.all(out[:, 1] == 0) and abs(out[:, 0].mean() - 0.3) < 0.03
+
+
+@pytest.mark.parametrize("kernels_env", ["numba", "numpy"])
+def test_completion_refuses_rows_whose_observed_values_are_impossible(kernels_env, monkeypatch):
+    """logit_1 = +inf: p(x_1 = 0) = 0 whatever x_0, every weight is 0; a clear error, not proposal 0."""
+    monkeypatch.setenv("TINYAR_KERNELS", kernels_env)
+    model = two_dim_nade(0.0, np.inf)
+    observed = np.array([[False, True], [False, True]])
+    with pytest.raises(ValueError, match=r"rows \[1\] the observed values have probability 0"):
+        model.complete(np.array([[0.0, 1.0], [0.0, 0.0]]), observed, rng=np.random.default_rng(0))
+    out = model.complete(np.array([[0.0, 1.0]]), observed[:1], rng=np.random.default_rng(0))
+    assert out[0, 1] == 1.0                                      # x_1 = 1 has probability 1: fine
+
+
 @pytest.mark.parametrize("make", [lambda: random_categorical(D=5, K=4, seed=9, order_agnostic=True),
                                   lambda: random_rnade(D=5, seed=9)])
 def test_completion_keeps_observed_values_and_fills_the_rest(make):
@@ -424,6 +467,11 @@ def test_bad_inputs_get_clear_errors():
     rnade, _ = RNADE.gradcheck_example()
     with pytest.raises(ValueError, match="NaN"):
         rnade.log_prob(np.full((1, 4), np.nan))
+    rnade32 = RNADE(4, n_hidden=3, rng=0)                          # float32: data beyond |x| = 1e3 refused
+    assert np.isfinite(log_prob(rnade32, np.full((1, 4), -1e3))).all()
+    with pytest.raises(ValueError, match="float32 gradients lose precision"):
+        rnade32.log_prob(np.array([[0.0, 0.5, -1.5e3, 1.0]]))
+    assert np.isfinite(log_prob(rnade, np.full((1, 4), 1e6))).all()       # float64: any finite data
     with pytest.raises(ValueError, match="n_hidden"):
         NADE(5, n_hidden=0)
     with pytest.raises(ValueError, match="log_scale_min"):

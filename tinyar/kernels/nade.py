@@ -26,13 +26,24 @@ would cost B D H numbers (157 MB at B = 100, D = 784, H = 500 in float32). Inste
 forward returns only the last pre-activation a_{D+1} (B, H), and the backward walks the
 recursion in reverse, a_i = a_{i+1} - W_{o_i}^T x_{o_i}, recomputing h_i = sigmoid(a_i) as
 it goes: memory O(B H) beyond the inputs and outputs. The subtraction undoes the addition
-only up to one rounding of a_i per step, so the recomputed a_i drift by about sqrt(D) ulp(|a|):
-measured at D = 784, H = 100, float32 gradients stay within 8e-7 (relative to their largest
-entry) of the float64 ones, far below float32 training noise; in float64 the drift is
-invisible to gradcheck. For binary and one-hot inputs (x is 0 or 1, W x exact) the kernel and
+only up to one rounding per step, and that rounding is relative to the LARGEST |a| the sum
+reaches later, not to the a_i being recovered: each recomputed a_i is off by about
+sqrt(D) ulp(max_j |a_j|). A small a_i recovered from a large later a (large inputs x, or one
+large x_d visited late) can lose all its digits; h_i = sigmoid(a_i) and every gradient with it.
+Measured (D = 64, H = 16, W ~ N(0, 1/D), x uniform up to the given size or one large x_d
+visited last; the kernel's gradients vs a float64 backward that stores every a_i; error relative
+to each gradient's largest entry):
+    data of order 1..17 (digits, binary, one-hot, RNADE's (k + u) / 17):  float32 <= 5e-7
+    data up to 255..1e3: float32 1e-6 .. 7e-6           data up to 1e4 .. 1e5:  float32 1e-4 .. 4e-4
+    data up to 1e7:      float32 1e-2 .. 5e-2           data up to 1e9:         float32 0.6 .. 0.9 (useless)
+    float64, all of the above: <= 7e-9 (1e-15 for data of order 1)
+(also D = 784, H = 100 binary digits: float32 within 8e-7 of float64). So float32 is fine
+for data of order 1 and float64 is exact to ~1e-9 even at 1e9; RNADE, whose inputs are real,
+refuses float32 data beyond |x| = RNADE.MAX_ABS_FLOAT32 = 1e3 (rescale the data, or use
+dtype=np.float64). For binary and one-hot inputs (x is 0 or 1, W x exact) the kernel and
 its twin make the same roundings, so they agree to the last bits of the sigmoid; for real
 inputs (RNADE) FMA contraction makes them differ at rounding level. (Keeping every a_i
-instead, B D H numbers, would remove the drift; it was not needed.)
+instead, B D H numbers, would remove the drift; for data of order 1 it is not needed.)
 
 Parallelism and memory. The kernels split the batch into at most N_CHUNKS chunks run in
 parallel by numba.prange; in the backward each chunk adds into its own copy of dW, dc, dV, db
@@ -308,6 +319,24 @@ def _add_mask_inputs(W_d, n_data, a):
             a[j] += W_d[k, j]
 
 
+def softplus(z):
+    """softplus(z) = log(1 + e^z) = max(z, 0) + log1p(e^-|z|), elementwise, never overflowing.
+
+    The Bernoulli log-probabilities come from it: for the logit z and x_d in {0, 1},
+        log p(x_d) = x_d z - softplus(z) = -softplus((1 - 2 x_d) z)
+    (log sigma(z) = -softplus(-z), log(1 - sigma(z)) = -softplus(z)); the samplers use the second
+    form, which has no cancellation for x_d = 1 either. Computing log(sigma(z)) or log1p(-sigma(z))
+    instead goes wrong once sigma(z) is near 1: already -30.001 instead of -30 at z = 30, and -inf
+    (log1p(-1)) for an observed 0 once sigma(z) rounds to 1 (z > ~37 in float64)."""
+    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+
+
+@_jit
+def _softplus64(z):
+    """softplus(z) for a float64 z (see softplus)."""
+    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+
+
 def _check_sampler(order, W, c, V, b, *per_row):
     n, D = order.shape
     if W.shape[0] != D or V.shape[0] != D or b.shape[0] != D:
@@ -328,12 +357,11 @@ def sample_bernoulli_numpy(order, W, c, V, b, u, x_obs, observed):
     for i in range(D):
         d = order[:, i]                                             # (n,)     each row's o_i
         h = sigmoid(a)                                              # (n, H)
-        logit = np.einsum("nh,nh->n", V[d, 0], h) + b[d, 0]         # (n,)
-        p = sigmoid(logit.astype(np.float64))                       # p(x_d = 1 | x_<d), in float64
+        logit = (np.einsum("nh,nh->n", V[d, 0], h) + b[d, 0]).astype(np.float64)      # (n,)
+        p = sigmoid(logit)                                          # p(x_d = 1 | x_<d), in float64
         obs = observed[rows, d]
         x_d = np.where(obs, x_obs[rows, d], (u[rows, d] < p).astype(c.dtype))
-        with np.errstate(divide="ignore"):
-            log_p = np.where(x_d == 1, np.log(p), np.log1p(-p))
+        log_p = -softplus((1.0 - 2.0 * x_d) * logit)                # log p(x_d) = x_d z - softplus(z), see softplus
         log_w += np.where(obs, log_p, 0.0)
         x[rows, d] = x_d
         a += x_d[:, None] * W[d, 0] + W[d, 1:].sum(axis=1)          # a_{i+1} = a_i + W_d x_d (+ mask inputs)
@@ -353,10 +381,11 @@ def _sample_bernoulli(order, W, c, V, b, u, x_obs, observed, x, log_w):
             d = order[r, i]
             _sigmoid_into(a, h)
             _outputs_into(V[d], b[d], h, logit)
-            p = _sigmoid64(np.float64(logit[0]))     # p(x_d = 1 | x_<d), in float64
+            z = np.float64(logit[0])
+            p = _sigmoid64(z)                        # p(x_d = 1 | x_<d), in float64
             if observed[r, d]:
                 x_d = x_obs[r, d]
-                log_w[r] += math.log(p) if x_d == 1 else math.log1p(-p)
+                log_w[r] -= _softplus64((1.0 - 2.0 * x_d) * z)   # log p(x_d) = x_d z - softplus(z), see softplus
             else:
                 x_d = 1.0 if u[r, d] < p else 0.0
             x[r, d] = x_d

@@ -185,6 +185,8 @@ class _NADEFamily(AutoregressiveModel):
           sampling-importance-resampling: n_proposals completions per row drawn with the observed
           values clamped, one kept with probability proportional to the likelihood of the
           observed values that came after sampled ones (exact as n_proposals -> infinity).
+          A row whose observed values have probability 0 (log-weight -inf) under every proposal
+          raises a ValueError rather than returning an arbitrary proposal.
         """
         rng = as_rng(rng)
         observed = np.asarray(observed_mask, dtype=bool)
@@ -212,7 +214,15 @@ class _NADEFamily(AutoregressiveModel):
         proposals, log_w = self._draw(np.ascontiguousarray(np.broadcast_to(self.order, (n * P, D))), rng,
                                       filled[rows], observed[rows])
         log_w = log_w.reshape(n, P)
-        w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+        top = log_w.max(axis=1, keepdims=True)                          # (n, 1)
+        bad = ~np.isfinite(top[:, 0]) | np.isnan(log_w).any(axis=1)
+        if bad.any():                                                    # all weights 0 (or NaN): nothing to pick from
+            raise ValueError(f"{type(self).__name__}.complete: in rows {np.flatnonzero(bad)[:10].tolist()} the "
+                             f"observed values have probability 0 (or NaN) under all {P} proposals, so no "
+                             "completion can be chosen; the observed values are impossible under the model, "
+                             "or its parameters are not finite (try an order-agnostic model, which needs no "
+                             "resampling, or more n_proposals)")
+        w = np.exp(log_w - top)
         pick = (rng.random((n, 1)) * w.sum(axis=1, keepdims=True) >= np.cumsum(w, axis=1)).sum(axis=1)
         return proposals.reshape(n, P, D)[np.arange(n), np.minimum(pick, P - 1)]
 
@@ -384,6 +394,21 @@ class RNADE(_NADEFamily):
             r0, r1 = r0 - 0.5, r1 + 0.5
         kwargs.setdefault("init_range", [float(r0), float(r1)])
         return cls(dataset.n_dims, rng=rng, **kwargs)
+
+    # Float32 data beyond this magnitude are refused: the backward recomputes each a_i by
+    # subtraction from later, larger pre-activations, and in float32 the gradients' relative
+    # error grows with |x| (up to ~7e-6 at 1e3, ~1e-4 at 1e4, ~0.6 at 1e9; see kernels/nade.py).
+    MAX_ABS_FLOAT32 = 1e3
+
+    def check_input(self, x, n_dims=None, n_levels=None):
+        """x checked as finite real data (batch, D); in float32, also |x| <= MAX_ABS_FLOAT32."""
+        x = super().check_input(x, n_dims, n_levels)
+        if self.W.dtype == np.float32 and x.size and float(np.abs(x).max()) > self.MAX_ABS_FLOAT32:
+            raise ValueError(f"RNADE: float32 model, but the data reach |x| = {float(np.abs(x).max()):.3g} > "
+                             f"{self.MAX_ABS_FLOAT32:g}, where float32 gradients lose precision (the "
+                             "backward recomputes the pre-activations by subtraction); rescale the data "
+                             "to order 1, or build the model with dtype=np.float64")
+        return x
 
     def _features(self, x):
         return self._with_mask(x.astype(self.W.dtype)[:, :, None])      # (B, D, 1)  x_d itself
