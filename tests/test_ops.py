@@ -352,3 +352,34 @@ def test_matmul_skips_the_gradient_of_a_constant_input():
     dx, dw = y._vjp(np.ones((4, 2)))
     assert dx is None
     np.testing.assert_allclose(dw, np.full((3, 2), 4.0))
+
+
+@pytest.mark.parametrize("reduce", ["sum_", "mean", "max_"])
+def test_a_reduction_over_an_axis_the_tensor_lacks_is_a_clear_error(reduce):
+    x = Tensor(np.arange(6.0).reshape(2, 3))
+    for axis in (2, -3):
+        with pytest.raises(ValueError, match="out of range for a tensor of shape"):
+            getattr(ops, reduce)(x, axis=axis)
+
+
+def test_transpose_with_an_axis_the_tensor_lacks_is_a_clear_error():
+    with pytest.raises(ValueError, match="not a permutation"):
+        ops.transpose(Tensor(np.ones((2, 3))), (0, 3))
+
+
+def test_pow_zero_has_zero_gradient_at_zero():
+    x = Tensor(np.array([0.0, 2.0]), requires_grad=True)
+    ops.pow_(x, 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0])
+
+
+def test_fused_ops_refuse_integer_inputs_and_attention_needs_sequences():
+    ints = Tensor(np.array([[1, 2, 4]]))
+    ones = Tensor(np.ones(3))
+    with pytest.raises(TypeError, match="layer_norm: expected float32 or float64"):
+        ops.layer_norm(ints, ones, ones)
+    with pytest.raises(TypeError, match="gelu: expected float32 or float64"):
+        ops.gelu(ints)
+    v = Tensor(np.ones(4))
+    with pytest.raises(ValueError, match=r"causal_attention: expected q \(\.\.\., Tq, d\)"):
+        ops.causal_attention(v, v, v)

@@ -38,8 +38,9 @@ def check_binary(x, name="Bernoulli"):
         raise ValueError(f"{name}: input contains NaN")
     if x.dtype == bool:
         return x
-    if not np.isin(x, (0, 1)).all():
-        bad = x[~np.isin(x, (0, 1))].flat[0]
+    binary = (x == 0) | (x == 1)                      # (faster than np.isin for the two values)
+    if not binary.all():
+        bad = x[~binary].flat[0]
         raise ValueError(f"{name}: expected binary values in {{0, 1}}, got {bad!r} "
                          "(binarize first, e.g. data.digits(form='binary'))")
     return x

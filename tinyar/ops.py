@@ -76,7 +76,9 @@ def sub(a, b):
 def mul(a, b):
     """y = a * b.   VJP: da = dy * b,  db = dy * a"""
     a, b = _binary("mul", a, b)
-    return Tensor._make(a.data * b.data, (a, b), lambda dy: (dy * b.data, dy * a.data), "mul")
+    def vjp(dy):                              # only the gradients needed (one factor is often data)
+        return (dy * b.data if a.requires_grad else None, dy * a.data if b.requires_grad else None)
+    return Tensor._make(a.data * b.data, (a, b), vjp, "mul")
 
 
 @register
@@ -99,6 +101,8 @@ def pow_(x, p):
     if isinstance(p, Tensor):
         raise TypeError("pow: the exponent must be a number; for a tensor exponent use exp(p * log(x))")
     p = float(p)
+    if p == 0.0:                                  # y = 1: dx = 0 (p x^(p-1) would be 0 * inf at x = 0)
+        return Tensor._make(np.ones_like(x.data), (x,), lambda dy: (np.zeros_like(dy),), "pow")
     return Tensor._make(x.data ** p, (x,), lambda dy: (dy * p * x.data ** (p - 1.0),), "pow")
 
 
@@ -138,15 +142,20 @@ def tanh(x):
     return Tensor._make(y, (x,), lambda dy: (dy * (1.0 - y * y),), "tanh")
 
 
-def stable_sigmoid(z):
-    """sigma(z) = 1 / (1 + e^-z), never overflowing: for z < 0 use e^z / (1 + e^z)."""
-    e = np.exp(-np.abs(z))                    # in (0, 1]: cannot overflow
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(z.dtype, copy=False)
+def stable_sigmoid(z, e=None):
+    """sigma(z) = 1 / (1 + e^-z), never overflowing: for z < 0 use e^z / (1 + e^z).
+    `e` = e^-|z| if the caller already has it."""
+    e = np.exp(-np.abs(z)) if e is None else e    # in (0, 1]: cannot overflow
+    d = 1.0 + e
+    numerator = np.maximum(e, z >= 0)             # 1 where z >= 0, else e (e <= 1); np.where was ~10x slower
+    return (numerator / d).astype(z.dtype, copy=False)
 
 
-def stable_softplus(z):
-    """softplus(z) = log(1 + e^z) = max(z, 0) + log1p(e^-|z|), exact and finite for any z."""
-    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+def stable_softplus(z, e=None):
+    """softplus(z) = log(1 + e^z) = max(z, 0) + log1p(e^-|z|), exact and finite for any z.
+    `e` = e^-|z| if the caller already has it."""
+    e = np.exp(-np.abs(z)) if e is None else e
+    return np.maximum(z, 0) + np.log1p(e)
 
 
 @register
@@ -165,8 +174,9 @@ def relu(x):
 @register
 def softplus(x):
     """y = log(1 + e^x), computed stably.   VJP: dx = dy * sigmoid(x)"""
-    y = stable_softplus(x.data)
-    return Tensor._make(y, (x,), lambda dy: (dy * stable_sigmoid(x.data),), "softplus")
+    e = np.exp(-np.abs(x.data))               # e^-|x|, kept for the VJP: sigmoid(x) needs it too
+    y = stable_softplus(x.data, e)
+    return Tensor._make(y, (x,), lambda dy: (dy * stable_sigmoid(x.data, e),), "softplus")
 
 
 @register
@@ -242,11 +252,16 @@ def matmul(a, b):
 
 
 # ---------------------------------------------------------------- reductions
-def _axes(axis, ndim):
+def _axes(axis, shape, op):
+    """The reduced axes as non-negative ints, or a clear error for an axis the shape lacks."""
+    ndim = len(shape)
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    return tuple(ax % ndim for ax in axes)
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    for ax in axes:
+        if not -ndim <= ax < ndim:
+            raise ValueError(f"{op}: axis {ax} is out of range for a tensor of shape {shape}")
+    return tuple(int(ax) % ndim for ax in axes)
 
 
 def _expand(dy, axes, keepdims):
@@ -257,7 +272,7 @@ def _expand(dy, axes, keepdims):
 @register
 def sum_(x, axis=None, keepdims=False):
     """y = sum of x over `axis`.   VJP: dx = dy copied along the summed axes"""
-    axes = _axes(axis, x.ndim)
+    axes = _axes(axis, x.shape, "sum")
     y = x.data.sum(axis=axes, keepdims=keepdims)
     return Tensor._make(y, (x,), lambda dy: (np.broadcast_to(_expand(dy, axes, keepdims), x.shape),), "sum")
 
@@ -265,7 +280,7 @@ def sum_(x, axis=None, keepdims=False):
 @register
 def mean(x, axis=None, keepdims=False):
     """y = sum(x) / n over `axis` (n elements each).   VJP: dx = dy / n copied along the axes"""
-    axes = _axes(axis, x.ndim)
+    axes = _axes(axis, x.shape, "mean")
     n = int(np.prod([x.shape[ax] for ax in axes]))
     y = x.data.mean(axis=axes, keepdims=keepdims)
     return Tensor._make(y, (x,), lambda dy: (np.broadcast_to(_expand(dy, axes, keepdims) / n, x.shape),), "mean")
@@ -278,7 +293,7 @@ def max_(x, axis=None, keepdims=False):
     When several elements tie for the maximum the gradient is shared equally among
     them, so the result does not depend on their order.
     """
-    axes = _axes(axis, x.ndim)
+    axes = _axes(axis, x.shape, "max")
     y = x.data.max(axis=axes, keepdims=True)
 
     def vjp(dy):
@@ -307,7 +322,7 @@ def transpose(x, *axes):
     if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
         axes = tuple(axes[0])
     axes = axes or tuple(reversed(range(x.ndim)))
-    if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+    if not all(-x.ndim <= a < x.ndim for a in axes) or sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
         raise ValueError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of shape {x.shape}")
     inverse = tuple(np.argsort([a % x.ndim for a in axes]))
     return Tensor._make(x.data.transpose(axes), (x,), lambda dy: (dy.transpose(inverse),), "transpose")
@@ -604,6 +619,13 @@ def _rows(a, n_last):
     return np.ascontiguousarray(a).reshape((-1,) + a.shape[a.ndim - n_last:])
 
 
+def _require_float(op, *tensors):
+    """A fused op computes in its inputs' float dtype: integer inputs get a clear error."""
+    for t in tensors:
+        if t.dtype.kind != "f":
+            raise TypeError(f"{op}: expected float32 or float64 tensors, got {t.dtype}")
+
+
 @register
 def causal_attention(q, k, v):
     """y = softmax(q k^T / sqrt(d) + M) v, M = -inf above the causal diagonal (0 elsewhere).
@@ -620,6 +642,10 @@ def causal_attention(q, k, v):
     Masked entries have P_ij = 0, hence dS_ij = 0: no gradient crosses the mask.
     """
     from tinyar.kernels.attention import implementation
+    _require_float("causal_attention", q, k, v)
+    if min(q.ndim, k.ndim, v.ndim) < 2:
+        raise ValueError(f"causal_attention: expected q (..., Tq, d) and k, v (..., Tk, d), "
+                         f"got q {q.shape}, k {k.shape}, v {v.shape}")
     Tq, Tk, d = q.shape[-2], k.shape[-2], q.shape[-1]
     if k.shape != v.shape or q.shape[:-2] != k.shape[:-2] or k.shape[-1] != d or Tq > Tk:
         raise ValueError(f"causal_attention: expected q (..., Tq, d) and k, v (..., Tk, d) with Tq <= Tk, "
@@ -652,6 +678,7 @@ def layer_norm(x, gamma, beta, eps=1e-5):
         dx_i = sum_j g_j dxhat_j/dx_i = r (g_i - mean(g) - xhat_i mean(g xhat))
     """
     from tinyar.kernels.attention import implementation
+    _require_float("layer_norm", x, gamma, beta)
     C = x.shape[-1]
     if gamma.shape != (C,) or beta.shape != (C,):
         raise ValueError(f"layer_norm: x {x.shape} needs gamma and beta of shape ({C},), "
@@ -676,6 +703,7 @@ def gelu(x):
         dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,   du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
     VJP: dx = dy * dy/dx. (In place, a handful of arrays instead of the composite's ~20.)
     """
+    _require_float("gelu", x)
     xd = np.ascontiguousarray(x.data).reshape(-1)   # flat (0-d inputs too)
     u = xd * xd
     u *= _GELU_A

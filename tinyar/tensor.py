@@ -128,12 +128,19 @@ class Tensor:
 
         order = self._topological_order()
         grads = {id(self): grad}               # dL/dnode for the nodes reached so far
+        shared = {id(grad)}                    # arrays a leaf's .grad must not alias: the caller's, and those already given
         for node in reversed(order):           # outputs before inputs
             g = grads.pop(id(node), None)
             if g is None:
                 continue
             if not node._parents:              # a leaf: accumulate, never overwrite
-                node.grad = g.copy() if node.grad is None else node.grad + g
+                if node.grad is not None:
+                    node.grad = node.grad + g
+                elif g.base is None and id(g) not in shared:
+                    node.grad = g              # a VJP's fresh array, held by no one else: no copy needed
+                else:
+                    node.grad = g.copy()       # a view, or an array another leaf (or the caller) holds
+                shared.add(id(node.grad))
                 continue
             if node._retain:
                 node.grad = g.copy() if node.grad is None else node.grad + g
