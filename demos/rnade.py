@@ -19,9 +19,9 @@ The demo trains an RNADE (the recipe: H = 100, M = 5, SGD lr 0.01, momentum 0.9,
 
 Printed: the test NLL of the density (negative: a density on [0, 1]^64 can exceed 1),
 the bound it gives on the 17-level images, NLL + 64 log 17, in bits per dimension, and an
-independent Gaussian per pixel for comparison. Expect -47.0 nats of density (at most
-134.4 nats = 3.03 bits/dim on the 17-level scale) after 100 epochs (the recipe's 200:
--56.7, 2.81 bits/dim), against -31.6 nats for independent Gaussians. The validation NLL
+independent Gaussian per pixel for comparison. Expect -47.9 nats of density (at most
+133.4 nats = 3.01 bits/dim on the 17-level scale) after 100 epochs (the recipe's 200:
+-58.9, 2.76 bits/dim), against -31.6 nats for independent Gaussians. The validation NLL
 of SGD on mixtures is noisy from epoch to epoch; train.fit keeps the best epoch.
 
     python demos/rnade.py [--quick] [--out DIR]
