@@ -133,3 +133,20 @@ def test_parameter_copies_its_data():
     assert q.requires_grad and q.dtype == np.float64
     np.testing.assert_array_equal(q.data, [5.0, 1.0, 1.0])
     assert Parameter([1, 2], dtype=np.float32).dtype == np.float32
+
+
+def test_a_module_without_forward_and_an_incomplete_model_get_clear_errors():
+    from tinyar.models.base import AutoregressiveModel
+
+    class Bag(Module):
+        pass
+
+    with pytest.raises(TypeError, match="Bag cannot be called: it defines no forward"):
+        Bag()(1)
+
+    class HalfAModel(AutoregressiveModel):         # no sample, gradcheck_example, for_dataset
+        def log_prob(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="abstract"):
+        HalfAModel()

@@ -30,7 +30,9 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def forward(self, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+        """Layers define this; models need not (they are used through log_prob and sample)."""
+        raise TypeError(f"{type(self).__name__} cannot be called: it defines no forward() "
+                        "(a model is used through log_prob(x) and sample(n))")
 
     def named_parameters(self, prefix=""):
         """(dotted name, Parameter) pairs in attribute order, each Parameter once."""

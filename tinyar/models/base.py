@@ -17,6 +17,8 @@ of its __init__.
 """
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
+
 import numpy as np
 
 from tinyar.distributions import check_binary, check_categories, check_real
@@ -24,15 +26,23 @@ from tinyar.nn import Module
 from tinyar.tensor import Tensor
 
 
-class AutoregressiveModel(Module):
+class AutoregressiveModel(Module, metaclass=ABCMeta):
+    """The interface; a model class that leaves an abstract method undefined cannot be built."""
     data_kind = "binary"
     config: dict
 
+    @abstractmethod
     def log_prob(self, x):
-        raise NotImplementedError
+        """Tensor (batch,): log p(x) = sum_i log p(x_i | x_<i), in nats."""
 
+    @abstractmethod
     def sample(self, n, rng=None):
-        raise NotImplementedError
+        """np.ndarray (n, D): samples drawn one dimension at a time in the model's order."""
+
+    @classmethod
+    @abstractmethod
+    def gradcheck_example(cls):
+        """(a small float64 model, a batch x) for the gradcheck table (tinyar/checks.py)."""
 
     def before_batch(self, rng):
         """Called by train.fit before each minibatch: order-agnostic models draw a new
@@ -44,9 +54,9 @@ class AutoregressiveModel(Module):
         so that its score does not depend on the last minibatch."""
 
     @classmethod
+    @abstractmethod
     def for_dataset(cls, dataset, rng=None, **kwargs):
         """A model sized for a data.Dataset (its n_dims, n_levels or vocabulary)."""
-        raise NotImplementedError(f"{cls.__name__} does not define for_dataset()")
 
     def nll(self, x):
         """Mean negative log-likelihood over the batch, in nats: the training loss."""

@@ -229,10 +229,6 @@ class _NADEFamily(AutoregressiveModel):
     def _placeholder(self, x):
         return np.zeros_like(x)
 
-    @classmethod
-    def gradcheck_example(cls):
-        raise NotImplementedError
-
 
 class NADE(_NADEFamily):
     """NADE over binary vectors {0, 1}^D:  p(x_d = 1 | x_<d) = sigmoid(b_d + V_d . h).

@@ -60,6 +60,7 @@ References
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 
 import numpy as np
 
@@ -121,8 +122,9 @@ class _ImageModel(AutoregressiveModel):
         return cls(dataset.n_dims, image_shape=dataset.image_shape, rng=rng, **kwargs)
 
     # ------------------------------------------------------------ the network
+    @abstractmethod
     def features(self, image):
-        raise NotImplementedError
+        """(B, 1, H', W') network input -> (B, C, H', W') features: the masked stack of each subclass."""
 
     def logits_image(self, image):
         """(B, 1, H', W') network input -> (B, n_outputs, H', W') logits, for any H' (rows so far)."""
