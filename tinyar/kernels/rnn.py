@@ -35,6 +35,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from tinyar.kernels import single_thread_numba_blas
+
 
 # ------------------------------------------------------------------- forward
 # tanh in float32. numba calls libm's scalar tanh (~16 ns an element), while NumPy's
@@ -91,7 +93,8 @@ def elman_forward(u, W_hh, h0):
     u: (T, B, H) input terms W_xh x_t + b;  W_hh: (H, H);  h0: (B, H).
     Returns h: (T, B, H), the states h_1..h_T.
     """
-    return _elman_forward(u, W_hh, h0, u.dtype == np.float32)
+    with single_thread_numba_blas():                         # see kernels/__init__.py
+        return _elman_forward(u, W_hh, h0, u.dtype == np.float32)
 
 
 def elman_forward_numpy(u, W_hh, h0):
@@ -105,14 +108,19 @@ def elman_forward_numpy(u, W_hh, h0):
 
 
 # ------------------------------------------------------------------ backward
-@numba.njit(cache=True, error_model="numpy")
 def elman_backward(W_hh, h0, h, dh_out):
-    """Backpropagation through time for elman_forward.
+    """Backpropagation through time for elman_forward (numba).
 
     h: (T, B, H) the forward states; dh_out: (T, B, H) dL/dh_t from the outputs.
     Returns (da, dW_hh, db, dh0): da (T, B, H) = dL/da_t = dL/du_t, dW_hh (H, H),
     db (H,) = sum of da over time and batch, dh0 (B, H).
     """
+    with single_thread_numba_blas():
+        return _elman_backward(W_hh, h0, h, dh_out)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _elman_backward(W_hh, h0, h, dh_out):
     T, B, H = h.shape
     da = np.empty_like(h)
     dh_next = np.zeros((B, H), h.dtype)                      # da_{t+1} @ W_hh, 0 after the last step

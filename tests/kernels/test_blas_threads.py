@@ -1,0 +1,51 @@
+"""kernels.single_thread_numba_blas: SciPy's BLAS (the one numba's np.dot calls) on one thread inside, restored after."""
+import numpy as np
+import pytest
+
+from tinyar import kernels
+from tinyar.kernels import rnn as K
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+
+def scipy_blas_threads():
+    return [lib.get_num_threads() for lib in kernels._scipy_blas_controllers()]
+
+
+def test_holds_scipy_blas_to_one_thread_and_restores_it():
+    libs = kernels._scipy_blas_controllers()
+    if not libs:
+        pytest.skip("SciPy shares NumPy's BLAS here: one pool, nothing to hold")
+    for lib in libs:
+        lib.set_num_threads(2)
+    with kernels.single_thread_numba_blas():
+        assert scipy_blas_threads() == [1] * len(libs)
+    assert scipy_blas_threads() == [2] * len(libs)
+    with pytest.raises(RuntimeError):                  # restored on an error too
+        with kernels.single_thread_numba_blas():
+            raise RuntimeError("inside")
+    assert scipy_blas_threads() == [2] * len(libs)
+
+
+def test_numpy_blas_is_not_touched():
+    import numpy  # noqa: F401
+    from threadpoolctl import threadpool_info
+    numpy_libs = [lib for lib in threadpool_info() if "numpy" in (lib.get("filepath") or "")]
+    before = [lib["num_threads"] for lib in numpy_libs]
+    with kernels.single_thread_numba_blas():
+        inside = [lib["num_threads"] for lib in threadpool_info() if "numpy" in (lib.get("filepath") or "")]
+    assert inside == before
+
+
+def test_rnn_kernels_restore_the_thread_count_and_agree_with_the_twins():
+    before = scipy_blas_threads()
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(5, 3, 4)).astype(np.float64)
+    W = rng.normal(size=(4, 4)) * 0.5
+    h0 = rng.normal(size=(3, 4))
+    h = K.elman_forward(u, W, h0)
+    np.testing.assert_allclose(h, K.elman_forward_numpy(u, W, h0), rtol=1e-12)
+    dh = rng.normal(size=h.shape)
+    for got, want in zip(K.elman_backward(W, h0, h, dh), K.elman_backward_numpy(W, h0, h, dh)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert scipy_blas_threads() == before
