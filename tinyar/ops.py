@@ -488,15 +488,23 @@ def masked_matmul(x, W, M, b=None, structure=None, kernel="auto"):
     # the forward and dW loops skip zeros of x; the dx loop runs over dense dy
     numba_x = _use_masked_numba(kernel, xd, start, n_out)
     numba_dy = _use_masked_numba(kernel, np.ones((len(xd), 1)), start, n_out)
-    forward = K.masked_matmul_forward if numba_x else K.masked_matmul_forward_numpy
-    y = forward(xd, Wd, M, bd, perm, start)                               # (B, n_out)
+    # the BLAS path forms W * M once and keeps it for dx (the numba loops form their own sorted copy)
+    WM = None if numba_x and (numba_dy or not x.requires_grad) else Wd * M
+    if numba_x:
+        y = K.masked_matmul_forward(xd, Wd, M, bd, perm, start)                  # (B, n_out)
+    else:
+        y = K.masked_matmul_forward_numpy(xd, Wd, M, bd, perm, start, WM=WM)
 
     def vjp(dy):
         dy = np.ascontiguousarray(dy, dtype=dtype)
-        backward_input = K.masked_matmul_backward_input if numba_dy else K.masked_matmul_backward_input_numpy
         backward_weight = K.masked_matmul_backward_weight if numba_x else K.masked_matmul_backward_weight_numpy
-        dx = backward_input(dy, Wd, M, perm, start) if x.requires_grad else None      # (B, n_in)
-        dW = backward_weight(dy, xd, M, perm, start) if W.requires_grad else None     # (n_out, n_in)
+        if not x.requires_grad:
+            dx = None
+        elif numba_dy:
+            dx = K.masked_matmul_backward_input(dy, Wd, M, perm, start)              # (B, n_in)
+        else:
+            dx = K.masked_matmul_backward_input_numpy(dy, Wd, M, perm, start, WM=WM)
+        dW = backward_weight(dy, xd, M, perm, start) if W.requires_grad else None  # (n_out, n_in)
         db = dy.sum(axis=0) if b is not None and b.requires_grad else None           # (n_out,)
         return (dx, dW) if b is None else (dx, dW, db)
     parents = (x, W) if b is None else (x, W, b)

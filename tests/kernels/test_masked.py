@@ -128,7 +128,7 @@ def test_numpy_switch(monkeypatch):
     from tinyar import kernels
     calls = []
     monkeypatch.setattr(K, "masked_matmul_forward_numpy",
-                        lambda *a: calls.append(1) or a[0] @ (a[1] * a[2]).T + a[3])
+                        lambda *a, **kw: calls.append(1) or a[0] @ (a[1] * a[2]).T + a[3])
     monkeypatch.setattr(K, "prefer_numba", lambda *a: True)
     monkeypatch.setenv("TINYAR_KERNELS", "numpy")
     assert not kernels.use_numba()

@@ -138,9 +138,13 @@ def masked_matmul_forward(x, W, M, b, perm, start):
     return y
 
 
-def masked_matmul_forward_numpy(x, W, M, b, perm, start):
-    """Twin: y = x (W*M)^T + b (perm and start are not needed)."""
-    return x @ (W * M).T + b
+def masked_matmul_forward_numpy(x, W, M, b, perm, start, WM=None):
+    """Twin: y = x (W*M)^T + b (perm and start are not needed).
+
+    WM: W * M if the caller has it already (ops.masked_matmul computes it once and keeps it
+    for dx, as one would by hand: W * M is a pass over every weight).
+    """
+    return x @ (W * M if WM is None else WM).T + b
 
 
 # ------------------------------------------------------------------ backward
@@ -165,9 +169,9 @@ def masked_matmul_backward_input(dy, W, M, perm, start):
     return dx
 
 
-def masked_matmul_backward_input_numpy(dy, W, M, perm, start):
-    """Twin: dx = dy (W*M)."""
-    return dy @ (W * M)
+def masked_matmul_backward_input_numpy(dy, W, M, perm, start, WM=None):
+    """Twin: dx = dy (W*M) (WM: W * M, if already computed)."""
+    return dy @ (W * M if WM is None else WM)
 
 
 @numba.njit(cache=True, fastmath=FASTMATH)
