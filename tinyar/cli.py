@@ -160,6 +160,8 @@ def _print_results(results, dataset):
         print(f"  {split:<5} NLL {r['nll']:9.4f} nats per example   {r['bits_per_dim']:.4f} bits/dim{levels}")
         if "ensemble_nll" in r:
             print(f"  {split:<5} NLL {r['ensemble_nll']:9.4f} nats per example   (test-time ensemble)")
+        if "stream_bits_per_char" in r:
+            print(f"  {split:<5} {r['stream_bits_per_char']:.4f} bits/char read as one stream (state carried)")
 
 
 def cmd_train(args, argv):
@@ -222,7 +224,8 @@ def cmd_train(args, argv):
         history = train.fit(model, dataset.train, dataset.valid, optimizer, epochs=recipe["epochs"],
                             batch_size=recipe["batch_size"], seed=seed, out=out, patience=recipe.get("patience"),
                             clip=recipe.get("clip"), schedule=schedule,
-                            resume=out / "last.npz" if args.resume else None, progress=not args.no_progress)
+                            resume=out / "last.npz" if args.resume else None, progress=not args.no_progress,
+                            stream=dataset.stream and hasattr(model, "log_prob_chunk"))   # text + RNN: truncated BPTT
     except ValueError as e:                            # e.g. --resume from a last.npz of another model
         raise SystemExit(f"error: {e}")
     seconds = time.perf_counter() - t0

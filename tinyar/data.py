@@ -61,6 +61,7 @@ class Dataset:
     vocab: list | None = None
     labels: dict | None = field(default=None, repr=False)    # split -> class labels, when known
     dequantized_levels: int | None = None     # K when the values are (x + u) / K of K-level data
+    stream: bool = False       # the rows of each split are consecutive pieces of one stream (text())
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -349,7 +350,8 @@ def text(path=None, seq_len=64, vocab=None, splits=(0.9, 0.05, 0.05)):
     if min(len(p) for p in parts) == 0:
         raise ValueError(f"text: {name} has {len(content)} characters, too few for a train, valid and "
                          f"test sequence each of seq_len {seq_len}; use a longer text or a shorter seq_len")
-    return Dataset(f"text:{name}", "tokens", *parts, n_dims=seq_len, n_levels=len(vocab), vocab=vocab)
+    return Dataset(f"text:{name}", "tokens", *parts, n_dims=seq_len, n_levels=len(vocab), vocab=vocab,
+                   stream=True)
 
 
 def decode(ids, vocab):
@@ -551,6 +553,30 @@ def batches(x, batch_size, rng=None, shuffle=True, drop_last=False):
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         yield x[order[start:start + batch_size]]
+
+
+def stream_batches(x, batch_size):
+    """Minibatches for truncated BPTT, when the rows of x are consecutive pieces of one stream.
+
+    The n rows become batch_size parallel streams of m = n // batch_size rows each
+    (stream b: rows b m .. b m + m - 1, a contiguous stretch of the text), and minibatch k
+    holds row k of every stream, so that minibatch k + 1 continues minibatch k row by row:
+
+        minibatch:     0        1        ...   m-1
+        stream 0:    row 0    row 1      ...   row m-1
+        stream 1:    row m    row m+1    ...   row 2m-1
+        ...
+
+    The last n - batch_size m rows are left out (fewer rows than batch_size: one stream each).
+    """
+    n = len(x)
+    if batch_size < 1:
+        raise ValueError(f"stream_batches: batch_size must be >= 1, got {batch_size}")
+    batch_size = min(batch_size, n)
+    m = n // batch_size
+    rows = np.arange(batch_size * m).reshape(batch_size, m)          # rows[b, k]: row k of stream b
+    for k in range(m):
+        yield x[rows[:, k]]
 
 
 def fingerprint(x):

@@ -168,7 +168,8 @@ def _rng_state(rng):
 
 
 def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, patience=None, clip=None,
-        schedule=None, resume=None, progress=True, callback=None, log=None, eval_batch_size=1000):
+        schedule=None, resume=None, progress=True, callback=None, log=None, eval_batch_size=1000,
+        stream=False):
     """Train `model` by minibatch SGD on the rows of `train`; returns the history (a dict).
 
     optimizer   an optim.SGD over model.parameters()
@@ -183,6 +184,11 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
     callback    callback(epoch_record) after each epoch; raising from it stops training
                 (the tests use this to "kill" a run)
     log         a function of one string (default: write to stderr, above the progress bar)
+    stream      the rows of train are consecutive pieces of one stream (data.text()): train by
+                truncated BPTT, a model with log_prob_chunk (models.RNN) carrying its state
+                from each minibatch into the next along batch_size parallel streams
+                (data.stream_batches; gradients stop at the minibatch boundary). Each epoch
+                starts from <s>. The loss is still the mean NLL per row, now given the past.
 
     History: {"epochs": [{"epoch", "train_nll", "valid_nll", "lr", "seconds", "examples_per_s"}, ...],
     "best_epoch", "best_valid_nll", "stopped" (why it stopped early, or None), "diverged"}.
@@ -201,6 +207,9 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
         raise ValueError("fit: the training set is empty")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"fit: need epochs >= 1 and batch_size >= 1, got {epochs} and {batch_size}")
+    if stream and not hasattr(model, "log_prob_chunk"):
+        raise ValueError(f"fit: stream=True (truncated BPTT) needs a model that carries a state from one "
+                         f"piece to the next (log_prob_chunk, as models.RNN); {type(model).__name__} has none")
     out = Path(out) if out is not None else None
     params = model.parameters()
     rng = np.random.default_rng(seed)
@@ -241,7 +250,7 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
                      schedule_t=getattr(schedule, "t", None), seed=seed)
         save(model, out / "last.npz", optimizer=optimizer, state=state)
 
-    n_batches = math.ceil(len(train) / batch_size)
+    n_batches = len(train) // min(batch_size, len(train)) if stream else math.ceil(len(train) / batch_size)
     bar = tqdm(total=epochs * n_batches, initial=start * n_batches, unit="batch",
                disable=None if progress else True,           # None: off when stderr is not a terminal
                dynamic_ncols=True, leave=False, file=sys.stderr)
@@ -260,11 +269,16 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
     try:
         for epoch in range(start + 1, epochs + 1):
             t0 = time.perf_counter()
-            total, seen = 0.0, 0
-            for step, x in enumerate(data_.batches(train, batch_size, rng)):
+            total, seen, carried = 0.0, 0, None
+            minibatches = data_.stream_batches(train, batch_size) if stream else data_.batches(train, batch_size, rng)
+            for step, x in enumerate(minibatches):
                 model.before_batch(rng)
                 optimizer.zero_grad()
-                loss = model.nll(x)                                  # -(1/B) sum_b log p(x_b)
+                if stream:                                           # -(1/B) sum_b log p(x_b | its past)
+                    logp, carried = model.log_prob_chunk(x, carried)
+                    loss = -logp.mean()
+                else:
+                    loss = model.nll(x)                              # -(1/B) sum_b log p(x_b)
                 value = float(loss.data)
                 if not math.isfinite(value):
                     kept = f" (the last good checkpoint, epoch {epoch - 1}, is in {out})" if out else ""
@@ -336,6 +350,9 @@ def evaluate(model, dataset, splits=("train", "valid", "test"), batch_size=1000)
     For order-agnostic NADE and multi-mask MADE also "ensemble_nll": the NLL of the
     test-time ensemble (log-mean-exp over orderings or masks), while "nll" scores the
     model's current ordering alone, or MADE's mask 0 (model.before_eval()).
+    For a text (dataset.stream) and an RNN also "stream_bits_per_char": the split read as
+    one unbroken stream with the state carried throughout, where "nll" scores each row
+    from <s> on its own.
     """
     results = {}
     if hasattr(model, "before_eval"):                        # any object with log_prob can be scored
@@ -348,4 +365,7 @@ def evaluate(model, dataset, splits=("train", "valid", "test"), batch_size=1000)
             results[split]["nll_levels"] = value + dataset.n_dims * math.log(K)
         if metrics.has_ensemble(model):
             results[split]["ensemble_nll"] = metrics.ensemble_nll(model, dataset.split(split), batch_size)
+        if getattr(dataset, "stream", False) and hasattr(model, "bits_per_char"):
+            # the split as the one unbroken text it is, the state carried throughout (RNN)
+            results[split]["stream_bits_per_char"] = model.bits_per_char(dataset.split(split).reshape(-1))
     return results

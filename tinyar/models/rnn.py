@@ -23,10 +23,11 @@ independent of the length T. Cost: a likelihood evaluation is O(T (H^2 + K H)),
 but its T steps run one after another (unlike MADE or a Transformer); a sample
 is the same T steps.
 
-Long text: truncated BPTT (fit_stream) cuts a long stream into chunks of
-`seq_len` and carries the hidden state from one chunk to the next (as a constant,
-so gradients stop at the chunk boundary but the forward values are exactly those
-of the whole stream; log_prob_chunk). Gradient-norm clipping (optim.clip_grad_norm_)
+Long text: truncated BPTT (fit_stream here, or train.fit(..., stream=True) on the
+rows of data.text(), which `python -m tinyar train char-rnn` uses) cuts a long stream
+into chunks of `seq_len` and carries the hidden state from one chunk to the next (as a
+constant, so gradients stop at the chunk boundary but the forward values are exactly
+those of the whole stream; log_prob_chunk). Gradient-norm clipping (optim.clip_grad_norm_)
 keeps the occasional exploding gradient from wrecking a step.
 
 References
@@ -74,8 +75,9 @@ class RNN(AutoregressiveModel):
     # Character LM on the default corpus in chunks of 100 characters (data.text(seq_len=100)).
     # The loss is the per-chunk NLL (the sum over 100 characters), so lr is per chunk; clipping
     # the global gradient norm at 50 (typical norms: 20-100) stops the rare exploding step.
-    # By truncated BPTT (fit_stream, demos/char_rnn.py) it reaches 2.11 bits/char on the held-out
-    # tail, where a PyTorch nn.RNN of the same size and recipe reaches 2.10 (benchmarks/README.md).
+    # By truncated BPTT (`python -m tinyar train char-rnn`, or fit_stream in demos/char_rnn.py) it
+    # reaches 2.08-2.11 bits/char on the held-out tail, where a PyTorch nn.RNN of the same size and
+    # recipe reaches 2.10 (benchmarks/README.md).
     recipe = {"lr": 0.005, "momentum": 0.9, "batch_size": 32, "epochs": 20, "clip": 50.0, "seq_len": 100,
               "model": {"n_hidden": 128}}
     cli_options = {
