@@ -1,22 +1,29 @@
-"""Forward + backward of the convolution and of a whole PixelCNN: im2col, numba and PyTorch, side by side.
+"""Forward + backward of the convolution and of a whole PixelCNN: tinyar's four implementations
+and PyTorch, side by side.
 
-    flock /tmp/tinyar-heavy.lock python benchmarks/bench_pixelcnn.py [--repeats 5] [--quick]
+    flock /tmp/tinyar-heavy.lock python benchmarks/bench_pixelcnn.py [--repeats 7] [--quick]
 
 Part 1, one convolution y = conv(x, w) + b, then dx, dw, db (float32, batch 64), at the
-layer shapes of a PixelCNN on 8x8 digits and on 28x28 images: the im2col twin
-(NumPy stride tricks + one BLAS matrix product), the numba loops, and
-torch.nn.functional.conv2d with autograd. This table chooses kernels/conv.py's DEFAULT.
+layer shapes of a PixelCNN on 8x8 digits and on 28x28 images, each implementation of
+kernels/conv.py against torch.nn.functional.conv2d with autograd:
+  shift        shift-and-GEMM: numba blocks of rows over the cores, BLAS gemm per block (the default)
+  shift NumPy  its NumPy twin: one whole-grid BLAS product per tap
+  im2col       NumPy stride tricks + one BLAS product
+  loops        the direct numba loops (one thread)
+Plain rows use the whole kernel on both sides. "mask A"/"mask B" rows are the masked
+convolutions the PixelCNN runs: tinyar gets the mask as `taps` and skips the masked-out
+taps (the shift implementations skip their work; the others multiply w by the mask), PyTorch
+convolves with w * mask (its whole kernel, as a PyTorch PixelCNN does). This table chooses
+kernels/conv.py's DEFAULT and NUMPY_DEFAULT.
 
 Part 2, the whole model: the mean NLL of a batch of 64 binary images and its gradient
 with respect to every parameter, for PixelCNN and GatedPixelCNN at their recipe's size
-(32 channels, a 7x7 mask-A layer, four 3x3 layers), tinyar with each convolution
-against the same network written in PyTorch (same weights and masks).
+(32 channels, a 7x7 mask-A layer, four 3x3 layers), tinyar with each implementation
+against the same network written in PyTorch (same weights and masks, the same loss checked).
 
-Times are the fastest of --repeats runs after one warm-up run (numba compiles then): on a
-shared machine the minimum is the least disturbed estimate. NumPy's BLAS and PyTorch use
-every core; the numba loops use one; the column "im2col 1T" limits BLAS to one thread
-(threadpoolctl), which is what im2col gets when other processes keep the cores busy:
-a multi-threaded BLAS then waits on its own threads and can be several times slower.
+Times are medians of --repeats runs after a warm-up run (numba compiles then). NumPy's BLAS
+and PyTorch use both cores; the shift kernels use numba's threads (both cores) with BLAS
+held to one thread each, and "shift 1T" the same on one numba thread; the loops use one core.
 """
 from __future__ import annotations
 
@@ -24,65 +31,70 @@ import argparse
 import os
 import platform
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))     # benchmarks/common.py, from any cwd
 import common                                        # noqa: E402  (also puts the repo root on sys.path)
 
+import numba                                         # noqa: E402
 import numpy as np                                   # noqa: E402
-from threadpoolctl import threadpool_limits          # noqa: E402
 
+from tinyar import nn                                # noqa: E402
 from tinyar.kernels import conv                      # noqa: E402
 from tinyar.models import GatedPixelCNN, PixelCNN    # noqa: E402
 
 torch = common.optional_torch()                      # the PyTorch columns are optional
 torch_F = torch.nn.functional if torch is not None else None
+IMPLS = ["shift", "shift_1t", "shift_numpy", "im2col", "loops"]
+NAMES = {"shift": "shift", "shift_1t": "shift 1T", "shift_numpy": "shift NumPy", "im2col": "im2col", "loops": "loops"}
 
 
-def best_ms(fn, repeats):
-    fn()                                             # warm-up (and numba's compilation)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.min(times))
-
-
-def one_blas_thread(fn):
+def one_numba_thread(fn):
+    """fn on one numba thread (the column "shift 1T": what shift gets when the other core is busy)."""
     def run():
-        with threadpool_limits(limits=1, user_api="blas"):
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
             fn()
+        finally:
+            numba.set_num_threads(before)
     return run
 
 
+def median_ms(fn, repeats):
+    return 1e3 * common.median_time(fn, repeats, warmup=1)
+
+
 # ------------------------------------------------------------------ one convolution
-def conv_row(B, C, O, H, k, repeats, rng):
+def conv_row(B, C, O, H, k, mask, repeats, rng):
     x = rng.standard_normal((B, C, H, H)).astype(np.float32)
     w = (rng.standard_normal((O, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
     b = np.zeros(O, np.float32)
     dy = rng.standard_normal((B, O, H, H)).astype(np.float32)
+    taps = None if mask is None else nn.conv_mask(k, k, mask) > 0
 
-    def tinyar(forward, backward):
+    def tinyar(impl):
+        if impl == "shift_1t":
+            return one_numba_thread(tinyar("shift"))
+        forward, backward = conv.IMPLEMENTATIONS[impl]
+
         def run():
-            forward(x, w, b)
-            backward(x, w, dy)
+            forward(x, w, b, taps)
+            backward(x, w, dy, taps=taps)
         return run
-    im2col = tinyar(conv.conv2d_forward_numpy, conv.conv2d_backward_numpy)
-    row = dict(shape=f"x ({B},{C},{H},{H}) w ({O},{C},{k},{k})", im2col=best_ms(im2col, repeats),
-               im2col_1t=best_ms(one_blas_thread(im2col), repeats),
-               numba=best_ms(tinyar(conv.conv2d_forward_numba, conv.conv2d_backward_numba), repeats))
+    what = f"x ({B},{C},{H},{H}) w ({O},{C},{k},{k})" + ("" if mask is None else f" mask {mask}")
+    row = dict(shape=what, **{impl: median_ms(tinyar(impl), repeats) for impl in IMPLS})
     if torch is not None:
         xt = torch.tensor(x, requires_grad=True)
         wt = torch.tensor(w, requires_grad=True)
         bt = torch.tensor(b, requires_grad=True)
+        mt = None if mask is None else torch.tensor(nn.conv_mask(k, k, mask).astype(np.float32))
         dyt = torch.tensor(dy)
 
         def run_torch():
-            y = torch_F.conv2d(xt, wt, bt, padding=k // 2)
+            y = torch_F.conv2d(xt, wt if mt is None else wt * mt, bt, padding=k // 2)
             y.backward(dyt)
             xt.grad = wt.grad = bt.grad = None
-        row["torch"] = best_ms(run_torch, repeats)
+        row["torch"] = median_ms(run_torch, repeats)
     return row
 
 
@@ -135,6 +147,9 @@ def model_row(cls, H, repeats, rng):
     x = (rng.random((64, H * H)) < 0.3).astype(np.float32)
 
     def tinyar(impl):
+        if impl == "shift_1t":
+            return one_numba_thread(tinyar("shift"))
+
         def run():
             saved = conv.DEFAULT
             conv.DEFAULT = impl
@@ -145,8 +160,7 @@ def model_row(cls, H, repeats, rng):
                 conv.DEFAULT = saved
         return run
     row = dict(shape=f"{cls.__name__} {H}x{H}, {model.n_parameters():,} params",
-               im2col=best_ms(tinyar("im2col"), repeats), im2col_1t=best_ms(one_blas_thread(tinyar("im2col")), repeats),
-               numba=best_ms(tinyar("numba"), repeats))
+               **{impl: median_ms(tinyar(impl), repeats) for impl in IMPLS})
     if torch is not None:
         forward = torch_model(model)
         xt = torch.tensor(x.reshape(64, 1, H, H))
@@ -159,39 +173,41 @@ def model_row(cls, H, repeats, rng):
         def run_torch():
             loss = torch_F.binary_cross_entropy_with_logits(forward(xt), xt, reduction="sum") / 64
             loss.backward()
-        row["torch"] = best_ms(run_torch, repeats)
+        row["torch"] = median_ms(run_torch, repeats)
     return row
 
 
 def print_table(title, rows):
     print(f"\n{title}")
     has_torch = "torch" in rows[0]
-    head = f"| {'what':<44} | im2col ms | im2col 1T ms | numba ms |" + (
-        " PyTorch ms | im2col / PyTorch | im2col 1T / PyTorch | numba / PyTorch |" if has_torch else "")
+    head = f"| {'what':<46} |" + "".join(f" {NAMES[i] + ' ms':>14} |" for i in IMPLS) + (
+        " PyTorch ms | shift / PyTorch | best NumPy / PyTorch |" if has_torch else "")
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for r in rows:
-        line = f"| {r['shape']:<44} | {r['im2col']:9.2f} | {r['im2col_1t']:12.2f} | {r['numba']:8.2f} |"
+        line = f"| {r['shape']:<46} |" + "".join(f" {r[i]:14.2f} |" for i in IMPLS)
         if has_torch:
-            line += (f" {r['torch']:10.2f} | {r['im2col'] / r['torch']:16.2f} | "
-                     f"{r['im2col_1t'] / r['torch']:19.2f} | {r['numba'] / r['torch']:15.2f} |")
+            numpy_best = min(r["shift_numpy"], r["im2col"])
+            line += f" {r['torch']:10.2f} | {r['shift'] / r['torch']:15.2f} | {numpy_best / r['torch']:20.2f} |"
         print(line)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="PixelCNN benchmark: convolution and whole model, fwd + bwd.")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="8x8 rows only, 2 repeats")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="8x8 rows only, 3 repeats")
     args = parser.parse_args(argv)
-    repeats = 2 if args.quick else args.repeats
+    repeats = 3 if args.quick else args.repeats
     rng = np.random.default_rng(0)
-    versions = f"NumPy {np.__version__}" + (f", PyTorch {torch.__version__} ({torch.get_num_threads()} threads)"
-                                            if torch is not None else ", PyTorch not installed")
+    versions = f"NumPy {np.__version__}, numba {numba.__version__} ({numba.get_num_threads()} threads)" + (
+        f", PyTorch {torch.__version__} ({torch.get_num_threads()} threads)" if torch is not None
+        else ", PyTorch not installed")
     print(f"{platform.machine()}, Python {platform.python_version()}, {versions}; float32, batch 64; "
-          f"fastest of {repeats}")
+          f"median of {repeats}")
     sizes = [8] if args.quick else [8, 28]
-    conv_shapes = [(1, 32, 7), (32, 32, 3), (32, 32, 1), (64, 64, 3)]
-    rows = [conv_row(64, C, O, H, k, repeats, rng) for H in sizes for C, O, k in conv_shapes]
+    conv_shapes = [(1, 32, 7, None), (32, 32, 3, None), (32, 32, 1, None), (64, 64, 3, None),
+                   (1, 32, 7, "A"), (32, 32, 3, "B")]
+    rows = [conv_row(64, C, O, H, k, mask, repeats, rng) for H in sizes for C, O, k, mask in conv_shapes]
     print_table("conv2d forward + backward (dx, dw, db)", rows)
     rows = [model_row(cls, H, repeats, rng) for H in sizes for cls in (PixelCNN, GatedPixelCNN)]
     print_table("whole model: mean NLL of 64 binary images + gradient of every parameter", rows)

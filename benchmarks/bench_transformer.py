@@ -1,7 +1,9 @@
 """Transformer speed: forward + backward of a small GPT against PyTorch, and KV-cached sampling.
 
-    python benchmarks/bench_transformer.py            (about two minutes; run alone:
+    python benchmarks/bench_transformer.py [--default-malloc]     (under a minute; run alone:
     flock /tmp/tinyar-heavy.lock python benchmarks/bench_transformer.py)
+    python benchmarks/bench_transformer.py --fresh tinyar|torch --threads 1|2
+                                                        (one side's model step alone, see below)
 
 1. Causal attention alone, forward + backward, q, k, v of shape (B, H, T, d) = (32, 4, 128, 32):
    the fused op with numba kernels, the same op on its NumPy twins, the op built from
@@ -16,12 +18,25 @@ Tables 1 and 2 run twice: with BLAS and PyTorch on 1 thread, then on 2 (threadpo
 which scikit-learn installs). The numba kernels are single-threaded. The load average
 is printed: on a shared machine, other processes' threads distort the 2-thread figures most.
 
+Memory. A step allocates and frees ~100 MB of arrays of up to 8 MB. By default glibc's
+malloc returns freed memory at the top of its heap to the OS, and the next step then
+faults it back in page by page (~20,000 page faults, 30-45 ms per tinyar step; PyTorch
+pays too) -- unless some earlier free of a big block has raised glibc's thresholds,
+so the same code runs fast or slow depending on the process's history. The script
+therefore first asks glibc (mallopt) to keep freed blocks of up to 32 MB for reuse,
+the same setting for tinyar and PyTorch, which share this process; --default-malloc
+leaves glibc's defaults. The model table prints the page faults per step. --fresh SIDE
+times only that side's model step, first thing in a process with glibc's defaults: what a
+program that does nothing else gets (run it once per side and thread count).
+
 Medians of repeated runs after a warm-up (numba compiles on the first call).
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
+import resource
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))     # benchmarks/common.py, from any cwd
@@ -40,6 +55,25 @@ B, H, T, C, D_MLP, V, LAYERS = 32, 4, 128, 128, 512, 96, 2
 
 
 median_time = functools.partial(common.median_time, repeat=7, warmup=2)
+
+
+def keep_freed_memory():
+    """Ask glibc's malloc to keep freed blocks of up to 32 MB for reuse (no page faults the
+    next time); True if it agreed, False elsewhere (another C library: defaults kept)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3              # glibc's <malloc.h>
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)     # blocks up to 32 MB come from the heap
+                    and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))  # which is not trimmed below 1 GB free
+    except (OSError, AttributeError):
+        return False
+
+
+def timed_with_faults(step, repeat=7, warmup=2):
+    """(median seconds, minor page faults per call) of step()."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    seconds = median_time(step, repeat=repeat, warmup=warmup)
+    return seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / (repeat + warmup)
 
 
 # ---------------------------------------------------------------- attention only
@@ -123,13 +157,14 @@ def torch_model_step(model, x):
     return step
 
 
-def table(title, rows, reference):
+def table(title, rows, reference, faults=None):
+    """rows: (name, seconds); faults: optional {name: page faults per step}, printed as a column."""
     print(f"\n{title}")
-    print(f"{'what':<44} {'median ms':>10} {'x ' + reference:>12}")
+    print(f"{'what':<44} {'median ms':>10} {'x ' + reference:>12}" + ("  faults/step" if faults else ""))
     ref = dict(rows).get(reference)
     for name, seconds in rows:
         ratio = f"{seconds / ref:12.2f}" if ref else f"{'':>12}"
-        print(f"{name:<44} {seconds * 1e3:10.1f} {ratio}")
+        print(f"{name:<44} {seconds * 1e3:10.1f} {ratio}" + (f" {faults[name]:12,.0f}" if faults else ""))
 
 
 def compare(threads, rng):
@@ -159,25 +194,52 @@ def compare(threads, rng):
     x = rng.integers(0, V, (B, T))
     options = dict(max_len=T, n_layers=LAYERS, d_model=C, n_heads=H, d_mlp=D_MLP, rng=0)
     fused, plain = Transformer(V, fused=True, **options), Transformer(V, fused=False, **options)
-    rows = []
+    runs = []
     with kernels("numba"):
-        rows.append(("tinyar, fused ops on numba kernels", median_time(tinyar_model_step(fused, x))))
+        runs.append(("tinyar, fused ops on numba kernels", timed_with_faults(tinyar_model_step(fused, x))))
     with kernels("numpy"):
-        rows.append(("tinyar, fused ops on NumPy twins", median_time(tinyar_model_step(fused, x))))
-    rows.append(("tinyar, every layer from primitives", median_time(tinyar_model_step(plain, x), repeat=3)))
+        runs.append(("tinyar, fused ops on NumPy twins", timed_with_faults(tinyar_model_step(fused, x))))
+    runs.append(("tinyar, every layer from primitives", timed_with_faults(tinyar_model_step(plain, x), repeat=3)))
     if torch:
         torch.manual_seed(0)
-        rows.append(("PyTorch, masked softmax", median_time(torch_model_step(torch_model(False), x))))
-        rows.append(("PyTorch, scaled_dot_product_attention", median_time(torch_model_step(torch_model(True), x))))
+        runs.append(("PyTorch, masked softmax", timed_with_faults(torch_model_step(torch_model(False), x))))
+        runs.append(("PyTorch, scaled_dot_product_attention",
+                     timed_with_faults(torch_model_step(torch_model(True), x))))
     table(f"Transformer forward + backward: {LAYERS} blocks, {H} heads, d_model {C}, MLP {D_MLP}, "
-          f"B {B}, T {T}, V {V}, float32", rows,
-          "PyTorch, masked softmax" if torch else "tinyar, fused ops on numba kernels")
+          f"B {B}, T {T}, V {V}, float32", [(name, seconds) for name, (seconds, _) in runs],
+          "PyTorch, masked softmax" if torch else "tinyar, fused ops on numba kernels",
+          faults={name: faults for name, (_, faults) in runs})
+
+
+def fresh(side, threads):
+    """The whole-model step of one side alone, first thing in this process, glibc's default malloc."""
+    from threadpoolctl import threadpool_limits
+    x = np.random.default_rng(0).integers(0, V, (B, T))
+    if side == "tinyar":
+        step = tinyar_model_step(Transformer(V, max_len=T, n_layers=LAYERS, d_model=C, n_heads=H,
+                                             d_mlp=D_MLP, rng=0), x)
+    else:
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        step = torch_model_step(torch_model(False), x)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        seconds, faults = timed_with_faults(step, repeat=11, warmup=3)
+    print(f"{side}, model step alone in a fresh process, {threads} thread(s), glibc's default malloc: "
+          f"{seconds * 1e3:.1f} ms, {faults:,.0f} page faults per step")
 
 
 def main():
+    if "--fresh" in sys.argv:
+        side = sys.argv[sys.argv.index("--fresh") + 1]
+        threads = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 1
+        if side not in ("tinyar", "torch") or (side == "torch" and not torch):
+            raise SystemExit("--fresh: expected tinyar or torch (PyTorch installed)")
+        return fresh(side, threads)
     rng = np.random.default_rng(0)
+    kept = "--default-malloc" not in sys.argv and keep_freed_memory()
     print(f"NumPy {np.__version__}, " + (f"PyTorch {torch.__version__}" if torch else "PyTorch not installed")
-          + f", {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start")
+          + f", {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start; malloc: "
+          + ("freed blocks up to 32 MB kept (mallopt)" if kept else "glibc's defaults"))
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:                                 # comes with scikit-learn; without it: default threads

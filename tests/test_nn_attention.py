@@ -81,6 +81,30 @@ def test_fused_layer_norm_and_gelu_equal_composites():
     np.testing.assert_allclose(g, [0.0, 0.841192, 10.0, 0.0], atol=1e-6)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_op_equals_the_linear_layer(bias):
+    rng = np.random.default_rng(12)
+    layer = nn.Linear(5, 3, bias=bias, rng=0, dtype=np.float64)
+    if bias:
+        layer.bias.data[:] = rng.standard_normal(3)
+    x_data, dy = rng.standard_normal((4, 5)), rng.standard_normal((4, 3))
+    results = []
+    for forward in (lambda x: ops.linear(x, layer.weight, layer.bias), layer):   # fused op, then matmul + add
+        layer.zero_grad()
+        x = Tensor(x_data, requires_grad=True)
+        y = forward(x)
+        y.backward(dy)
+        results.append([y.data, x.grad, layer.weight.grad] + ([layer.bias.grad] if bias else []))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(results[0][0], x_data @ layer.weight.data.T + (layer.bias.data if bias else 0))
+    x32 = Tensor(x_data.astype(np.float32))
+    w32 = Tensor(layer.weight.data.astype(np.float32), requires_grad=True)
+    assert ops.linear(x32, w32).dtype == np.float32
+    with pytest.raises(ValueError, match=r"x \(N, in\) and W \(out, in\)"):
+        ops.linear(Tensor(np.zeros((4, 4))), layer.weight)
+
+
 def test_fused_attention_float32_keeps_dtype_and_matches_float64():
     rng = np.random.default_rng(8)
     data = [rng.standard_normal((2, 2, 6, 4)) for _ in range(3)]
@@ -164,6 +188,29 @@ def test_embedding_scatter_adds_repeated_ids():
     y.backward(np.ones((2, 3, 3)))
     np.testing.assert_array_equal(emb.weight.grad[:, 0], [1, 3, 0, 1, 1])   # id 1 used three times
     gradcheck(lambda w: emb(ids) * emb(ids), emb.weight)
+
+
+@pytest.mark.parametrize("kernels", ["numba", "numpy"])
+def test_embedding_op_equals_getitem_values_and_gradients(kernels, monkeypatch):
+    monkeypatch.setenv("TINYAR_KERNELS", kernels)
+    rng = np.random.default_rng(11)
+    ids = rng.integers(0, 5, (3, 4))
+    dy = rng.standard_normal((3, 4, 2))
+    table = rng.standard_normal((6, 2))                               # row 5 is never picked
+    results = []
+    for lookup in (ops.embedding, ops.getitem):                        # getitem's VJP: np.add.at
+        w = Tensor(table, requires_grad=True)
+        y = lookup(w, ids)
+        y.backward(dy)
+        results.append((y.data, w.grad))
+    (y_op, dw_op), (y_getitem, dw_getitem) = results
+    np.testing.assert_array_equal(y_op, y_getitem)
+    np.testing.assert_allclose(dw_op, dw_getitem, rtol=1e-12, atol=1e-12)
+    assert np.all(dw_op[5] == 0) and np.any(dw_op[:5] != 0)
+    with pytest.raises(IndexError, match=r"0\.\.5"):
+        ops.embedding(w, np.array([6]))
+    with pytest.raises(TypeError, match="integer ids"):
+        ops.embedding(w, np.array([0.0]))
 
 
 def test_embedding_and_layers_reject_bad_input():

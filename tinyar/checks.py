@@ -134,6 +134,13 @@ def op_cases(seed=0):
         for B, C, H, W, O, kh, kw, bias in [(1, 1, 3, 3, 1, 1, 1, True), (2, 2, 4, 5, 3, 3, 3, True),
                                             (2, 3, 5, 4, 2, 5, 5, True), (1, 2, 6, 6, 2, 7, 7, False),
                                             (3, 1, 4, 4, 2, 1, 3, True), (2, 2, 5, 5, 3, 3, 1, True)]]
+    # the kernel restricted to the taps of mask A (raster index before the centre's) or B (up to it)
+    cases["conv2d"] += [
+        ("conv2d", f"x {(B, C, H, W)} w {(O, C, k, k)} taps: mask {mask}",
+         lambda x, w, b, taps=np.arange(k * k).reshape(k, k) < k * k // 2 + (mask == "B"):
+             ops.conv2d(x, w, b, taps=taps),
+         (_t(conv_rng, (B, C, H, W)), _t(conv_rng, (O, C, k, k)), _t(conv_rng, (O,))))
+        for B, C, H, W, O, k, mask in [(2, 2, 4, 5, 3, 3, "A"), (1, 3, 5, 4, 2, 5, "B")]]
     # ==== fused: attention ====
     cases["causal_attention"] = [
         ("causal_attention", f"q {sq} k,v {sk}", ops.causal_attention,
@@ -144,6 +151,16 @@ def op_cases(seed=0):
          (_t(rng, s), _t(rng, s[-1:]), _t(rng, s[-1:])))
         for s in [(5,), (3, 4), (2, 3, 5)]]
     cases["gelu"] = _unary_cases("gelu", ops.gelu, rng)
+    # ==== embedding ====
+    ids = np.array([[1, 3, 1], [4, 0, 1]])                  # id 1 three times: its row sums 3 gradients
+    cases["embedding"] = [("embedding", "W (5, 3) ids (2, 3)", lambda w: ops.embedding(w, ids),
+                           (_t(np.random.default_rng(seed + 8), (5, 3)),))]
+    # ==== linear ====
+    linear_rng = np.random.default_rng(seed + 9)
+    cases["linear"] = [("linear", "x (4, 3) W (2, 3) b (2,)", ops.linear,
+                        tuple(_t(linear_rng, s) for s in [(4, 3), (2, 3), (2,)])),
+                       ("linear", "x (4, 3) W (2, 3) no bias", ops.linear,
+                        tuple(_t(linear_rng, s) for s in [(4, 3), (2, 3)]))]
     return cases
 
 

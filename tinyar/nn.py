@@ -160,9 +160,10 @@ class MaskedLinear(Linear):
 class Embedding(Module):
     """y[b, t] = W[ids[b, t]]: a lookup table W of shape (num_embeddings, dim).
 
-    Looking up a row is indexing, so the layer is one `getitem` on W. Its VJP
-    scatter-adds: a token that occurs n times in the batch receives the sum of
-    its n gradients. W ~ N(0, 0.02^2), as in GPT-2.
+    Looking up a row is indexing, W[ids], here as the op ops.embedding (the same
+    function as getitem, with a faster VJP). Its VJP scatter-adds: a token that
+    occurs n times in the batch receives the sum of its n gradients.
+    W ~ N(0, 0.02^2), as in GPT-2.
     """
 
     def __init__(self, num_embeddings, dim, std=0.02, rng=None, dtype=np.float32):
@@ -176,7 +177,7 @@ class Embedding(Module):
             raise TypeError(f"Embedding: expected integer ids, got dtype {ids.dtype}")
         if ids.size and (ids.min() < 0 or ids.max() >= n):
             raise IndexError(f"Embedding: ids must lie in 0..{n - 1}, got values in {ids.min()}..{ids.max()}")
-        return ops.getitem(self.weight, ids)                    # (*ids.shape, dim)
+        return ops.embedding(self.weight, ids)                  # (*ids.shape, dim)
 
 
 class LayerNorm(Module):
@@ -217,6 +218,12 @@ def causal_attention_composite(q, k, v):
     scores = ops.where(future, -np.inf, scores)                                  # (B, H, Tq, Tk)
     P = F.softmax(scores, axis=-1)                                               # (B, H, Tq, Tk)
     return ops.matmul(P, v)                                                      # (B, H, Tq, d)
+
+
+def _linear(layer, x, fused):
+    """layer(x) for a Linear layer and x (N, in): with fused=True as the one op ops.linear
+    (bias added in place), else as Linear's matmul and add. Same numbers."""
+    return ops.linear(x, layer.weight, layer.bias) if fused else layer(x)
 
 
 def _check_sequence_batch(x, d_model, layer):
@@ -270,7 +277,7 @@ class CausalSelfAttention(Module):
         x2 = ops.reshape(x, (B * T, C))                           # (B T, C)
         split = []
         for layer in (self.query, self.key, self.value):
-            a = ops.reshape(layer(x2), (B, T, H, C // H))         # (B, T, H, d)
+            a = ops.reshape(_linear(layer, x2, self.fused), (B, T, H, C // H))   # (B, T, H, d)
             split.append(ops.transpose(a, (0, 2, 1, 3)))          # (B, H, T, d)
         return split
 
@@ -291,7 +298,7 @@ class CausalSelfAttention(Module):
         y = attend(q, k, v)                                       # (B, H, T, d)
         y = ops.transpose(y, (0, 2, 1, 3))                        # (B, T, H, d)
         y = ops.reshape(y, (B * T, C))                            # (B T, C)
-        return ops.reshape(self.proj(y), (B, T, C))               # (B, T, C)
+        return ops.reshape(_linear(self.proj, y, self.fused), (B, T, C))   # (B, T, C)
 
     def weights(self, x):
         """The attention probabilities P of every head, as an array (B, H, T, T) (no graph)."""
@@ -308,7 +315,8 @@ class MLP(Module):
     """y = GELU(x W1^T + b1) W2^T + b2, applied to each position on its own.
 
     GELU(a) = a Phi(a) in its tanh form (functional.gelu); `fused=True` uses
-    ops.gelu, the same function as one op with a hand-written VJP.
+    ops.gelu, the same function as one op with a hand-written VJP, and ops.linear
+    for the two layers.
     """
 
     def __init__(self, d_model, d_hidden, fused=True, rng=None, dtype=np.float32):
@@ -318,8 +326,11 @@ class MLP(Module):
         self.fused = fused
 
     def forward(self, x):
-        a = self.fc1(x)                                           # (..., d_hidden)
-        return self.fc2(ops.gelu(a) if self.fused else F.gelu(a))  # (..., d_model)
+        if not self.fused:
+            return self.fc2(F.gelu(self.fc1(x)))                  # (..., d_model)
+        x2 = x if x.ndim == 2 else ops.reshape(x, (-1, x.shape[-1]))                  # (N, d_model)
+        y = _linear(self.fc2, ops.gelu(_linear(self.fc1, x2, True)), True)          # (N, d_model)
+        return y if x.ndim == 2 else ops.reshape(y, x.shape)                          # (..., d_model)
 
 
 class Block(Module):
@@ -496,8 +507,10 @@ class MaskedConv2d(Module):
         0 0 0          0 0 0
 
     (conv_mask draws the other shapes.) One image channel: the input channels are not
-    ordered among themselves, as they would be for RGB. Masked-out weights still exist; they
-    get zero gradient through the product w * mask and so never move.
+    ordered among themselves, as they would be for RGB. The mask goes to ops.conv2d as its
+    `taps`: the op computes conv(x, w * mask) and skips the masked-out taps' work (4 of 9 in a
+    3x3 mask B, 25 of 49 in a 7x7 mask A). Masked-out weights still exist; they get zero
+    gradient (the op's dw is zero there) and so never move.
     w ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = C_in kh kw (as in PyTorch), b = 0.
     """
 
@@ -517,6 +530,5 @@ class MaskedConv2d(Module):
         if x.ndim != 4 or x.shape[1] != self.weight.shape[1]:
             raise ValueError(f"MaskedConv2d: expected input of shape (batch, {self.weight.shape[1]}, height, width), "
                              f"got {x.shape}")
-        mask = Tensor(self.mask.astype(self.weight.dtype, copy=False))
-        return ops.conv2d(x, self.weight * mask, self.bias)                 # (B, C_out, H, W)
+        return ops.conv2d(x, self.weight, self.bias, taps=self.mask > 0)    # (B, C_out, H, W)  conv(x, w * mask) + b
 

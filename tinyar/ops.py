@@ -588,7 +588,7 @@ def elman_rnn(x, W_xh, W_hh, b, h0=None):
 
 # ==== fused: convolution (kernels/conv.py) ====
 @register
-def conv2d(x, w, b=None):
+def conv2d(x, w, b=None, taps=None):
     """y = conv(x, w) + b: 2-D cross-correlation, stride 1, "same" padding, odd kernel sizes, NCHW.
 
     x (B, C, H, W), w (O, C, kh, kw), b (O,) or None  ->  y (B, O, H, W)
@@ -596,22 +596,28 @@ def conv2d(x, w, b=None):
     VJP: db[o]       = sum_{b,i,j} dy[b,o,i,j]
          dw[o,c,u,v] = sum_{b,i,j} dy[b,o,i,j] x_pad[b,c,i+u,j+v]
          dx          = conv(dy, w flipped in both spatial axes, in/out channels swapped)
-    (derivation in kernels/conv.py, which holds the im2col and numba implementations.)
+    taps: None, or a boolean (kh, kw) array of the kernel taps in use: the op is then
+    conv(x, w * taps) + b (so dw is zero at the other taps) and skips their work; a masked
+    convolution (nn.MaskedConv2d) passes its mask.
+    (derivation in kernels/conv.py, which holds the shift-and-GEMM, im2col and loop implementations.)
     """
     from tinyar.kernels import conv as kernels
     x, w = as_tensor(x), as_tensor(w)
     b = None if b is None else as_tensor(b)
-    kernels.check_shapes(x.data, w.data, None if b is None else b.data)
+    taps = None if taps is None else np.asarray(taps, dtype=bool)
+    kernels.check_shapes(x.data, w.data, None if b is None else b.data, taps)
     if x.dtype != w.dtype or (b is not None and b.dtype != w.dtype):
         raise TypeError(f"conv2d: input, weight and bias must share a float dtype, got {x.dtype}, {w.dtype}"
                         + ("" if b is None else f", {b.dtype}"))
+    if taps is not None and taps.all():
+        taps = None                                                     # every tap: the plain convolution
     forward, backward = kernels.implementation()
     bias = np.zeros(w.shape[0], dtype=w.dtype) if b is None else b.data
-    y = forward(np.ascontiguousarray(x.data), np.ascontiguousarray(w.data), bias)
+    y = forward(np.ascontiguousarray(x.data), np.ascontiguousarray(w.data), bias, taps)
 
     def vjp(dy):
-        dx, dw, db = backward(np.ascontiguousarray(x.data), np.ascontiguousarray(w.data),
-                              np.ascontiguousarray(dy), need_dx=x.requires_grad)   # no dx for input images
+        dx, dw, db = backward(np.ascontiguousarray(x.data), np.ascontiguousarray(w.data), np.ascontiguousarray(dy),
+                              need_dx=x.requires_grad, taps=taps)          # no dx for input images
         return (dx, dw) if b is None else (dx, dw, db)
     return Tensor._make(y, (x, w) if b is None else (x, w, b), vjp, "conv2d")
 
@@ -691,16 +697,13 @@ def layer_norm(x, gamma, beta, eps=1e-5):
     if gamma.shape != (C,) or beta.shape != (C,):
         raise ValueError(f"layer_norm: x {x.shape} needs gamma and beta of shape ({C},), "
                          f"got {gamma.shape} and {beta.shape}")
-    y, xhat, r = implementation("layer_norm_forward")(_rows(x.data, 1), gamma.data, beta.data, eps)   # (N, C)
+    xr = _rows(x.data, 1)                                     # (N, C), a view when x is contiguous
+    y, mu, r = implementation("layer_norm_forward")(xr, gamma.data, beta.data, eps)   # (N, C), (N, 1), (N, 1)
 
-    def vjp(dy):
-        dx, dgamma, dbeta = implementation("layer_norm_backward")(_rows(dy, 1), xhat, r, gamma.data)
+    def vjp(dy):                                              # xhat = (x - mu) r is recomputed, not kept
+        dx, dgamma, dbeta = implementation("layer_norm_backward")(_rows(dy, 1), xr, mu, r, gamma.data)
         return dx.reshape(x.shape), dgamma, dbeta
     return Tensor._make(y.reshape(x.shape), (x, gamma, beta), vjp, "layer_norm")
-
-
-_GELU_C = float(np.sqrt(2.0 / np.pi))      # Python floats: float32 arrays stay float32
-_GELU_A = 0.044715
 
 
 @register
@@ -709,22 +712,14 @@ def gelu(x):
 
     With t saved from the forward:
         dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,   du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-    VJP: dx = dy * dy/dx. (In place, a handful of arrays instead of the composite's ~20.)
+    VJP: dx = dy * dy/dx. (Three arrays instead of the composite's ~20.)
     """
+    from tinyar.kernels.attention import implementation
     _require_float("gelu", x)
     xd = np.ascontiguousarray(x.data).reshape(-1)   # flat (0-d inputs too)
-    u = xd * xd
-    u *= _GELU_A
-    u += 1.0
-    u *= xd
-    u *= _GELU_C                               # u = sqrt(2/pi) (x + 0.044715 x^3)
-    t = np.tanh(u)                             # t = tanh(u)
-    y = t + 1.0
-    y *= xd
-    y *= 0.5                                   # y = 0.5 x (1 + t)
+    y, t = implementation("gelu_forward")(xd)  # y = 0.5 x (1 + t), t = tanh(u) (kernels/attention.py)
 
-    def vjp(dy):                               # dy * dy/dx in one pass (kernels/attention.py)
-        from tinyar.kernels.attention import implementation
+    def vjp(dy):                               # dy * dy/dx in one pass
         dx = implementation("gelu_backward")(xd, t, np.ascontiguousarray(dy).reshape(-1))
         return (dx.reshape(x.shape),)
     return Tensor._make(y.reshape(x.shape), (x,), vjp, "gelu")
@@ -756,3 +751,61 @@ Tensor.transpose = transpose
 Tensor.T = property(lambda self: transpose(self))
 Tensor.exp = exp
 Tensor.log = log
+
+
+# ==== embedding ====
+@register
+def embedding(weight, ids):
+    """y[p] = W[ids[p]]: the rows of a table W (n, C) picked by integer ids of any shape -> (*ids.shape, C).
+
+    The same function as getitem(W, ids). VJP: a scatter-add of rows,
+        dW[r] = sum over the positions p with ids[p] = r of dy[p]
+    (a row picked k times receives k gradients), done by a loop (kernels/attention.py)
+    instead of getitem's slower np.add.at. The ids get no gradient.
+    """
+    from tinyar.kernels.attention import implementation
+    ids = np.asarray(ids.data if isinstance(ids, Tensor) else ids)
+    _require_float("embedding", weight)
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: expected a table W of shape (n, C), got {weight.shape}")
+    n, C = weight.shape
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"embedding: expected integer ids, got dtype {ids.dtype}")
+    if ids.size and (ids.min() < 0 or ids.max() >= n):        # the kernel does not check bounds
+        raise IndexError(f"embedding: ids must lie in 0..{n - 1}, got values in {ids.min()}..{ids.max()}")
+    y = weight.data[ids]                                      # (*ids.shape, C)
+
+    def vjp(dy):
+        dW = implementation("embedding_backward")(ids.reshape(-1), np.ascontiguousarray(dy).reshape(-1, C), n)
+        return (dW,)                                          # (n, C)
+    return Tensor._make(y, (weight,), vjp, "embedding")
+
+
+# ==== linear ====
+@register
+def linear(x, weight, bias=None):
+    """y = x W^T + b for x (N, in), W (out, in), b (out,): nn.Linear's two ops in one.
+
+    The same function as matmul(x, transpose(W)) + b, with the bias added in place
+    to the fresh product (the composite writes a second (N, out) array: one more
+    pass over cold memory, which costs as much as the add itself).
+        VJP: dx = dy W,   dW = dy^T x,   db = sum_rows dy
+    """
+    x, weight = as_tensor(x), as_tensor(weight)
+    bias = None if bias is None else as_tensor(bias)
+    if x.ndim != 2 or weight.ndim != 2 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"linear: expected x (N, in) and W (out, in), got x {x.shape} and W {weight.shape}")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"linear: W {weight.shape} needs a bias of shape ({weight.shape[0]},), got {bias.shape}")
+    y = x.data @ weight.data.T                                # (N, out)
+    if bias is not None:
+        y += bias.data                                        # in place: y is this op's own array
+
+    def vjp(dy):
+        dx = dy @ weight.data if x.requires_grad else None    # (N, in)
+        dW = dy.T @ x.data if weight.requires_grad else None   # (out, in)
+        if bias is None:
+            return dx, dW
+        db = np.ones(dy.shape[0], dtype=dy.dtype) @ dy        # (out,)  sum_rows dy, as a BLAS product
+        return dx, dW, db                                     # (2-4x faster than dy.sum(axis=0) here)
+    return Tensor._make(y, (x, weight) if bias is None else (x, weight, bias), vjp, "linear")

@@ -47,9 +47,10 @@ def test_layer_norm_forward_and_backward(shape, dtype, tol):
     for a, b in zip(out_numba, out_numpy):
         assert a.dtype == dtype and a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=10 * tol, atol=10 * tol)
-    _, xhat, r = out_numpy
-    back_numba = K.layer_norm_backward_numba(dy, xhat, r, gamma)
-    back_numpy = K.layer_norm_backward_numpy(dy, xhat, r, gamma)
+    _, mu, r = out_numpy
+    np.testing.assert_allclose(mu[:, 0], x.mean(axis=1), rtol=10 * tol, atol=10 * tol)
+    back_numba = K.layer_norm_backward_numba(dy, x, mu, r, gamma)
+    back_numpy = K.layer_norm_backward_numpy(dy, x, mu, r, gamma)
     for a, b in zip(back_numba, back_numpy):
         assert a.dtype == dtype and a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=10 * tol, atol=10 * tol)
@@ -67,9 +68,38 @@ def test_gelu_backward(shape, dtype, tol):
     np.testing.assert_allclose(dx, K.gelu_backward_numpy(x, t, dy), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype, tol", DTYPES)
+@pytest.mark.parametrize("shape", [(), (5,), (3, 4), (2, 3, 7)])
+def test_gelu_forward(shape, dtype, tol):
+    x = (3 * np.random.default_rng(len(shape)).standard_normal(shape)).astype(dtype)
+    y, t = K.gelu_forward_numba(x)
+    y_twin, t_twin = K.gelu_forward_numpy(x)
+    assert y.dtype == t.dtype == dtype and y.shape == t.shape == x.shape
+    np.testing.assert_allclose(t, t_twin, rtol=tol, atol=tol)
+    np.testing.assert_allclose(y, y_twin, rtol=tol, atol=tol)
+    np.testing.assert_allclose(y, x * 0.5 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))),
+                               rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_embedding_backward_scatter_adds_rows(dtype):
+    rng = np.random.default_rng(9)
+    ids = rng.integers(0, 6, 40)                                   # 40 picks of 6 rows: many repeats
+    ids[:3] = 2                                                    # and row 2 at least three times
+    dy = rng.standard_normal((40, 4)).astype(dtype)
+    dW = K.embedding_backward_numba(ids, dy, 7)                    # row 6 is never picked
+    assert dW.dtype == dtype and dW.shape == (7, 4)
+    np.testing.assert_allclose(dW, K.embedding_backward_numpy(ids, dy, 7), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dW[2], dy[ids == 2].sum(axis=0), rtol=1e-6, atol=1e-6)
+    assert np.all(dW[6] == 0)
+
+
 def test_switch_selects_the_numpy_twins(monkeypatch):
     monkeypatch.setenv("TINYAR_KERNELS", "numpy")
     assert K.implementation("causal_softmax") is K.causal_softmax_numpy
     assert K.implementation("causal_softmax_backward") is K.causal_softmax_backward_numpy
     monkeypatch.setenv("TINYAR_KERNELS", "numba")
     assert K.implementation("layer_norm_forward") is K.layer_norm_forward_numba
+    assert K.implementation("embedding_backward") is K.embedding_backward_numba
+    monkeypatch.setenv("TINYAR_KERNELS", "numpy")
+    assert K.implementation("gelu_forward") is K.gelu_forward_numpy

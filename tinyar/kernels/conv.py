@@ -1,4 +1,4 @@
-"""2-D convolution, stride 1, "same" padding, odd kernel sizes, NCHW: numba kernels and NumPy twins.
+"""2-D convolution, stride 1, "same" padding, odd kernel sizes, NCHW: three implementations.
 
     y[b, o, i, j] = bias[o] + sum_{c, u, v} w[o, c, u, v] x_pad[b, c, i + u, j + v]
 
@@ -23,29 +23,78 @@ Derivation of the vector-Jacobian product (dy = dL/dy, shape (B, O, H, W)):
   which is the same "same" convolution again, of dy, with the kernel flipped in both
   spatial axes and its two channel axes swapped:   dx = conv(dy, flip(w) with O <-> C).
 
-Two implementations of the same signatures:
+Taps. Every function takes an optional boolean (kh, kw) array `taps` (None: all taps): the
+convolution then uses the kernel restricted to those taps, y = conv(x, w * taps) + bias, and
+so dw = (the dw above) * taps (zero at the other taps, whatever w holds there). A masked
+convolution (nn.MaskedConv2d) passes its mask: shift-and-GEMM skips the work of the taps the
+mask removes (a 3x3 mask B keeps 5 of 9 taps, a 7x7 mask A 24 of 49); the others multiply.
 
-  im2col (NumPy, `*_numpy`): unfold every kh x kw patch of x_pad into one column of a matrix
+Shift-and-GEMM (the default). Lay the images out channels-last on a flat grid of rows,
+    row base + q(b, i, j) holds x[b, :, i, j]      (C values),
+    q(b, i, j) = b Hp Wp + i Wp + j,   Hp = H + ph,  Wp = W + pw,   base = ph Wp + pw,
+every other row zero: each image row is followed by pw zero columns and each image by ph
+zero rows, shared by neighbours as the right border of one row and the left of the next
+(and the bottom border of one image and the top of the next):
+
+    H = W = 3, 3x3 kernel (ph = pw = 1; Hp = Wp = 4), one image, rows of the grid:
+        . . . .     the first base = 5 rows (the top border and the first left border),
+        . x x x     then x row by row, each followed by pw = 1 zero; ph = 1 zero row after
+        . x x x     the image, and base more zero rows at the very end.
+        . x x x
+        . . . .
+
+Then tap (u, v) of output pixel (i, j), x_pad[b, :, i+u, j+v], sits in row
+base + q(b, i+u-ph, j+v-pw) = q(b, i, j) + u Wp + v: a shift s_uv = u Wp + v that is the
+same for every pixel. With X the grid as a matrix (rows, C) and W_uv = w[:, :, u, v]^T (C, O),
+
+    Y[q] = sum_{u,v} X[q + s_uv] W_uv        for q = 0 .. L-1, L = B Hp Wp
+    y[b, :, i, j] = Y[q(b, i, j)] + bias     (the other rows of Y are thrown away)
+
+one matrix product (L, C) x (C, O) per tap, on a shifted contiguous block of X: no
+unfolded copy of x. The cost of the shared borders: L / (B H W) = (1 + ph/H)(1 + pw/W) times
+the work (1.07 for 3x3 on 28x28, 1.27 on 8x8). The gradients, with D the grid of dy
+(D[base + q(b,i,j)] = dy[b, :, i, j], zero elsewhere):
+
+    dW_uv = sum_{q < L} X[q + s_uv]^T D[base + q]                    (D is zero where q is no pixel)
+    dx:     dX[q] = sum_{u,v} D[q + s_{kh-1-u, kw-1-v}] W_uv^T        (the forward of D with the
+            flipped kernel: base + q(b, i+ph-u, j+pw-v) = q(b, i, j) + s_{kh-1-u, kw-1-v})
+
+Implementations of the same signatures (forward(x, w, bias, taps=None) -> y,
+backward(x, w, dy, need_dx=True, taps=None) -> (dx, dw, dbias)):
+
+  shift (numba + BLAS, `*_shift`): the sums above, cut into blocks of rows small enough for
+      the cache (and for BLAS's small-matrix path, see block_rows) and spread over the cores
+      by numba (prange); per block, one BLAS gemm per tap called directly through SciPy's
+      cython_blas (one BLAS thread per numba thread), accumulating the taps in place
+      (beta = 1): Y_block += X[block + s_uv] W_uv, and for dW, G_uv += X[block + s_uv]^T D_block.
+      With few input channels (C < STACK_BELOW: the 1-channel first layer) a block instead
+      copies its taps side by side, rows [X[q + s_1], X[q + s_2], ...] (the block's im2col
+      matrix), for one product with K = n_taps C instead of n_taps products with K = C.
+  shift NumPy twin (`*_shift_numpy`): the same sums, one whole-grid product per tap.
+  im2col (NumPy, `*_im2col`): unfold every kh x kw patch of x_pad into one column of a matrix
       X_col (C kh kw, B H W) with stride tricks (a view, then one copy), so the whole layer is
       one matrix product   Y = W_mat X_col,   W_mat = w reshaped (O, C kh kw),
       and the weight gradient another:   dW_mat = dY X_col^T.
-  direct loops (numba, `*_numba`): the seven nested sums written out, one output pixel at a
+  direct loops (numba, `*_loops`): the seven nested sums written out, one output pixel at a
       time, with the innermost loop over the output channels (channels-last copies of x and w
       make it contiguous, so it compiles to vector instructions); zero inputs are skipped.
 
 `implementation()` returns the pair that ops.conv2d calls (see the choice at the end of
-this file, made by benchmarks/bench_pixelcnn.py); TINYAR_KERNELS=numpy always gives im2col.
+this file, made by benchmarks/bench_pixelcnn.py); TINYAR_KERNELS=numpy gives the NumPy twin.
 """
 from __future__ import annotations
+
+import ctypes
+import threading
 
 import numba
 import numpy as np
 
-from tinyar.kernels import use_numba
+from tinyar.kernels import single_thread_numba_blas, use_numba
 
 
-def check_shapes(x, w, bias=None):
-    """Raise a clear error unless x (B, C, H, W), w (O, C, kh, kw) with odd kh, kw, bias (O,)."""
+def check_shapes(x, w, bias=None, taps=None):
+    """Raise a clear error unless x (B, C, H, W), w (O, C, kh, kw) with odd kh, kw, bias (O,), taps (kh, kw)."""
     if x.ndim != 4:
         raise ValueError(f"conv2d: expected input of shape (batch, channels, height, width), got {x.shape}")
     if w.ndim != 4:
@@ -57,6 +106,21 @@ def check_shapes(x, w, bias=None):
         raise ValueError(f"conv2d: 'same' padding needs odd kernel sizes, got {w.shape[2]}x{w.shape[3]}")
     if bias is not None and bias.shape != (w.shape[0],):
         raise ValueError(f"conv2d: bias must have shape ({w.shape[0]},), got {bias.shape}")
+    if taps is not None and np.shape(taps) != w.shape[2:]:
+        raise ValueError(f"conv2d: taps must have the kernel's shape {w.shape[2:]}, got {np.shape(taps)}")
+
+
+def live_taps(kh, kw, taps=None):
+    """(us, vs): the taps (u, v) in use, in raster order; all kh kw of them when taps is None."""
+    if taps is None:
+        us, vs = np.divmod(np.arange(kh * kw), kw)
+        return us, vs
+    return np.nonzero(np.asarray(taps, dtype=bool))
+
+
+def restrict(w, taps):
+    """w * taps (the kernel the convolution uses), or w itself when taps is None."""
+    return w if taps is None else w * np.asarray(taps, dtype=bool).astype(w.dtype)
 
 
 # --------------------------------------------------------------- im2col (NumPy)
@@ -70,28 +134,30 @@ def im2col(x, kh, kw):
     return windows.transpose(1, 4, 5, 0, 2, 3).reshape(C * kh * kw, B * H * W)   # one copy
 
 
-def conv2d_forward_numpy(x, w, bias):
+def conv2d_forward_im2col(x, w, bias, taps=None):
     """y = conv(x, w) + bias, as one matrix product  Y = W_mat X_col."""
     B, C, H, W = x.shape
     O, _, kh, kw = w.shape
+    w = restrict(w, taps)
     X_col = im2col(x, kh, kw)                                  # (C kh kw, B H W)
     Y = w.reshape(O, C * kh * kw) @ X_col                      # (O, B H W)
     Y += bias[:, None]
     return np.ascontiguousarray(Y.reshape(O, B, H, W).transpose(1, 0, 2, 3))   # (B, O, H, W)
 
 
-def conv2d_backward_numpy(x, w, dy, need_dx=True):
+def conv2d_backward_im2col(x, w, dy, need_dx=True, taps=None):
     """(dx, dw, dbias) for y = conv(x, w) + bias, given dy = dL/dy (see the module docstring).
     need_dx=False skips dx (returned as None): the input images of a first layer need none."""
     B, C, H, W = x.shape
     O, _, kh, kw = w.shape
+    w = restrict(w, taps)
     dbias = dy.sum(axis=(0, 2, 3))                                              # (O,)
     dY = dy.transpose(1, 0, 2, 3).reshape(O, B * H * W)                         # (O, B H W)
-    dw = (im2col(x, kh, kw) @ dY.T).T.reshape(w.shape)                          # dW_mat = dY X_col^T = (X_col dY^T)^T
+    dw = restrict((im2col(x, kh, kw) @ dY.T).T.reshape(w.shape), taps)          # dW_mat = dY X_col^T = (X_col dY^T)^T
     if not need_dx:
         return None, dw, dbias
     w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, kh, kw)
-    dx = conv2d_forward_numpy(dy, w_flipped, np.zeros(C, dtype=dy.dtype))      # dx = conv(dy, flip(w)^T)
+    dx = conv2d_forward_im2col(dy, w_flipped, np.zeros(C, dtype=dy.dtype))     # dx = conv(dy, flip(w)^T)
     return dx, dw, dbias
 
 
@@ -110,7 +176,7 @@ def _to_channels_last(x, ph, pw):
 
 
 @numba.njit(cache=True)
-def conv2d_forward_numba(x, w, bias):
+def _forward_loops(x, w, bias):
     """y[b,o,i,j] = bias[o] + sum_{u,v,c} w[o,c,u,v] x_pad[b,c,i+u,j+v], one output pixel at a time.
 
     The image and the kernel are first copied to channels-last order, so that the innermost
@@ -148,15 +214,21 @@ def conv2d_forward_numba(x, w, bias):
     return y
 
 
-def conv2d_backward_numba(x, w, dy, need_dx=True):
+def conv2d_forward_loops(x, w, bias, taps=None):
+    """y = conv(x, w) + bias by the direct loops (_forward_loops)."""
+    return _forward_loops(x, np.ascontiguousarray(restrict(w, taps)), bias)
+
+
+def conv2d_backward_loops(x, w, dy, need_dx=True, taps=None):
     """(dx, dw, dbias) for y = conv(x, w) + bias, given dy = dL/dy; need_dx=False: dx is None.
 
     dw, dbias from the loops below; dx = conv(dy, flip(w) with O <-> C) by the forward loops
     (the derivation in the module docstring)."""
-    dw, dbias, w_flipped = _conv2d_backward_loops(x, w, dy)
+    dw, dbias, w_flipped = _conv2d_backward_loops(x, np.ascontiguousarray(restrict(w, taps)), dy)
+    dw = restrict(dw, taps)
     if not need_dx:
         return None, dw, dbias
-    return conv2d_forward_numba(dy, w_flipped, np.zeros(x.shape[1], dtype=dy.dtype)), dw, dbias
+    return _forward_loops(dy, w_flipped, np.zeros(x.shape[1], dtype=dy.dtype)), dw, dbias
 
 
 @numba.njit(cache=True)
@@ -195,17 +267,345 @@ def _conv2d_backward_loops(x, w, dy):
     return dw, dbias, w_flipped
 
 
+# ------------------------------------------------------------ the grid (shift-and-GEMM)
+def grid_geometry(H, W, kh, kw):
+    """(Hp, Wp, base, Hp Wp) of the flat channels-last grid (module docstring): row base + q(b, i, j)
+    holds pixel (i, j) of image b, q(b, i, j) = b Hp Wp + i Wp + j. A batch of B images takes
+    base leading rows, Hp Wp rows per image, and base trailing rows: 2 base + B Hp Wp in all."""
+    ph, pw = kh // 2, kw // 2
+    Hp, Wp = H + ph, W + pw
+    return Hp, Wp, ph * Wp + pw, Hp * Wp
+
+
+def tap_shifts(us, vs, Wp):
+    """s_uv = u Wp + v: the row shift of tap (u, v) on the grid."""
+    return (np.asarray(us) * Wp + np.asarray(vs)).astype(np.int64)
+
+
+def to_grid_numpy(x, kh, kw):
+    """(B, C, H, W) -> X (2 base + B Hp Wp, C): x channels-last on the grid, zero borders."""
+    B, C, H, W = x.shape
+    Hp, Wp, base, L1 = grid_geometry(H, W, kh, kw)
+    X = np.zeros((2 * base + B * L1, C), dtype=x.dtype)
+    X[base:base + B * L1].reshape(B, Hp, Wp, C)[:, :H, :W] = x.transpose(0, 2, 3, 1)
+    return X
+
+
+def from_grid_numpy(Y, B, H, W, kh, kw):
+    """Y (B Hp Wp, O) on the grid's output rows q -> (B, O, H, W): the rows that are pixels."""
+    Hp, Wp, _, L1 = grid_geometry(H, W, kh, kw)
+    return np.ascontiguousarray(Y[:B * L1].reshape(B, Hp, Wp, -1)[:, :H, :W].transpose(0, 3, 1, 2))
+
+
+def conv2d_forward_shift_numpy(x, w, bias, taps=None):
+    """y = conv(x, w) + bias as one product per tap:  Y[q] = sum_{u,v} X[q + s_uv] W_uv."""
+    B, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    Hp, Wp, base, L1 = grid_geometry(H, W, kh, kw)
+    L = B * L1
+    X = to_grid_numpy(x, kh, kw)                                   # (L + 2 base, C)
+    Y = np.zeros((L, O), dtype=x.dtype)
+    for u, v in zip(*live_taps(kh, kw, taps)):
+        s = u * Wp + v
+        Y += X[s:s + L] @ w[:, :, u, v].T                          # Y[q] += X[q + s_uv] W_uv
+    return from_grid_numpy(Y, B, H, W, kh, kw) + bias[:, None, None]   # (B, O, H, W)
+
+
+def conv2d_backward_shift_numpy(x, w, dy, need_dx=True, taps=None):
+    """(dx, dw, dbias) on the grid:  dW_uv = sum_q X[q + s_uv]^T D[base + q],
+    dX[q] = sum_{u,v} D[q + s_{kh-1-u, kw-1-v}] W_uv^T  (module docstring); need_dx=False: dx is None."""
+    B, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    Hp, Wp, base, L1 = grid_geometry(H, W, kh, kw)
+    L = B * L1
+    X = to_grid_numpy(x, kh, kw)                                   # (L + 2 base, C)
+    D = to_grid_numpy(dy, kh, kw)                                  # (L + 2 base, O)
+    dbias = dy.sum(axis=(0, 2, 3))                                 # (O,)
+    dw = np.zeros_like(w)
+    us, vs = live_taps(kh, kw, taps)
+    for u, v in zip(us, vs):
+        s = u * Wp + v
+        dw[:, :, u, v] = (X[s:s + L].T @ D[base:base + L]).T       # dW_uv = sum_q X[q + s_uv]^T D[base + q]
+    if not need_dx:
+        return None, dw, dbias
+    dX = np.zeros((L, C), dtype=x.dtype)
+    for u, v in zip(us, vs):
+        s = (kh - 1 - u) * Wp + (kw - 1 - v)
+        dX += D[s:s + L] @ w[:, :, u, v]                           # dX[q] += D[q + s_flipped] W_uv^T
+    return from_grid_numpy(dX, B, H, W, kh, kw), dw, dbias
+
+
+# ------------------------------------------------------- shift-and-GEMM (numba + BLAS)
+# BLAS's gemm, called from compiled code: SciPy exports the Fortran routines (every argument
+# passed by address) as cython_blas; numba can call a C function pointer passed in as an
+# argument (a pointer fixed at compile time would stop numba caching the compiled code).
+# The same BLAS library numba's own np.dot uses, so single_thread_numba_blas() holds it to one
+# thread while numba's threads run the blocks.
+_GEMM_TYPE = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))
+_gemm_functions = {}
+
+
+def blas_gemm(dtype):
+    """SciPy's sgemm or dgemm as a function numba can call, for float32 or float64 arrays."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"conv2d: the shift-and-GEMM kernels take float32 or float64, got {dtype}")
+    if dtype not in _gemm_functions:
+        from numba.extending import get_cython_function_address
+        name = "sgemm" if dtype == np.float32 else "dgemm"
+        _gemm_functions[dtype] = _GEMM_TYPE(get_cython_function_address("scipy.linalg.cython_blas", name))
+    return _gemm_functions[dtype]
+
+
+@numba.njit(cache=True, nogil=True)
+def _gemm(gemm, trans_a, M, N, K, A, a_start, lda, B, b_start, ldb, beta, C, c_start, ldc):
+    """C = op(A) op(B) + beta C on row-major blocks: C (M, N) starts at element c_start of the
+    array C with ldc elements between rows; op(A) (M, K) is A's block from a_start (lda apart),
+    transposed when trans_a (then stored (K, M)); B (K, N) from b_start, ldb apart.
+
+    Fortran BLAS is column-major, and a row-major block is its transpose: so ask for
+    C^T = op(B)^T op(A)^T, i.e. gemm with A and B swapped and N before M.
+    """
+    ints = np.empty(6, dtype=np.int32)          # Fortran integers, passed by address
+    ints[0] = N
+    ints[1] = M
+    ints[2] = K
+    ints[3] = ldb
+    ints[4] = lda
+    ints[5] = ldc
+    flags = np.empty(2, dtype=np.uint8)
+    flags[0] = 78                               # 'N': B as it is
+    flags[1] = 84 if trans_a else 78            # 'T' or 'N' for A
+    scalars = np.empty(2, dtype=A.dtype)        # alpha, beta
+    scalars[0] = 1.0
+    scalars[1] = beta
+    size = A.itemsize
+    i = ints.ctypes.data
+    gemm(flags.ctypes.data, flags.ctypes.data + 1, i, i + 4, i + 8, scalars.ctypes.data,
+         B.ctypes.data + b_start * size, i + 12, A.ctypes.data + a_start * size, i + 16,
+         scalars.ctypes.data + size, C.ctypes.data + c_start * size, i + 20)
+
+
+@numba.njit(cache=True, parallel=True)
+def _to_grid(x, kh, kw, X):
+    """Write x (B, C, H, W) into the grid X (2 base + B Hp Wp, C), its border rows zeros:
+    to_grid_numpy into a given array (every row written), one image per thread at a time."""
+    B, C, H, W = x.shape
+    ph, pw = kh // 2, kw // 2
+    Hp, Wp = H + ph, W + pw
+    base = ph * Wp + pw
+    X[:base] = 0                                            # top border of the first image
+    X[base + B * Hp * Wp:] = 0                              # after the last one
+    for b in numba.prange(B):
+        for i in range(Hp):
+            for j in range(Wp):
+                row = base + b * Hp * Wp + i * Wp + j
+                if i < H and j < W:
+                    for c in range(C):
+                        X[row, c] = x[b, c, i, j]
+                else:                                       # the borders after each row and image
+                    for c in range(C):
+                        X[row, c] = 0
+    return X
+
+
+@numba.njit(cache=True, parallel=True)
+def _from_grid(Y, B, H, W, kh, kw, bias):
+    """Y (B Hp Wp, O) -> y (B, O, H, W) + bias: from_grid_numpy, one image per thread at a time."""
+    O = Y.shape[1]
+    Hp, Wp = H + kh // 2, W + kw // 2
+    y = np.empty((B, O, H, W), dtype=Y.dtype)
+    for b in numba.prange(B):
+        for i in range(H):
+            for j in range(W):
+                q = b * Hp * Wp + i * Wp + j
+                for o in range(O):
+                    y[b, o, i, j] = Y[q, o] + bias[o]
+    return y
+
+
+@numba.njit(cache=True)
+def _gather_taps(X, shifts, r0, m, P):
+    """P[r, k C:(k+1) C] = X[r0 + r + s_k] for r < m: the block's taps side by side (im2col rows)."""
+    C = X.shape[1]
+    for r in range(m):
+        for k in range(shifts.size):
+            src = r0 + r + shifts[k]
+            for c in range(C):
+                P[r, k * C + c] = X[src, c]
+
+
+@numba.njit(cache=True, parallel=True)
+def _shift_products(gemm, X, Wt, shifts, Y, block, P):
+    """Y[q] = sum_k X[q + s_k] Wt[k] for every row q of Y (L, O); X (rows, C), Wt (n_taps, C, O).
+
+    Blocks of `block` rows, dealt round-robin to the lanes of P (n_lanes, block, n_taps C),
+    which run in parallel. Per block either one gemm per tap, accumulating (beta = 1 after
+    the first), or, when P has room for the gathered taps (stacking), one gemm with K = n_taps C.
+    """
+    C = X.shape[1]
+    n_taps, _, O = Wt.shape
+    L = Y.shape[0]
+    n_lanes = P.shape[0]
+    stack = P.shape[2] == n_taps * C
+    n_blocks = (L + block - 1) // block
+    for lane in numba.prange(n_lanes):
+        for bi in range(lane, n_blocks, n_lanes):
+            r0 = bi * block
+            m = min(block, L - r0)
+            if stack:
+                _gather_taps(X, shifts, r0, m, P[lane])         # P[r] = [X[r0+r+s_1], X[r0+r+s_2], ...]
+                _gemm(gemm, False, m, O, n_taps * C, P[lane], 0, n_taps * C, Wt, 0, O, 0.0, Y, r0 * O, O)
+            else:
+                for k in range(n_taps):                         # Y[q] += X[q + s_k] Wt[k]
+                    _gemm(gemm, False, m, O, C, X, (r0 + shifts[k]) * C, C, Wt, k * C * O, O,
+                          0.0 if k == 0 else 1.0, Y, r0 * O, O)
+    return Y
+
+
+@numba.njit(cache=True, parallel=True)
+def _shift_weight_grad(gemm, X, D, d_start, shifts, L, block, P):
+    """G[k] = sum_{q < L} X[q + s_k]^T D[d_start + q]: G (n_taps, C, O).
+
+    The blocks are dealt round-robin to the lanes of P (n_lanes, block, n_taps C or 0), one
+    partial sum each, added in a fixed order at the end: the result does not depend on the
+    number of threads. Per block one gemm per tap, or one of the gathered taps (stacking).
+    """
+    C = X.shape[1]
+    O = D.shape[1]
+    n_taps = shifts.size
+    n_lanes = P.shape[0]
+    stack = P.shape[2] == n_taps * C
+    n_blocks = (L + block - 1) // block
+    partial = np.zeros((n_lanes, n_taps * C, O), dtype=X.dtype)
+    for lane in numba.prange(n_lanes):
+        for bi in range(lane, n_blocks, n_lanes):
+            r0 = bi * block
+            m = min(block, L - r0)
+            if stack:
+                _gather_taps(X, shifts, r0, m, P[lane])         # P[r] = [X[r0+r+s_1], X[r0+r+s_2], ...]
+                _gemm(gemm, True, n_taps * C, O, m, P[lane], 0, n_taps * C, D, (d_start + r0) * O, O, 1.0,
+                      partial[lane], 0, O)                      # G += P^T D_block
+            else:
+                for k in range(n_taps):                         # G[k] += X_block[s_k]^T D_block
+                    _gemm(gemm, True, C, O, m, X, (r0 + shifts[k]) * C, C, D, (d_start + r0) * O, O, 1.0,
+                          partial[lane], k * C * O, O)
+    G = partial[0].copy()
+    for lane in range(1, n_lanes):
+        G += partial[lane]
+    return G.reshape(n_taps, C, O)
+
+
+# Block size. OpenBLAS (0.3.31 here, SkylakeX kernels) multiplies small matrices, M N K below
+# 10^6, without first packing them into its tile layout; for the thin products of a block
+# that is 1.3x to 2x faster here (the forward and dW of a 3x3, 64-channel layer on 28x28
+# images: 17.5 and 23.0 ms with blocks of 512 rows, 13.7 and 16.2 ms with 240 rows). So a
+# block has as many rows as keep its products under that size, a multiple of 16, 16 to 1024.
+SMALL_GEMM = 10 ** 6
+STACK_BELOW = 16      # gather the taps into one product when the input has fewer channels
+N_LANES = 4           # blocks are dealt to this many lanes (fixed: results do not depend on the threads)
+
+
+def block_rows(n, k):
+    """Rows per block for products (rows, k) x (k, n): under SMALL_GEMM multiply-adds each."""
+    return int(min(1024, max(16, (SMALL_GEMM - 1) // (n * k) // 16 * 16)))
+
+
+# Work arrays, reused from call to call: allocating (and first touching) several megabytes of
+# fresh memory per call cost more than the arithmetic (page faults: 19 -> 13 ms for the
+# backward pass of a 3x3, 32-channel layer on 64 images of 28x28). One buffer per role and
+# thread, grown when a call needs more; every call writes all of the part it uses.
+_workspace = threading.local()
+
+
+def _work_array(role, shape, dtype):
+    """An uninitialised array of this shape and dtype, the front of the role's reused buffer."""
+    buffers = getattr(_workspace, "buffers", None)
+    if buffers is None:
+        buffers = _workspace.buffers = {}
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape))
+    buffer = buffers.get(role)
+    if buffer is None or buffer.dtype != dtype or buffer.size < size:
+        buffer = buffers[role] = np.empty(max(size, 1), dtype=dtype)
+    return buffer[:size].reshape(shape)
+
+
+def _grid(role, a, kh, kw):
+    """a (B, C, H, W) on its grid (in the role's reused buffer)."""
+    B, C, H, W = a.shape
+    Hp, Wp, base, L1 = grid_geometry(H, W, kh, kw)
+    return _to_grid(a, kh, kw, _work_array(role, (2 * base + B * L1, C), a.dtype))
+
+
+def _products(X, Wt, shifts, L):
+    """Y (L, O), Y[q] = sum_k X[q + s_k] Wt[k] (a cached array, valid until the next call)."""
+    n_taps, C, O = Wt.shape
+    K = n_taps * C if C < STACK_BELOW else C                # gathered taps, or one tap per product
+    block = block_rows(O, K)
+    P = _work_array("taps", (N_LANES, block, K if C < STACK_BELOW else 0), X.dtype)
+    Y = _work_array("products", (L, O), X.dtype)
+    with single_thread_numba_blas():                   # numba's threads share the cores, BLAS one each
+        return _shift_products(blas_gemm(X.dtype), X, Wt, shifts, Y, block, P)
+
+
+def conv2d_forward_shift(x, w, bias, taps=None):
+    """y = conv(x, w) + bias: Y[q] = sum_{u,v} X[q + s_uv] W_uv in blocks of rows, BLAS per block."""
+    B, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    Hp, Wp, base, L1 = grid_geometry(H, W, kh, kw)
+    us, vs = live_taps(kh, kw, taps)
+    if us.size == 0 or x.dtype not in (np.float32, np.float64):            # nothing to multiply; or no BLAS for it
+        return conv2d_forward_shift_numpy(x, w, bias, taps)
+    Wt = np.ascontiguousarray(w[:, :, us, vs].transpose(2, 1, 0))          # (n_taps, C, O): W_uv
+    Y = _products(_grid("x", x, kh, kw), Wt, tap_shifts(us, vs, Wp), B * L1)   # (L, O)
+    return _from_grid(Y, B, H, W, kh, kw, bias)                           # (B, O, H, W)
+
+
+def conv2d_backward_shift(x, w, dy, need_dx=True, taps=None):
+    """(dx, dw, dbias): dW_uv = sum_q X[q + s_uv]^T D[base + q] (gathered taps, BLAS per block),
+    dx = the forward of D with the flipped kernel (module docstring); need_dx=False: dx is None."""
+    B, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    Hp, Wp, base, L1 = grid_geometry(H, W, kh, kw)
+    L = B * L1
+    us, vs = live_taps(kh, kw, taps)
+    if us.size == 0 or x.dtype not in (np.float32, np.float64):
+        return conv2d_backward_shift_numpy(x, w, dy, need_dx, taps)
+    X = _grid("x", x, kh, kw)                                              # (L + 2 base, C)
+    D = _grid("dy", dy, kh, kw)                                            # (L + 2 base, O)
+    dbias = dy.sum(axis=(0, 2, 3))                                         # (O,)
+    K = us.size * C if C < STACK_BELOW else C              # gathered taps, or one tap per product
+    block = block_rows(O, K)
+    P = _work_array("taps", (N_LANES, block, K if C < STACK_BELOW else 0), x.dtype)
+    with single_thread_numba_blas():
+        G = _shift_weight_grad(blas_gemm(x.dtype), X, D, base, tap_shifts(us, vs, Wp), L, block, P)
+    dw = np.zeros_like(w)
+    dw[:, :, us, vs] = G.transpose(2, 1, 0)                                # dw[:, :, u, v] = dW_uv^T
+    if not need_dx:
+        return None, dw, dbias
+    Wf = np.ascontiguousarray(w[:, :, us, vs].transpose(2, 0, 1))          # (n_taps, O, C): W_uv^T
+    dX = _products(D, Wf, tap_shifts(kh - 1 - us, kw - 1 - vs, Wp), L)      # dX[q] = sum D[q + s_flip] W_uv^T
+    return _from_grid(dX, B, H, W, kh, kw, np.zeros(C, dtype=x.dtype)), dw, dbias
+
+
 # ------------------------------------------------------------------ the choice
-# benchmarks/bench_pixelcnn.py times both on the sizes PixelCNN meets (8x8 digits and 28x28
-# images, batch 64, 1 to 64 channels, forward + backward): im2col + BLAS was faster at every
-# one of them, 1.7x to 2.9x for single convolutions and 1.7x to 2.3x for whole models
-# (figures in benchmarks/README.md), so the fused op ops.conv2d calls the im2col pair and the
-# numba loops are its twin. Set DEFAULT = "numba" to run the loops.
-IMPLEMENTATIONS = {"im2col": (conv2d_forward_numpy, conv2d_backward_numpy),
-                   "numba": (conv2d_forward_numba, conv2d_backward_numba)}
-DEFAULT = "im2col"
+# benchmarks/bench_pixelcnn.py times the four on the sizes PixelCNN meets (8x8 digits and 28x28
+# images, batch 64, 1 to 64 channels, forward + backward; figures in benchmarks/README.md).
+# Shift-and-GEMM is the fastest at every one of them: 1.6x to 13x faster than im2col per
+# convolution and 1.7x to 3.6x per whole model; it takes 1.1x to 1.7x PyTorch's time for a
+# plain convolution and 0.7x to 1.1x for the masked ones (it skips their zero taps). So
+# ops.conv2d calls it. Under TINYAR_KERNELS=numpy it calls the shift NumPy twin, faster than
+# im2col on three of the four whole models (and on every 3x3 layer), though 2x to 3x slower
+# on the unmasked 1-channel first layer, whose one-tap products are outer products.
+IMPLEMENTATIONS = {"shift": (conv2d_forward_shift, conv2d_backward_shift),
+                   "shift_numpy": (conv2d_forward_shift_numpy, conv2d_backward_shift_numpy),
+                   "im2col": (conv2d_forward_im2col, conv2d_backward_im2col),
+                   "loops": (conv2d_forward_loops, conv2d_backward_loops)}
+DEFAULT = "shift"           # what ops.conv2d calls
+NUMPY_DEFAULT = "shift_numpy"   # what it calls under TINYAR_KERNELS=numpy
 
 
 def implementation():
-    """(forward, backward) used by ops.conv2d: DEFAULT's pair, or im2col under TINYAR_KERNELS=numpy."""
-    return IMPLEMENTATIONS[DEFAULT if use_numba() else "im2col"]
+    """(forward, backward) used by ops.conv2d: DEFAULT's pair, or NUMPY_DEFAULT's under TINYAR_KERNELS=numpy."""
+    return IMPLEMENTATIONS[DEFAULT if use_numba() else NUMPY_DEFAULT]

@@ -55,8 +55,8 @@ class Transformer(AutoregressiveModel):
     max_len:    length of the positional table: the longest sequence scored or sampled
     n_layers, d_model, n_heads, d_mlp: L blocks of width d_model, n_heads heads
                 of d_model / n_heads dimensions, an MLP of d_mlp GELU units
-    fused:      use the fused attention and LayerNorm ops (ops.causal_attention,
-                ops.layer_norm); False builds them from primitives (slower, same numbers)
+    fused:      use the fused ops (ops.causal_attention, ops.layer_norm, ops.gelu,
+                ops.linear); False builds them from primitives (slower, same numbers)
     """
 
     data_kind = "tokens"
@@ -87,6 +87,7 @@ class Transformer(AutoregressiveModel):
         self.n_dims = int(max_len)                       # default length of samples
         self.max_len = int(max_len)
         self.start = self.vocab_size                     # id of the start token <s> in the input table
+        self.fused = bool(fused)
         self.token_embedding = Embedding(vocab_size + 1, d_model, rng=rng, dtype=dtype)
         self.position_embedding = Embedding(max_len, d_model, rng=rng, dtype=dtype)
         self.blocks = [Block(d_model, n_heads, d_mlp, fused=fused, rng=rng, dtype=dtype) for _ in range(n_layers)]
@@ -133,7 +134,8 @@ class Transformer(AutoregressiveModel):
         for l, block in enumerate(self.blocks):
             h = block(h, cache=None if caches is None else caches[l])                           # (B, n, C)
         h = self.ln_f(ops.reshape(h, (B * n, C)))                                               # (B n, C)
-        return ops.reshape(self.head(h), (B, n, self.vocab_size))                               # (B, n, V)
+        logits = ops.linear(h, self.head.weight, self.head.bias) if self.fused else self.head(h)          # (B n, V)
+        return ops.reshape(logits, (B, n, self.vocab_size))                                     # (B, n, V)
 
     def inputs(self, x):
         """The network's input: x shifted right behind the start token, (B, T)."""
