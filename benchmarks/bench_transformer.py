@@ -23,8 +23,9 @@ malloc returns freed memory at the top of its heap to the OS, and the next step 
 faults it back in page by page (~20,000 page faults, 30-45 ms per tinyar step; PyTorch
 pays too) -- unless some earlier free of a big block has raised glibc's thresholds,
 so the same code runs fast or slow depending on the process's history. The script
-therefore first asks glibc (mallopt) to keep freed blocks of up to 32 MB for reuse,
-the same setting for tinyar and PyTorch, which share this process; --default-malloc
+therefore first asks glibc (mallopt) to keep freed blocks of up to 32 MB for reuse, as
+train.fit does in every training run (tinyar.keep_freed_memory), the same setting for
+tinyar and PyTorch, which share this process; --default-malloc
 leaves glibc's defaults. The model table prints the page faults per step. --fresh SIDE
 times only that side's model step, first thing in a process with glibc's defaults: what a
 program that does nothing else gets (run it once per side and thread count).
@@ -33,7 +34,6 @@ Medians of repeated runs after a warm-up (numba compiles on the first call).
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import resource
@@ -45,7 +45,7 @@ from common import kernels                          # noqa: E402
 
 import numpy as np                                  # noqa: E402
 
-from tinyar import nn, ops                          # noqa: E402
+from tinyar import keep_freed_memory, nn, ops       # noqa: E402
 from tinyar.models import Transformer               # noqa: E402
 from tinyar.tensor import Tensor                    # noqa: E402
 
@@ -55,18 +55,6 @@ B, H, T, C, D_MLP, V, LAYERS = 32, 4, 128, 128, 512, 96, 2
 
 
 median_time = functools.partial(common.median_time, repeat=7, warmup=2)
-
-
-def keep_freed_memory():
-    """Ask glibc's malloc to keep freed blocks of up to 32 MB for reuse (no page faults the
-    next time); True if it agreed, False elsewhere (another C library: defaults kept)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3              # glibc's <malloc.h>
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)     # blocks up to 32 MB come from the heap
-                    and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))  # which is not trimmed below 1 GB free
-    except (OSError, AttributeError):
-        return False
 
 
 def timed_with_faults(step, repeat=7, warmup=2):

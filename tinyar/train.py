@@ -41,6 +41,7 @@ import numpy as np
 
 from tinyar import data as data_
 from tinyar import metrics
+from tinyar.memory import keep_freed_memory
 from tinyar.optim import clip_grad_norm_
 
 FORMAT = "tinyar-checkpoint"
@@ -197,6 +198,8 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
     stops training: the model is put back to its last good state, and "stopped" says why.
     Scores (validation, and the model after fit) are taken after model.before_eval()
     (MADE with several masks: mask 0).
+    fit asks glibc to keep freed memory for reuse (memory.keep_freed_memory): every step
+    allocates the same arrays again, and fresh pages cost page faults.
     """
     from tqdm.auto import tqdm
 
@@ -211,6 +214,7 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
         raise ValueError(f"fit: stream=True (truncated BPTT) needs a model that carries a state from one "
                          f"piece to the next (log_prob_chunk, as models.RNN); {type(model).__name__} has none")
     out = Path(out) if out is not None else None
+    keep_freed_memory()
     params = model.parameters()
     rng = np.random.default_rng(seed)
     history = dict(epochs=[], best_epoch=None, best_valid_nll=None, stopped=None, diverged=False)
