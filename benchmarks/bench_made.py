@@ -4,8 +4,9 @@
 
 1. One SGD step (forward, backward of the mean NLL, SGD momentum update) of MADE
    784-500-500-784 at batch 100 in float32, one mask, natural order, side by side in one process:
-   - auto:   tinyar's default: each masked layer picks the numba loops or the NumPy twin by
-             kernels.masked.prefer_numba (the measured rule);
+   - auto:   tinyar's default, here the staircase kernels on every layer (BLAS products on
+             blocks of rows that skip the masked-out corner, spread over the cores by numba;
+             kernels.masked, "the staircase in place");
    - numba:  every masked layer on the numba loops (they skip zero inputs and the masked-out
              suffix of every column);
    - NumPy:  every masked layer on the twin x @ (W*M).T (TINYAR_KERNELS=numpy);
@@ -15,8 +16,8 @@
 2. With --kernels: forward and dW of single masked layers, numba vs twin, over input densities:
    the measurements behind prefer_numba's constants.
 
-Timings are medians of --repeat runs after a warm-up. Threads: BLAS and PyTorch use --threads
-(default 2, the machine's cores); the numba loops are single-threaded.
+Timings are medians of --repeat runs after a warm-up. Threads: BLAS, numba and PyTorch use
+--threads (default 2, the machine's cores); the numba loops are single-threaded.
 """
 from __future__ import annotations
 
@@ -52,13 +53,14 @@ class kernels_as(common.kernels):
         self.mode = mode
 
     def __enter__(self):
-        self.saved_rule = K.prefer_numba
-        if self.mode == "numba":
+        self.saved = K.prefer_numba, K.staircase_in_place
+        if self.mode == "numba":                                    # the loops, not the staircase blocks
             K.prefer_numba = lambda batch, work: True
+            K.staircase_in_place = lambda perm, start: False
         return super().__enter__()
 
     def __exit__(self, *exc):
-        K.prefer_numba = self.saved_rule
+        K.prefer_numba, K.staircase_in_place = self.saved
         return super().__exit__(*exc)
 
 

@@ -115,6 +115,14 @@ def op_cases(seed=0):
         for what, M in [("MADE", made_mask), ("random", other_mask)] for kernel in ("numba", "numpy")
     ] + [("masked_matmul", "(2, 5) (4, 5) no bias, numba",
           lambda x, W: ops.masked_matmul(x, W, made_mask, kernel="numba"), (_t(rng, (2, 5)), _t(rng, (4, 5))))]
+    # the same units numbered by degree: a staircase in place, for the blocked BLAS kernels
+    in_place = (np.sort(degrees_out)[:, None] >= np.sort(degrees_in)[None, :]).astype(np.float64)
+    cases["masked_matmul"] += [
+        ("masked_matmul", "(3, 5) (4, 5) sorted MADE mask, staircase",
+         lambda x, W, b: ops.masked_matmul(x, W, in_place, b, kernel="staircase"),
+         (_t(rng, (3, 5)), _t(rng, (4, 5)), _t(rng, (4,)))),
+        ("masked_matmul", "(2, 5) (4, 5) sorted MADE mask, no bias, staircase",
+         lambda x, W: ops.masked_matmul(x, W, in_place, kernel="staircase"), (_t(rng, (2, 5)), _t(rng, (4, 5))))]
     # ==== fused: RNN ====
     ids = np.array([[0, 3, 3, 1, 4], [2, 2, 0, 4, 1]])                # (B=2, T=5), vocabulary 5, id 3 repeats
     cases["elman_rnn"] = [

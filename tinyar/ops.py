@@ -447,10 +447,8 @@ def nade(x, order, W, c, V, b):
 
 # ==== fused: masked matmul (kernels/masked.py) ====
 def _use_masked_numba(kernel, values, start, n_out):
-    """Run the numba kernel (True) or its NumPy twin (False), as `kernel` and the measured rule decide."""
+    """Run the numba loops (True) or the NumPy twin (False), as `kernel` and the measured rule decide."""
     from tinyar.kernels import masked as K, use_numba
-    if kernel not in ("auto", "numba", "numpy"):
-        raise ValueError(f"masked_matmul: kernel must be 'auto', 'numba' or 'numpy', got {kernel!r}")
     if kernel != "auto":
         return kernel == "numba"
     return use_numba() and K.prefer_numba(len(values), K.work_fraction(values, start, n_out))
@@ -464,11 +462,13 @@ def masked_matmul(x, W, M, b=None, structure=None, kernel="auto"):
         VJP: dx = dy (W*M),   dW = (dy^T x) * M,   db = sum_b dy
     (derivation in kernels/masked.py). M gets no gradient. `structure` is
     kernels.masked.mask_structure(M), which a layer computes once per mask; `kernel`
-    picks "numba", "numpy" or (by default, "auto") whichever kernels.masked.prefer_numba
-    measured to be faster for this input: the numba loops for very sparse inputs (they skip
-    zeros and masked-out weights), BLAS through the NumPy twin for dense ones.
+    picks "staircase", "numba", "numpy" or (by default, "auto") what was measured fastest:
+    "staircase" (BLAS on blocks of rows, skipping the masked-out corner; numba) whenever the
+    mask is a staircase in its own order (kernels.masked.staircase_in_place: MADE in natural
+    order); otherwise, by kernels.masked.prefer_numba, the "numba" loops for very sparse
+    inputs (they skip zeros and masked-out weights), BLAS through the "numpy" twin for dense ones.
     """
-    from tinyar.kernels import masked as K
+    from tinyar.kernels import masked as K, use_numba
     x, W = as_tensor(x), as_tensor(W)
     if x.ndim != 2 or W.ndim != 2 or x.shape[1] != W.shape[1]:
         raise ValueError(f"masked_matmul: need x (B, n_in) and W (n_out, n_in), got {x.shape} and {W.shape}")
@@ -485,6 +485,22 @@ def masked_matmul(x, W, M, b=None, structure=None, kernel="auto"):
         raise ValueError(f"masked_matmul: bias must have shape ({W.shape[0]},), got {b.shape}")
     perm, start = K.mask_structure(M) if structure is None else structure
     n_out = W.shape[0]
+    if kernel not in ("auto", "staircase", "numba", "numpy"):
+        raise ValueError(f"masked_matmul: kernel must be 'auto', 'staircase', 'numba' or 'numpy', got {kernel!r}")
+    in_place = K.staircase_in_place(perm, start) and dtype in (np.float32, np.float64)
+    if kernel == "staircase" and not in_place:
+        raise ValueError("masked_matmul: kernel='staircase' needs a float32/float64 mask whose rows are sorted by "
+                         "degree and whose columns' first rows never decrease (kernels.masked.staircase_in_place)")
+    if in_place and (kernel == "staircase" or (kernel == "auto" and use_numba())):
+        y, WM = K.masked_matmul_forward_staircase(xd, Wd, M, bd, start)          # (B, n_out), W * M for dx
+
+        def vjp_staircase(dy):
+            dy = np.ascontiguousarray(dy, dtype=dtype)
+            dx, dW = K.masked_matmul_backward_staircase(dy, xd, M, WM, start, x.requires_grad, W.requires_grad)
+            db = dy.sum(axis=0) if b is not None and b.requires_grad else None
+            return (dx, dW) if b is None else (dx, dW, db)
+        return Tensor._make(y, (x, W) if b is None else (x, W, b), vjp_staircase, "masked_matmul")
+
     # the forward and dW loops skip zeros of x; the dx loop runs over dense dy
     numba_x = _use_masked_numba(kernel, xd, start, n_out)
     numba_dy = _use_masked_numba(kernel, np.ones((len(xd), 1)), start, n_out)

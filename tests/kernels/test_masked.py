@@ -136,3 +136,65 @@ def test_numpy_switch(monkeypatch):
     x[0, 0] = 1.0
     ops.masked_matmul(Tensor(x), Tensor(np.ones((2, 4))), np.ones((2, 4)))
     assert calls == [1]
+
+
+# ------------------------------------------------------------- the staircase in place
+def sorted_made_mask(n_out, n_in, rng, strict=False, max_degree=6):
+    """A MADE mask whose units are numbered by degree: a staircase in its own order."""
+    m_in, m_out = np.sort(rng.integers(1, max_degree, n_in)), np.sort(rng.integers(1, max_degree, n_out))
+    return (m_out[:, None] > m_in[None, :]) if strict else (m_out[:, None] >= m_in[None, :])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 4), (7, 130, 90), (5, 70, 200)])
+@pytest.mark.parametrize("strict", [False, True])
+def test_staircase_kernels_agree_with_twins(dtype, shape, strict, monkeypatch):
+    """Several blocks of rows and of columns (STAIRCASE_BLOCK made small), rows that see no
+    column and columns seen by no row (strict masks), against the dense twins."""
+    monkeypatch.setattr(K, "STAIRCASE_BLOCK", 16)
+    B, n_in, n_out = shape
+    rng = np.random.default_rng(n_in * 1000 + n_out + strict)
+    M = sorted_made_mask(n_out, n_in, rng, strict=strict, max_degree=12).astype(dtype)
+    perm, start = K.mask_structure(M)
+    assert K.staircase_in_place(perm, start)
+    x = rng.standard_normal((B, n_in)).astype(dtype)
+    W = rng.standard_normal((n_out, n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    dy = rng.standard_normal((B, n_out)).astype(dtype)
+    y, WM = K.masked_matmul_forward_staircase(x, W, M, b, start)
+    dx, dW = K.masked_matmul_backward_staircase(dy, x, M, WM, start)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y, K.masked_matmul_forward_numpy(x, W, M, b, perm, start), **tol)
+    np.testing.assert_allclose(WM, W * M, **tol)
+    np.testing.assert_allclose(dx, K.masked_matmul_backward_input_numpy(dy, W, M, perm, start), **tol)
+    np.testing.assert_allclose(dW, K.masked_matmul_backward_weight_numpy(dy, x, M, perm, start), **tol)
+    assert np.all(dW[M == 0] == 0) and y.dtype == dx.dtype == dW.dtype == dtype
+    dx_only, none = K.masked_matmul_backward_staircase(dy, x, M, WM, start, need_dW=False)
+    assert none is None and np.array_equal(dx_only, dx)
+
+
+def test_staircase_in_place_needs_sorted_rows_and_columns():
+    rng = np.random.default_rng(0)
+    M = sorted_made_mask(30, 40, rng)
+    assert K.staircase_in_place(*K.mask_structure(M))
+    assert not K.staircase_in_place(*K.mask_structure(M[rng.permutation(30)]))        # rows out of order
+    assert not K.staircase_in_place(*K.mask_structure(M[:, rng.permutation(40)]))     # columns out of order
+    assert not K.staircase_in_place(*K.mask_structure(rng.random((30, 40)) < 0.5))    # no staircase at all
+
+
+def test_op_takes_the_staircase_for_sorted_masks_and_says_when_it_cannot(monkeypatch):
+    rng = np.random.default_rng(1)
+    M = sorted_made_mask(20, 30, rng).astype(np.float32)
+    calls = []
+    forward = K.masked_matmul_forward_staircase
+    monkeypatch.setattr(K, "masked_matmul_forward_staircase", lambda *a: calls.append(1) or forward(*a))
+    x = Tensor(rng.standard_normal((4, 30)).astype(np.float32))
+    W = Tensor(rng.standard_normal((20, 30)).astype(np.float32), requires_grad=True)
+    y = ops.masked_matmul(x, W, M)                                     # auto: the staircase
+    want = ops.masked_matmul(x, W, M, kernel="numpy")
+    assert calls == [1]
+    np.testing.assert_allclose(y.data, want.data, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="staircase"):
+        ops.masked_matmul(x, W, M[::-1].copy(), kernel="staircase")
+    with pytest.raises(ValueError, match="kernel must be"):
+        ops.masked_matmul(x, W, M, kernel="fast")

@@ -84,13 +84,13 @@ this file, made by benchmarks/bench_pixelcnn.py); TINYAR_KERNELS=numpy gives the
 """
 from __future__ import annotations
 
-import ctypes
 import threading
 
 import numba
 import numpy as np
 
 from tinyar.kernels import single_thread_numba_blas, use_numba
+from tinyar.kernels.blas import blas_gemm, gemm_block
 
 
 def check_shapes(x, w, bias=None, taps=None):
@@ -336,54 +336,7 @@ def conv2d_backward_shift_numpy(x, w, dy, need_dx=True, taps=None):
 
 
 # ------------------------------------------------------- shift-and-GEMM (numba + BLAS)
-# BLAS's gemm, called from compiled code: SciPy exports the Fortran routines (every argument
-# passed by address) as cython_blas; numba can call a C function pointer passed in as an
-# argument (a pointer fixed at compile time would stop numba caching the compiled code).
-# The same BLAS library numba's own np.dot uses, so single_thread_numba_blas() holds it to one
-# thread while numba's threads run the blocks.
-_GEMM_TYPE = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))
-_gemm_functions = {}
-
-
-def blas_gemm(dtype):
-    """SciPy's sgemm or dgemm as a function numba can call, for float32 or float64 arrays."""
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"conv2d: the shift-and-GEMM kernels take float32 or float64, got {dtype}")
-    if dtype not in _gemm_functions:
-        from numba.extending import get_cython_function_address
-        name = "sgemm" if dtype == np.float32 else "dgemm"
-        _gemm_functions[dtype] = _GEMM_TYPE(get_cython_function_address("scipy.linalg.cython_blas", name))
-    return _gemm_functions[dtype]
-
-
-@numba.njit(cache=True, nogil=True)
-def _gemm(gemm, trans_a, M, N, K, A, a_start, lda, B, b_start, ldb, beta, C, c_start, ldc):
-    """C = op(A) op(B) + beta C on row-major blocks: C (M, N) starts at element c_start of the
-    array C with ldc elements between rows; op(A) (M, K) is A's block from a_start (lda apart),
-    transposed when trans_a (then stored (K, M)); B (K, N) from b_start, ldb apart.
-
-    Fortran BLAS is column-major, and a row-major block is its transpose: so ask for
-    C^T = op(B)^T op(A)^T, i.e. gemm with A and B swapped and N before M.
-    """
-    ints = np.empty(6, dtype=np.int32)          # Fortran integers, passed by address
-    ints[0] = N
-    ints[1] = M
-    ints[2] = K
-    ints[3] = ldb
-    ints[4] = lda
-    ints[5] = ldc
-    flags = np.empty(2, dtype=np.uint8)
-    flags[0] = 78                               # 'N': B as it is
-    flags[1] = 84 if trans_a else 78            # 'T' or 'N' for A
-    scalars = np.empty(2, dtype=A.dtype)        # alpha, beta
-    scalars[0] = 1.0
-    scalars[1] = beta
-    size = A.itemsize
-    i = ints.ctypes.data
-    gemm(flags.ctypes.data, flags.ctypes.data + 1, i, i + 4, i + 8, scalars.ctypes.data,
-         B.ctypes.data + b_start * size, i + 12, A.ctypes.data + a_start * size, i + 16,
-         scalars.ctypes.data + size, C.ctypes.data + c_start * size, i + 20)
+# BLAS's gemm on blocks, called from compiled code: kernels/blas.py.
 
 
 @numba.njit(cache=True, parallel=True)
@@ -455,10 +408,10 @@ def _shift_products(gemm, X, Wt, shifts, Y, block, P):
             m = min(block, L - r0)
             if stack:
                 _gather_taps(X, shifts, r0, m, P[lane])         # P[r] = [X[r0+r+s_1], X[r0+r+s_2], ...]
-                _gemm(gemm, False, m, O, n_taps * C, P[lane], 0, n_taps * C, Wt, 0, O, 0.0, Y, r0 * O, O)
+                gemm_block(gemm, False, False, m, O, n_taps * C, P[lane], 0, n_taps * C, Wt, 0, O, 0.0, Y, r0 * O, O)
             else:
                 for k in range(n_taps):                         # Y[q] += X[q + s_k] Wt[k]
-                    _gemm(gemm, False, m, O, C, X, (r0 + shifts[k]) * C, C, Wt, k * C * O, O,
+                    gemm_block(gemm, False, False, m, O, C, X, (r0 + shifts[k]) * C, C, Wt, k * C * O, O,
                           0.0 if k == 0 else 1.0, Y, r0 * O, O)
     return Y
 
@@ -484,11 +437,11 @@ def _shift_weight_grad(gemm, X, D, d_start, shifts, L, block, P):
             m = min(block, L - r0)
             if stack:
                 _gather_taps(X, shifts, r0, m, P[lane])         # P[r] = [X[r0+r+s_1], X[r0+r+s_2], ...]
-                _gemm(gemm, True, n_taps * C, O, m, P[lane], 0, n_taps * C, D, (d_start + r0) * O, O, 1.0,
+                gemm_block(gemm, True, False, n_taps * C, O, m, P[lane], 0, n_taps * C, D, (d_start + r0) * O, O, 1.0,
                       partial[lane], 0, O)                      # G += P^T D_block
             else:
                 for k in range(n_taps):                         # G[k] += X_block[s_k]^T D_block
-                    _gemm(gemm, True, C, O, m, X, (r0 + shifts[k]) * C, C, D, (d_start + r0) * O, O, 1.0,
+                    gemm_block(gemm, True, False, C, O, m, X, (r0 + shifts[k]) * C, C, D, (d_start + r0) * O, O, 1.0,
                           partial[lane], k * C * O, O)
     G = partial[0].copy()
     for lane in range(1, n_lanes):

@@ -39,11 +39,14 @@ of each row j is contiguous and vectorises:
 They also skip zeros of x (the binary input layer, and the ~half of ReLU units
 that are off), which a dense product cannot.
 
-Which is faster, and so the default of ops.masked_matmul, was measured (see the
-notes above `prefer_numba`): BLAS through the NumPy twin for every layer of the MADEs
-of the issue, binary or 17-level; the loops only when they skip ~99% of the work.
-Skipping the masked-out half is not enough to beat a dense BLAS product that runs ~10x
-faster per multiply-add than these plain loops.
+Which is faster, and so the default of ops.masked_matmul, was measured (benchmarks/
+bench_made.py; notes above STAIRCASE_BLOCK and `prefer_numba`): these loops lose to a dense
+BLAS product, which runs ~10x faster per multiply-add, unless they skip ~99% of the work.
+What does pay is skipping the masked-out half with BLAS itself: when the staircase needs no
+reordering (rows and columns already sorted, as in MADE in natural order with its hidden
+units numbered by degree) the "staircase" kernels below multiply blocks of rows by only
+the columns they see, one BLAS product per block, on all cores. Otherwise (random
+orderings, several masks) the NumPy twin's dense product is the default.
 The NumPy twins ignore `perm` and `start` (they need no structure) and read like
 the equations above; tests assert that kernel and twin agree.
 """
@@ -51,6 +54,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+
+from tinyar.kernels import single_thread_numba_blas
+from tinyar.kernels.blas import blas_gemm, gemm_block
 
 TILE = 32          # side of the square tiles in which the kernels transpose
 
@@ -206,6 +212,98 @@ def masked_matmul_backward_weight_numpy(dy, x, M, perm, start):
     """Twin: dW = (dy^T x) * M."""
     dW = dy.T @ x                                  # (n_out, n_in)
     return np.multiply(dW, M, out=dW)
+
+
+# ------------------------------------- the staircase in place: BLAS on blocks of rows (numba)
+# When the rows are already sorted by degree (perm is the identity) and the columns too (start
+# never decreases), the staircase needs no reordering: a block of rows r0..r1-1 sees only the
+# columns j < c = #{j : start_j < r1}, and the columns j < a = #{j : start_j <= r0} are seen by
+# every row of the block. MADE in natural order has this shape when its hidden units are
+# numbered by degree (made_degrees sorts them; the order of hidden units is arbitrary):
+#
+#          columns ->   0 ........ a ..... c ........ n_in
+#     rows r0..r1-1   [ all connected | band | nothing ]
+#
+# The forward and dW products then run on each block's c columns only (about half the
+# multiply-adds of the dense product), dx on each block of columns' connected rows, all as
+# BLAS products on row-major blocks (kernels/blas.py) spread over the cores by prange, with
+# W * M formed once, block by block, in parallel, and kept for dx. Each block of W * M is
+# written whole (zeros included), so dx's products can read any rectangle of it.
+STAIRCASE_BLOCK = 64       # rows (columns for dx) per block; 64-128 measured fastest, 16-32 ~10% slower
+
+
+def staircase_in_place(perm, start):
+    """Whether mask_structure's (perm, start) describe a staircase in the mask's own order."""
+    return bool(np.array_equal(perm, np.arange(len(perm))) and np.all(start[1:] >= start[:-1]))
+
+
+@numba.njit(cache=True, parallel=True)
+def _staircase_forward(gemm, x, W, M, b, start, block):
+    B, n_in = x.shape
+    n_out = W.shape[0]
+    WM = np.empty((n_out, n_in), W.dtype)
+    y = np.empty((B, n_out), x.dtype)
+    for t in numba.prange((n_out + block - 1) // block):
+        r0 = t * block
+        r1 = min(r0 + block, n_out)
+        c = np.searchsorted(start, r1)                   # columns seen by some row of the block
+        for r in range(r0, r1):
+            for j in range(n_in):
+                WM[r, j] = W[r, j] * M[r, j]
+        if c > 0:                                        # y[:, r0:r1] = x[:, :c] WM[r0:r1, :c]^T
+            gemm_block(gemm, False, True, B, r1 - r0, c, x, 0, n_in, WM, r0 * n_in, n_in, 0.0, y, r0, n_out)
+        else:
+            y[:, r0:r1] = 0
+        for i in range(B):
+            for r in range(r0, r1):
+                y[i, r] += b[r]
+    return y, WM
+
+
+@numba.njit(cache=True, parallel=True)
+def _staircase_backward(gemm, dy, x, M, WM, start, block, need_dx, need_dW, dx, dW):
+    B, n_out = dy.shape
+    n_in = x.shape[1]
+    if need_dW:
+        for t in numba.prange((n_out + block - 1) // block):
+            r0 = t * block
+            r1 = min(r0 + block, n_out)
+            c = np.searchsorted(start, r1)
+            a = np.searchsorted(start, r0, side="right")   # columns seen by every row of the block
+            if c > 0:                                    # dW[r0:r1, :c] = dy[:, r0:r1]^T x[:, :c]
+                gemm_block(gemm, True, False, r1 - r0, c, B, dy, r0, n_out, x, 0, n_in, 0.0, dW, r0 * n_in, n_in)
+            for r in range(r0, r1):
+                for j in range(a, c):                    # the band: * M
+                    dW[r, j] *= M[r, j]
+                for j in range(c, n_in):                 # beyond it M = 0
+                    dW[r, j] = 0
+    if need_dx:
+        for t in numba.prange((n_in + block - 1) // block):
+            c0 = t * block
+            c1 = min(c0 + block, n_in)
+            s0 = start[c0]                               # the rows that see any of these columns
+            if s0 < n_out:                               # dx[:, c0:c1] = dy[:, s0:] WM[s0:, c0:c1]
+                gemm_block(gemm, False, False, B, c1 - c0, n_out - s0, dy, s0, n_out, WM, s0 * n_in + c0, n_in,
+                           0.0, dx, c0, n_in)
+            else:
+                dx[:, c0:c1] = 0
+
+
+def masked_matmul_forward_staircase(x, W, M, b, start):
+    """(y, W*M): y = x (W*M)^T + b for a staircase in place (staircase_in_place); W*M for dx."""
+    with single_thread_numba_blas():                     # numba's threads share the cores, BLAS one each
+        return _staircase_forward(blas_gemm(x.dtype), x, W, M, b, start, STAIRCASE_BLOCK)
+
+
+def masked_matmul_backward_staircase(dy, x, M, WM, start, need_dx=True, need_dW=True):
+    """(dx, dW) of masked_matmul_forward_staircase: dx = dy (W*M), dW = (dy^T x) * M (None if not needed)."""
+    # the results are allocated here, not in compiled code: NumPy's own arrays (base None), which
+    # the autograd can hand to a leaf's .grad without a defensive copy
+    dx = np.empty(x.shape, x.dtype) if need_dx else np.empty((0, 0), x.dtype)
+    dW = np.empty(M.shape, x.dtype) if need_dW else np.empty((0, 0), x.dtype)
+    with single_thread_numba_blas():
+        _staircase_backward(blas_gemm(dy.dtype), dy, x, M, WM, start, STAIRCASE_BLOCK, need_dx, need_dW, dx, dW)
+    return (dx if need_dx else None), (dW if need_dW else None)
 
 
 # -------------------------------------------------------- which one to use
