@@ -16,7 +16,9 @@
 2. With --kernels: forward and dW of single masked layers, numba vs twin, over input densities:
    the measurements behind prefer_numba's constants.
 
-Timings are medians of --repeat runs after a warm-up. Threads: BLAS, numba and PyTorch use
+Like train.fit, the script first asks glibc to keep freed memory for reuse
+(tinyar.keep_freed_memory; PyTorch, in the same process, gets the same). Timings are
+medians of --repeat runs after a warm-up. Threads: BLAS, numba and PyTorch use
 --threads (default 2, the machine's cores); the numba loops are single-threaded.
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ _threads = common.set_threads("2", numba=True)      # before NumPy and torch sta
 
 import numpy as np                                  # noqa: E402
 
+from tinyar import keep_freed_memory                 # noqa: E402
 from tinyar.kernels import masked as K              # noqa: E402
 from tinyar.models import MADE                      # noqa: E402
 from tinyar.optim import SGD                        # noqa: E402
@@ -156,6 +159,7 @@ def bench_kernels(repeat):
 
 
 def main():
+    keep_freed_memory()              # as train.fit does: freed arrays reused, no page faults (tinyar/memory.py)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", default="2", help="BLAS and PyTorch threads (set before they start)")
     p.add_argument("--repeat", type=int, default=15)

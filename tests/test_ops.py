@@ -383,3 +383,26 @@ def test_fused_ops_refuse_integer_inputs_and_attention_needs_sequences():
     v = Tensor(np.ones(4))
     with pytest.raises(ValueError, match=r"causal_attention: expected q \(\.\.\., Tq, d\)"):
         ops.causal_attention(v, v, v)
+
+
+def test_bernoulli_log_prob_is_the_composite_bit_for_bit_and_stable():
+    """The fused op gives exactly x z - softplus(z) and its gradient, and stays finite at |z| = 1000."""
+    from tinyar.tensor import Tensor
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        z = rng.normal(size=(4, 7)).astype(dtype) * 5
+        x = (rng.random((4, 7)) < 0.5).astype(dtype)
+        dy = rng.normal(size=(4, 7)).astype(dtype)
+        a, b = Tensor(z, requires_grad=True), Tensor(z, requires_grad=True)
+        fused = ops.bernoulli_log_prob(a, x)
+        composite = Tensor(x) * b - ops.softplus(b)
+        fused.backward(dy)
+        composite.backward(dy)
+        assert np.array_equal(fused.data, composite.data) and np.array_equal(a.grad, b.grad)
+    z = Tensor(np.array([-1000.0, 1000.0, -1000.0, 1000.0]), requires_grad=True)
+    y = ops.bernoulli_log_prob(z, np.array([0.0, 1.0, 1.0, 0.0]))
+    np.testing.assert_allclose(y.data, [0.0, 0.0, -1000.0, -1000.0])    # log sigma(+-1000) exactly
+    y.backward(np.ones(4))
+    np.testing.assert_allclose(z.grad, [0.0, 0.0, 1.0, -1.0])           # x - sigma(z)
+    with pytest.raises(ValueError, match="shape"):
+        ops.bernoulli_log_prob(z, np.zeros(3))

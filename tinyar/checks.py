@@ -62,6 +62,9 @@ def op_cases(seed=0):
         "sigmoid": _unary_cases("sigmoid", ops.sigmoid, rng),
         "relu": _unary_cases("relu", ops.relu, rng, away_from_zero=True),
         "softplus": _unary_cases("softplus", ops.softplus, rng),
+        "bernoulli_log_prob": [("bernoulli_log_prob", str(s), lambda z, x=x: ops.bernoulli_log_prob(z, x), (_t(rng, s),))
+                               for s, x in [((3,), np.array([0.0, 1.0, 1.0])),
+                                            ((2, 3), np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]))]],
         "matmul": [("matmul", f"{sa} {sb}", ops.matmul, (_t(rng, sa), _t(rng, sb)))
                    for sa, sb in [((3,), (3,)), ((3,), (3, 2)), ((2, 3), (3,)), ((2, 3), (3, 4)),
                                   ((2, 2, 3), (3, 4)), ((2, 2, 3), (2, 3, 4)), ((1, 2, 3), (2, 3, 2)),

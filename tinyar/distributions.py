@@ -83,8 +83,7 @@ class Bernoulli:
 
     def log_prob(self, x):
         x = check_binary(x)
-        z = self.logits
-        return Tensor(x.astype(z.dtype)) * z - ops.softplus(z)        # x z - softplus(z)
+        return ops.bernoulli_log_prob(self.logits, x)                  # x z - softplus(z), one node
 
     def probs(self):
         return ops.stable_sigmoid(self.logits.data)

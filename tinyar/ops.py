@@ -180,6 +180,26 @@ def softplus(x):
 
 
 @register
+def bernoulli_log_prob(z, x):
+    """log p(x | z) = x z - softplus(z): the log-probability of binary data x under logits z,
+    elementwise (minus the binary cross-entropy with logits), stable for any z.
+
+        VJP: dz = dy x - dy sigmoid(z)      (x is data: no gradient)
+
+    One node instead of the composite's four (x * z, softplus, the difference and its
+    gradients): the loss of every binary model; e^-|z| is shared by both terms and the VJP.
+    """
+    z, x = as_tensor(z), np.asarray(x.data if isinstance(x, Tensor) else x)
+    _require_float("bernoulli_log_prob", z)
+    if x.shape != z.shape:
+        raise ValueError(f"bernoulli_log_prob: x has shape {x.shape}, the logits {z.shape}")
+    x = x.astype(z.dtype, copy=False)
+    e = np.exp(-np.abs(z.data))               # e^-|z|, for softplus and, in the VJP, sigmoid
+    y = x * z.data - stable_softplus(z.data, e)
+    return Tensor._make(y, (z,), lambda dy: (dy * x - dy * stable_sigmoid(z.data, e),), "bernoulli_log_prob")
+
+
+@register
 def maximum(a, b):
     """y = max(a, b) elementwise.   VJP: da = dy * [a > b] + dy/2 * [a = b],  db likewise
 
