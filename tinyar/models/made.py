@@ -213,7 +213,7 @@ class MADE(AutoregressiveModel):
     # ------------------------------------------------------------ the network
     def _features(self, x):
         """The network's input: x itself (binary), or one-hot (B, D K) for K levels."""
-        return x.astype(self.dtype)
+        return np.asarray(x, dtype=self.dtype)
 
     def forward(self, x):
         """The logits of every conditional under the current mask: (B, D), or (B, D, K)."""
@@ -235,7 +235,7 @@ class MADE(AutoregressiveModel):
         return self._log_conditionals(self.forward(x), x)
 
     def _log_conditionals(self, logits, x):
-        return Bernoulli(logits).log_prob(x)                       # x z - softplus(z)
+        return ops.bernoulli_log_prob(logits, x)                   # x z - softplus(z); x checked by check_input
 
     def log_prob(self, x):
         """Tensor (B,): log p(x) = sum_d log p(x_d | x_<d) in nats, under the current mask."""
