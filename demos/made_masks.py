@@ -17,8 +17,8 @@ autoregressive by construction.
                      4, 8 masks, log (1/N) sum_k p_k(x): the ensemble beats every single
                      mask, by 0.4-0.9 nats at N = 8 (printed)
 
-Expect each single mask at 20.0-20.5 nats and the ensembles of 1, 2, 4, 8 masks at 20.51,
-20.01, 19.75, 19.60. --quick: 1 epoch on 200 images (~44 nats; same layout).
+Expect each single mask at 19.9-20.7 nats and the ensembles of 1, 2, 4, 8 masks at 20.68,
+20.03, 19.88, 19.69. --quick: 1 epoch on 200 images (~44 nats; same layout).
 
     python demos/made_masks.py [--quick] [--out DIR]
 """
