@@ -59,7 +59,7 @@ class kernels_as(common.kernels):
         self.saved = K.prefer_numba, K.staircase_in_place
         if self.mode == "numba":                                    # the loops, not the staircase blocks
             K.prefer_numba = lambda batch, work: True
-            K.staircase_in_place = lambda perm, start: False
+            K.staircase_in_place = lambda M, perm, start: False
         return super().__enter__()
 
     def __exit__(self, *exc):

@@ -406,3 +406,21 @@ def test_bernoulli_log_prob_is_the_composite_bit_for_bit_and_stable():
     np.testing.assert_allclose(z.grad, [0.0, 0.0, 1.0, -1.0])           # x - sigma(z)
     with pytest.raises(ValueError, match="shape"):
         ops.bernoulli_log_prob(z, np.zeros(3))
+
+
+def test_review_fixes_give_clear_errors_and_right_dtypes():
+    """embedding takes a plain table; conv2d refuses zero channels and non-0/1 taps; linear
+    refuses integers and widens y for a wider bias instead of rounding the bias down."""
+    from tinyar.tensor import Tensor
+    y = ops.embedding(np.arange(15.0).reshape(5, 3), np.array([1, 4]))
+    np.testing.assert_array_equal(y.data, [[3, 4, 5], [12, 13, 14]])
+    x = Tensor(np.zeros((1, 3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="at least one"):
+        ops.conv2d(x, Tensor(np.zeros((0, 3, 3, 3), np.float32)))
+    with pytest.raises(ValueError, match="taps"):
+        ops.conv2d(x, Tensor(np.zeros((2, 3, 3, 3), np.float32)), taps=np.full((3, 3), 0.5))
+    with pytest.raises(TypeError, match="float"):
+        ops.linear(Tensor(np.ones((2, 3), np.int64)), Tensor(np.ones((4, 3))))
+    y = ops.linear(Tensor(np.ones((2, 3), np.float32)), Tensor(np.ones((4, 3), np.float32)),
+                   Tensor(np.full(4, 1e-9)))
+    assert y.dtype == np.float64 and np.all(y.data == 3 + 1e-9)

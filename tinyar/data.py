@@ -572,6 +572,8 @@ def stream_batches(x, batch_size):
     n = len(x)
     if batch_size < 1:
         raise ValueError(f"stream_batches: batch_size must be >= 1, got {batch_size}")
+    if n == 0:
+        raise ValueError("stream_batches: no rows to read")
     batch_size = min(batch_size, n)
     m = n // batch_size
     rows = np.arange(batch_size * m).reshape(batch_size, m)          # rows[b, k]: row k of stream b

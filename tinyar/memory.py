@@ -28,7 +28,8 @@ _kept = None
 def keep_freed_memory():
     """Ask glibc's malloc to keep freed blocks (up to 32 MB each) for reuse; True if it agreed.
 
-    Process-wide and idempotent; False (and nothing changed) with another C library.
+    Process-wide and idempotent; False with another C library (then nothing changed; if only
+    the first of the two settings took, the mmap threshold is raised and the trimming left).
     """
     global _kept
     if _kept is None:

@@ -507,7 +507,7 @@ def masked_matmul(x, W, M, b=None, structure=None, kernel="auto"):
     n_out = W.shape[0]
     if kernel not in ("auto", "staircase", "numba", "numpy"):
         raise ValueError(f"masked_matmul: kernel must be 'auto', 'staircase', 'numba' or 'numpy', got {kernel!r}")
-    in_place = K.staircase_in_place(perm, start) and dtype in (np.float32, np.float64)
+    in_place = K.staircase_in_place(M, perm, start) and dtype in (np.float32, np.float64)
     if kernel == "staircase" and not in_place:
         raise ValueError("masked_matmul: kernel='staircase' needs a float32/float64 mask whose rows are sorted by "
                          "degree and whose columns' first rows never decrease (kernels.masked.staircase_in_place)")
@@ -640,8 +640,8 @@ def conv2d(x, w, b=None, taps=None):
     from tinyar.kernels import conv as kernels
     x, w = as_tensor(x), as_tensor(w)
     b = None if b is None else as_tensor(b)
-    taps = None if taps is None else np.asarray(taps, dtype=bool)
     kernels.check_shapes(x.data, w.data, None if b is None else b.data, taps)
+    taps = None if taps is None else np.asarray(taps, dtype=bool)
     if x.dtype != w.dtype or (b is not None and b.dtype != w.dtype):
         raise TypeError(f"conv2d: input, weight and bias must share a float dtype, got {x.dtype}, {w.dtype}"
                         + ("" if b is None else f", {b.dtype}"))
@@ -800,7 +800,7 @@ def embedding(weight, ids):
     instead of getitem's slower np.add.at. The ids get no gradient.
     """
     from tinyar.kernels.attention import implementation
-    ids = np.asarray(ids.data if isinstance(ids, Tensor) else ids)
+    weight, ids = as_tensor(weight), np.asarray(ids.data if isinstance(ids, Tensor) else ids)
     _require_float("embedding", weight)
     if weight.ndim != 2:
         raise ValueError(f"embedding: expected a table W of shape (n, C), got {weight.shape}")
@@ -833,9 +833,13 @@ def linear(x, weight, bias=None):
         raise ValueError(f"linear: expected x (N, in) and W (out, in), got x {x.shape} and W {weight.shape}")
     if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"linear: W {weight.shape} needs a bias of shape ({weight.shape[0]},), got {bias.shape}")
+    _require_float("linear", x, weight, *([] if bias is None else [bias]))
     y = x.data @ weight.data.T                                # (N, out)
     if bias is not None:
-        y += bias.data                                        # in place: y is this op's own array
+        if np.result_type(y, bias.data) == y.dtype:
+            y += bias.data                                    # in place: y is this op's own array
+        else:
+            y = y + bias.data                                 # a wider bias widens y, as NumPy would
 
     def vjp(dy):
         dx = dy @ weight.data if x.requires_grad else None    # (N, in)

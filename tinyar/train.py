@@ -45,7 +45,7 @@ from tinyar.memory import keep_freed_memory
 from tinyar.optim import clip_grad_norm_
 
 FORMAT = "tinyar-checkpoint"
-VERSION = 1
+VERSION = 2                # 2: MADE numbers its hidden units by degree (MADE.upgrade_config rebuilds 1)
 
 
 # ----------------------------------------------------------------- checkpoints
@@ -125,6 +125,8 @@ def read_checkpoint(path):
     if record.get("version", 0) > VERSION:
         raise CheckpointError(f"{path}: checkpoint version {record['version']} is newer than this tinyar "
                               f"reads ({VERSION}); upgrade tinyar")
+    if record.get("version", 0) < VERSION and isinstance(record.get("config"), dict):
+        record["config"] = model_class(record.get("model")).upgrade_config(record["config"], record.get("version", 0))
     return record, params, optim
 
 

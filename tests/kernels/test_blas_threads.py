@@ -31,6 +31,8 @@ def test_numpy_blas_is_not_touched():
     import numpy  # noqa: F401
     from threadpoolctl import threadpool_info
     numpy_libs = [lib for lib in threadpool_info() if "numpy" in (lib.get("filepath") or "")]
+    if not numpy_libs:
+        pytest.skip("NumPy's BLAS is not found by threadpoolctl here")
     before = [lib["num_threads"] for lib in numpy_libs]
     with kernels.single_thread_numba_blas():
         inside = [lib["num_threads"] for lib in threadpool_info() if "numpy" in (lib.get("filepath") or "")]
@@ -49,3 +51,26 @@ def test_rnn_kernels_restore_the_thread_count_and_agree_with_the_twins():
     for got, want in zip(K.elman_backward(W, h0, h, dh), K.elman_backward_numpy(W, h0, h, dh)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     assert scipy_blas_threads() == before
+
+
+def test_overlapping_blocks_restore_the_count():
+    """Blocks that overlap without nesting (as in two Python threads: A opens, B opens, A closes,
+    B closes): one thread inside until the last one closes, then the count before the first.
+    (A save and restore per block would end at 1: B saved A's 1.)"""
+    libs = kernels._scipy_blas_controllers()
+    if not libs:
+        pytest.skip("SciPy shares NumPy's BLAS here")
+    for lib in libs:
+        lib.set_num_threads(2)
+    a, b = kernels.single_thread_numba_blas(), kernels.single_thread_numba_blas()
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)
+    assert scipy_blas_threads() == [1] * len(libs)           # B is still inside
+    b.__exit__(None, None, None)
+    assert scipy_blas_threads() == [2] * len(libs)
+    with kernels.single_thread_numba_blas():                   # nested
+        with kernels.single_thread_numba_blas():
+            pass
+        assert scipy_blas_threads() == [1] * len(libs)
+    assert scipy_blas_threads() == [2] * len(libs)

@@ -140,11 +140,13 @@ def test_shift_reuses_work_arrays_safely():
 
 def test_shift_independent_of_thread_count():
     """Blocks are dealt to a fixed number of lanes: 1 or 2 numba threads give the same bits."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here: nothing to compare")
     x, w, bias, dy = _arrays((8, 20, 8, 8, 6, 3, 3), np.float32, seed=10)
     before = numba.get_num_threads()
     results = []
     try:
-        for n in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+        for n in (1, 2):
             numba.set_num_threads(n)
             results.append([conv.conv2d_forward_shift(x, w, bias)] + list(conv.conv2d_backward_shift(x, w, dy)))
     finally:

@@ -156,7 +156,7 @@ def test_staircase_kernels_agree_with_twins(dtype, shape, strict, monkeypatch):
     rng = np.random.default_rng(n_in * 1000 + n_out + strict)
     M = sorted_made_mask(n_out, n_in, rng, strict=strict, max_degree=12).astype(dtype)
     perm, start = K.mask_structure(M)
-    assert K.staircase_in_place(perm, start)
+    assert K.staircase_in_place(M, perm, start)
     x = rng.standard_normal((B, n_in)).astype(dtype)
     W = rng.standard_normal((n_out, n_in)).astype(dtype)
     b = rng.standard_normal(n_out).astype(dtype)
@@ -176,10 +176,14 @@ def test_staircase_kernels_agree_with_twins(dtype, shape, strict, monkeypatch):
 def test_staircase_in_place_needs_sorted_rows_and_columns():
     rng = np.random.default_rng(0)
     M = sorted_made_mask(30, 40, rng)
-    assert K.staircase_in_place(*K.mask_structure(M))
-    assert not K.staircase_in_place(*K.mask_structure(M[rng.permutation(30)]))        # rows out of order
-    assert not K.staircase_in_place(*K.mask_structure(M[:, rng.permutation(40)]))     # columns out of order
-    assert not K.staircase_in_place(*K.mask_structure(rng.random((30, 40)) < 0.5))    # no staircase at all
+    def in_place(M):
+        return K.staircase_in_place(M, *K.mask_structure(M))
+    assert in_place(M) and in_place(np.ones((3, 4)))
+    assert not in_place(M[rng.permutation(30)])                         # rows out of order
+    assert not in_place(M[:, rng.permutation(40)])                      # columns out of order
+    assert not in_place(rng.random((30, 40)) < 0.5)                     # no staircase at all
+    assert not in_place(np.kron(np.eye(2), np.ones((2, 2))))            # not nested, rows in order
+    assert not in_place(np.eye(3))
 
 
 def test_op_takes_the_staircase_for_sorted_masks_and_says_when_it_cannot(monkeypatch):
@@ -191,10 +195,27 @@ def test_op_takes_the_staircase_for_sorted_masks_and_says_when_it_cannot(monkeyp
     x = Tensor(rng.standard_normal((4, 30)).astype(np.float32))
     W = Tensor(rng.standard_normal((20, 30)).astype(np.float32), requires_grad=True)
     y = ops.masked_matmul(x, W, M)                                     # auto: the staircase
+    y.backward(np.ones(y.shape, np.float32))
+    got = W.grad
+    W.grad = None
     want = ops.masked_matmul(x, W, M, kernel="numpy")
+    want.backward(np.ones(y.shape, np.float32))
     assert calls == [1]
     np.testing.assert_allclose(y.data, want.data, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, W.grad, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="staircase"):
         ops.masked_matmul(x, W, M[::-1].copy(), kernel="staircase")
     with pytest.raises(ValueError, match="kernel must be"):
         ops.masked_matmul(x, W, M, kernel="fast")
+
+
+@pytest.mark.parametrize("M", [np.kron(np.eye(2), np.ones((2, 2))), np.eye(3), np.full((3, 4), 0.5),
+                               np.ones((3, 4))])
+def test_op_gradient_is_masked_for_masks_that_only_look_like_staircases(M):
+    """Masks whose rows happen to be in order but are not nested (start = 0 everywhere, as for
+    a full mask), and masks of other values than 0/1: every path gives the twin's gradient."""
+    x = Tensor(np.ones((2, M.shape[1])))
+    for kernel in ("auto", "numba", "numpy"):
+        W = Tensor(np.ones(M.shape), requires_grad=True)
+        ops.masked_matmul(x, W, M, kernel=kernel).backward(np.ones((2, M.shape[0])))
+        np.testing.assert_allclose(W.grad, 2 * M, err_msg=kernel)

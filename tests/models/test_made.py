@@ -329,3 +329,24 @@ def test_categorical_complete_keeps_observed_values():
     assert out.min() >= 0 and out.max() <= 2
     with pytest.raises(ValueError, match="categories"):
         model.complete(np.full((2, 4), 5), observed)
+
+
+def test_a_checkpoint_from_before_sorted_hidden_units_rebuilds_its_own_masks(tmp_path):
+    """Checkpoints of version 1 drew hidden degrees unsorted; the masks are rebuilt from the
+    config, so loading one must not silently switch to sorted degrees (another model)."""
+    import json
+    old = MADE(6, n_hidden=[8], rng=0, sort_hidden=False, dtype=np.float64)
+    train.save(old, tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    record = json.loads(str(arrays["__tinyar__"]))
+    record["version"] = 1
+    del record["config"]["sort_hidden"]                      # as version 1 wrote it
+    arrays["__tinyar__"] = np.array(json.dumps(record))
+    np.savez(tmp_path / "v1.npz", **arrays)
+    loaded = train.load(tmp_path / "v1.npz")
+    x = np.array(list(itertools.product([0.0, 1.0], repeat=6)))
+    assert loaded.config["sort_hidden"] is False
+    np.testing.assert_allclose(loaded.log_prob(x).data, old.log_prob(x).data, rtol=1e-12)
+    today = MADE(6, n_hidden=[8], rng=0, dtype=np.float64)     # the same seeds, sorted: other masks
+    assert not all(np.array_equal(a.mask, b.mask) for a, b in zip(today.layers, old.layers))

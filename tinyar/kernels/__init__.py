@@ -9,6 +9,7 @@ NumPy twins instead: for reading, stepping through in a debugger, and checking.
 """
 import contextlib
 import os
+import threading
 
 
 def use_numba():
@@ -45,18 +46,31 @@ def _scipy_blas_controllers():
     return _scipy_blas
 
 
+_hold = threading.Lock()
+_held = {"depth": 0, "before": []}   # blocks open now (in any thread), and the thread counts to restore
+
+
 @contextlib.contextmanager
 def single_thread_numba_blas():
     """Hold the BLAS behind numba's np.dot to one thread inside the block; restore it after.
 
-    Costs about a microsecond. NumPy's own BLAS is not touched.
+    Costs about a microsecond. NumPy's own BLAS is not touched. Blocks may overlap (nested,
+    or in several Python threads): the first one in saves the thread counts, the last one
+    out restores them. (Seen with SciPy's OpenBLAS 0.3.30: a count set from a thread other
+    than the main one does not take, so there the hold does nothing; results are the same.)
     """
     libs = _scipy_blas_controllers()
-    before = [lib.get_num_threads() for lib in libs]
-    for lib in libs:
-        lib.set_num_threads(1)
+    with _hold:
+        if _held["depth"] == 0:
+            _held["before"] = [lib.get_num_threads() for lib in libs]
+            for lib in libs:
+                lib.set_num_threads(1)
+        _held["depth"] += 1
     try:
         yield
     finally:
-        for lib, n in zip(libs, before):
-            lib.set_num_threads(n)
+        with _hold:
+            _held["depth"] -= 1
+            if _held["depth"] == 0:
+                for lib, n in zip(libs, _held["before"]):
+                    lib.set_num_threads(n)

@@ -102,12 +102,17 @@ def check_shapes(x, w, bias=None, taps=None):
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"conv2d: input has {x.shape[1]} channels but the weight expects {w.shape[1]} "
                          f"(input {x.shape}, weight {w.shape})")
+    if w.shape[0] == 0 or w.shape[1] == 0:
+        raise ValueError(f"conv2d: need at least one input and one output channel, got weight {w.shape}")
     if w.shape[2] % 2 == 0 or w.shape[3] % 2 == 0:
         raise ValueError(f"conv2d: 'same' padding needs odd kernel sizes, got {w.shape[2]}x{w.shape[3]}")
     if bias is not None and bias.shape != (w.shape[0],):
         raise ValueError(f"conv2d: bias must have shape ({w.shape[0]},), got {bias.shape}")
     if taps is not None and np.shape(taps) != w.shape[2:]:
         raise ValueError(f"conv2d: taps must have the kernel's shape {w.shape[2:]}, got {np.shape(taps)}")
+    if taps is not None and not np.isin(taps, (0, 1)).all():
+        raise ValueError("conv2d: taps marks the kernel taps in use with True/False (or 1/0); "
+                         "to scale the weights, multiply w instead")
 
 
 def live_taps(kh, kw, taps=None):

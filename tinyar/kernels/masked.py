@@ -240,9 +240,15 @@ def _balanced(t, n):
     return t // 2 if t % 2 == 0 else n - 1 - t // 2
 
 
-def staircase_in_place(perm, start):
-    """Whether mask_structure's (perm, start) describe a staircase in the mask's own order."""
-    return bool(np.array_equal(perm, np.arange(len(perm))) and np.all(start[1:] >= start[:-1]))
+def staircase_in_place(M, perm, start):
+    """Whether mask_structure(M) = (perm, start) describes a staircase in the mask's own order.
+
+    mask_structure returns start = 0 everywhere both for a mask whose every weight is connected
+    and for one without the nested shape (no skipping); only the first is a staircase.
+    """
+    if not (np.array_equal(perm, np.arange(len(perm))) and np.all(start[1:] >= start[:-1])):
+        return False
+    return bool(start.any() or np.all(M != 0))
 
 
 @numba.njit(cache=True, parallel=True)
@@ -281,13 +287,12 @@ def _staircase_backward(gemm, dy, x, M, WM, start, block, need_dx, need_dW, dx, 
             r0 = _balanced(t, n_blocks) * block
             r1 = min(r0 + block, n_out)
             c = np.searchsorted(start, r1)
-            a = np.searchsorted(start, r0, side="right")   # columns seen by every row of the block
             if c > 0:                                    # dW[r0:r1, :c] = dy[:, r0:r1]^T x[:, :c]
                 gemm_block(gemm, True, False, r1 - r0, c, B, dy, r0, n_out, x, 0, n_in, 0.0, dW, r0 * n_in, n_in)
             for r in range(r0, r1):
-                for j in range(a, c):                    # the band: * M
+                for j in range(c):                       # * M (1 left of the band, for a 0/1 mask)
                     dW[r, j] *= M[r, j]
-                for j in range(c, n_in):                 # beyond it M = 0
+                for j in range(c, n_in):                 # beyond the block's columns M = 0
                     dW[r, j] = 0
     if need_dx:
         n_blocks = (n_in + block - 1) // block

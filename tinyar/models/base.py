@@ -58,6 +58,12 @@ class AutoregressiveModel(Module, metaclass=ABCMeta):
     def for_dataset(cls, dataset, rng=None, **kwargs):
         """A model sized for a data.Dataset (its n_dims, n_levels or vocabulary)."""
 
+    @classmethod
+    def upgrade_config(cls, config, version):
+        """The constructor arguments of a checkpoint written by tinyar's checkpoint `version`,
+        made to rebuild the same model today (train.read_checkpoint). Default: unchanged."""
+        return config
+
     def nll(self, x):
         """Mean negative log-likelihood over the batch, in nats: the training loss."""
         return -self.log_prob(x).mean()

@@ -78,19 +78,21 @@ def parse_sizes(text):
     return [] if sizes == [0] else sizes
 
 
-def made_degrees(n_dims, n_hidden, order, rng):
+def made_degrees(n_dims, n_hidden, order, rng, sort_hidden=True):
     """Connectivity numbers: [m^0 (D,), m^1 (H_1,), ..., m^L (H_L,)] for one mask.
 
     m^0(d) = 1 + position of d in `order`; m^l(k) ~ U{min m^{l-1}, ..., D - 1}, numbered in
-    increasing order (which hidden unit is which is arbitrary; sorted, every mask of a MADE in
-    natural order is a staircase in place, which ops.masked_matmul multiplies fastest).
+    increasing order if sort_hidden (which hidden unit is which is arbitrary; sorted, every
+    mask of a MADE in natural order is a staircase in place, which ops.masked_matmul
+    multiplies fastest).
     """
     m0 = np.empty(n_dims, dtype=np.int64)
     m0[order] = np.arange(1, n_dims + 1)
     degrees = [m0]
     for H in n_hidden:
         low = min(int(degrees[-1].min()), n_dims - 1)
-        degrees.append(np.sort(rng.integers(low, n_dims, size=H)))   # {low, ..., D - 1}
+        m = rng.integers(low, n_dims, size=H)                     # {low, ..., D - 1}
+        degrees.append(np.sort(m) if sort_hidden else m)
     return degrees
 
 
@@ -114,7 +116,9 @@ class MADE(AutoregressiveModel):
     order: None (natural for one mask, random for several), "natural", "random" or a
       permutation, for every mask; n_masks: N masks, drawn by before_batch;
     mask_seed: seed of the orderings and connectivity numbers (part of the config, so
-      that a rebuilt model has the same masks); rng: seed or Generator of the weights.
+      that a rebuilt model has the same masks); rng: seed or Generator of the weights;
+    sort_hidden: number the hidden units by degree (made_degrees; False rebuilds models
+      saved by tinyar before this was the rule).
     """
     data_kind = "binary"
     # One hidden layer of 500, one mask, natural order. The PyTorch reference's recipe
@@ -134,11 +138,17 @@ class MADE(AutoregressiveModel):
     n_levels = 2
 
     def __init__(self, n_dims, n_hidden=(500,), direct=False, order=None, n_masks=1, mask_seed=0, rng=None,
-                 dtype=np.float32):
-        self._init_made(n_dims, 1, n_hidden, direct, order, n_masks, mask_seed, rng, dtype)
+                 dtype=np.float32, sort_hidden=True):
+        self._init_made(n_dims, 1, n_hidden, direct, order, n_masks, mask_seed, rng, dtype, sort_hidden)
         self.config = self._base_config()
 
-    def _init_made(self, n_dims, n_levels_in, n_hidden, direct, order, n_masks, mask_seed, rng, dtype):
+    @classmethod
+    def upgrade_config(cls, config, version):
+        """Checkpoints before version 2 drew the hidden units' degrees unsorted: rebuild them so."""
+        return dict(config, sort_hidden=config.get("sort_hidden", False)) if version < 2 else config
+
+    def _init_made(self, n_dims, n_levels_in, n_hidden, direct, order, n_masks, mask_seed, rng, dtype,
+                   sort_hidden):
         rng = as_rng(rng)
         n_hidden = parse_sizes(n_hidden) if not isinstance(n_hidden, (int, np.integer)) else [int(n_hidden)]
         if int(n_dims) < 1 or any(h < 1 for h in n_hidden) or int(n_masks) < 1:
@@ -148,7 +158,7 @@ class MADE(AutoregressiveModel):
             raise ValueError(f"{type(self).__name__}: order must be None, 'natural', 'random' or a permutation, "
                              f"got {order!r}")
         self.n_dims, self.n_hidden, self.direct = int(n_dims), n_hidden, bool(direct)
-        self.n_masks, self.mask_seed = int(n_masks), int(mask_seed)
+        self.n_masks, self.mask_seed, self.sort_hidden = int(n_masks), int(mask_seed), bool(sort_hidden)
         self.order_spec = order if order is None or isinstance(order, str) else [int(v) for v in order]
         self._k = n_levels_in                        # input features (and output logits) per dimension
         D, K = self.n_dims, self._k
@@ -161,7 +171,8 @@ class MADE(AutoregressiveModel):
 
     def _base_config(self):
         return dict(n_dims=self.n_dims, n_hidden=list(self.n_hidden), direct=self.direct, order=self.order_spec,
-                    n_masks=self.n_masks, mask_seed=self.mask_seed, dtype=self.dtype.name)
+                    n_masks=self.n_masks, mask_seed=self.mask_seed, dtype=self.dtype.name,
+                    sort_hidden=self.sort_hidden)
 
     # --------------------------------------------------------------- the masks
     def draw_mask(self, index):
@@ -171,7 +182,7 @@ class MADE(AutoregressiveModel):
         if spec is None:
             spec = "natural" if self.n_masks == 1 else "random"
         order = resolve_order(spec, self.n_dims, rng)
-        degrees = made_degrees(self.n_dims, self.n_hidden, order, rng)
+        degrees = made_degrees(self.n_dims, self.n_hidden, order, rng, self.sort_hidden)
         return order, degrees, made_masks(degrees, self.direct)
 
     def use_mask(self, index):
@@ -373,11 +384,12 @@ class CategoricalMADE(MADE):
     cli_options = dict(MADE.cli_options)
 
     def __init__(self, n_dims, n_levels=17, n_hidden=(500,), direct=False, order=None, n_masks=1, mask_seed=0,
-                 rng=None, dtype=np.float32):
+                 rng=None, dtype=np.float32, sort_hidden=True):
         if int(n_levels) < 2:
             raise ValueError(f"CategoricalMADE: need n_levels >= 2, got {n_levels}")
         self.n_levels = int(n_levels)
-        self._init_made(n_dims, self.n_levels, n_hidden, direct, order, n_masks, mask_seed, rng, dtype)
+        self._init_made(n_dims, self.n_levels, n_hidden, direct, order, n_masks, mask_seed, rng, dtype,
+                        sort_hidden)
         self.config = dict(self._base_config(), n_levels=self.n_levels)
 
     @classmethod
