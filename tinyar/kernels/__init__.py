@@ -39,10 +39,12 @@ def _scipy_blas_controllers():
             _scipy_blas = []
             return _scipy_blas
         scipy_root = os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy")
-        # SciPy's own copy only (scipy/ or scipy.libs/): where SciPy and NumPy share one BLAS
-        # library there is only one pool and nothing to separate
-        _scipy_blas = [lib for lib in ThreadpoolController().lib_controllers
-                       if lib.filepath and lib.filepath.startswith(scipy_root)]
+        libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+        # SciPy's own copy (scipy/ or scipy.libs/, the pip wheels); where SciPy and NumPy share
+        # one BLAS library (conda, MKL, a system OpenBLAS) that one: the kernels that call it
+        # from numba's threads want one BLAS thread each either way
+        own = [lib for lib in libs if lib.filepath and lib.filepath.startswith(scipy_root)]
+        _scipy_blas = own or libs
     return _scipy_blas
 
 
