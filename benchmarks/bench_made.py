@@ -59,7 +59,7 @@ class kernels_as(common.kernels):
         self.saved = K.prefer_numba, K.staircase_in_place
         if self.mode == "numba":                                    # the loops, not the staircase blocks
             K.prefer_numba = lambda batch, work: True
-            K.staircase_in_place = lambda M, perm, start: False
+            K.staircase_in_place = lambda M, perm, start: False   # for masks set from now on
         return super().__enter__()
 
     def __exit__(self, *exc):
@@ -110,9 +110,9 @@ def bench_step(repeat):
         row = {}
         losses = {}
         for mode in ("auto", "numba", "numpy"):
-            model = MADE(D, n_hidden=HIDDEN, rng=0)
-            optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
-            with kernels_as(mode):
+            with kernels_as(mode):                                  # the layers' masks are set in MADE(...)
+                model = MADE(D, n_hidden=HIDDEN, rng=0)
+                optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
                 losses[mode] = tinyar_step(model, optimizer, x)
                 row[mode] = median_time(lambda: tinyar_step(model, optimizer, x), repeat)
         if torch is not None:

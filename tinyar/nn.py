@@ -122,7 +122,7 @@ class MaskedLinear(Linear):
 
     M (out_features, in_features) holds 0 or 1 and is not a parameter: set it with
     set_mask (MADE swaps masks between minibatches). The layer computes the mask's
-    structure (kernels.masked.mask_structure) once per set_mask, and the fused op
+    structure (kernels.masked.mask_layout) once per set_mask, and the fused op
     ops.masked_matmul does the rest. Until a mask is set, every weight is connected.
     """
 
@@ -131,15 +131,14 @@ class MaskedLinear(Linear):
         self.set_mask(np.ones((out_features, in_features)))
 
     def set_mask(self, mask):
-        from tinyar.kernels.masked import mask_structure, mask_structure_numpy
-        from tinyar.kernels import use_numba
+        from tinyar.kernels.masked import mask_layout
         mask = np.asarray(mask)
         if mask.shape != self.weight.shape:
             raise ValueError(f"MaskedLinear: mask of shape {mask.shape}, expected {self.weight.shape}")
         if not np.isin(mask, (0, 1)).all():
             raise ValueError("MaskedLinear: the mask must hold only 0 and 1")
         self.mask = np.ascontiguousarray(mask, dtype=self.weight.dtype)
-        self.structure = (mask_structure if use_numba() else mask_structure_numpy)(self.mask)
+        self.structure = mask_layout(self.mask)
 
     def astype(self, dtype):
         super().astype(dtype)

@@ -481,7 +481,7 @@ def masked_matmul(x, W, M, b=None, structure=None, kernel="auto"):
     x (B, n_in), W (n_out, n_in), M (n_out, n_in), b (n_out,) or None -> y (B, n_out).
         VJP: dx = dy (W*M),   dW = (dy^T x) * M,   db = sum_b dy
     (derivation in kernels/masked.py). M gets no gradient. `structure` is
-    kernels.masked.mask_structure(M), which a layer computes once per mask; `kernel`
+    kernels.masked.mask_layout(M), which a layer computes once per mask; `kernel`
     picks "staircase", "numba", "numpy" or (by default, "auto") what was measured fastest:
     "staircase" (BLAS on blocks of rows, skipping the masked-out corner; numba) whenever the
     mask is a staircase in its own order (kernels.masked.staircase_in_place: MADE in natural
@@ -503,20 +503,20 @@ def masked_matmul(x, W, M, b=None, structure=None, kernel="auto"):
     bd = np.zeros(W.shape[0], dtype) if b is None else np.ascontiguousarray(b.data, dtype=dtype)
     if b is not None and b.shape != (W.shape[0],):
         raise ValueError(f"masked_matmul: bias must have shape ({W.shape[0]},), got {b.shape}")
-    perm, start = K.mask_structure(M) if structure is None else structure
+    perm, start, staircase = K.mask_layout(M) if structure is None else structure
     n_out = W.shape[0]
     if kernel not in ("auto", "staircase", "numba", "numpy"):
         raise ValueError(f"masked_matmul: kernel must be 'auto', 'staircase', 'numba' or 'numpy', got {kernel!r}")
-    in_place = K.staircase_in_place(M, perm, start) and dtype in (np.float32, np.float64)
+    in_place = staircase and dtype in (np.float32, np.float64)
     if kernel == "staircase" and not in_place:
-        raise ValueError("masked_matmul: kernel='staircase' needs a float32/float64 mask whose rows are sorted by "
+        raise ValueError("masked_matmul: kernel='staircase' needs a float32/float64 0/1 mask whose rows are sorted by "
                          "degree and whose columns' first rows never decrease (kernels.masked.staircase_in_place)")
     if in_place and (kernel == "staircase" or (kernel == "auto" and use_numba())):
-        y, WM = K.masked_matmul_forward_staircase(xd, Wd, M, bd, start)          # (B, n_out), W * M for dx
+        y = K.masked_matmul_forward_staircase(xd, Wd, M, bd, start)              # (B, n_out)
 
         def vjp_staircase(dy):
             dy = np.ascontiguousarray(dy, dtype=dtype)
-            dx, dW = K.masked_matmul_backward_staircase(dy, xd, M, WM, start, x.requires_grad, W.requires_grad)
+            dx, dW = K.masked_matmul_backward_staircase(dy, xd, Wd, M, start, x.requires_grad, W.requires_grad)
             db = dy.sum(axis=0) if b is not None and b.requires_grad else None
             return (dx, dW) if b is None else (dx, dW, db)
         return Tensor._make(y, (x, W) if b is None else (x, W, b), vjp_staircase, "masked_matmul")

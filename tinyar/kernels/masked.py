@@ -226,9 +226,16 @@ def masked_matmul_backward_weight_numpy(dy, x, M, perm, start):
 #
 # The forward and dW products then run on each block's c columns only (about half the
 # multiply-adds of the dense product), dx on each block of columns' connected rows, all as
-# BLAS products on row-major blocks (kernels/blas.py) spread over the cores by prange, with
-# W * M formed once, block by block, in parallel, and kept for dx. Each block of W * M is
-# written whole (zeros included), so dx's products can read any rectangle of it.
+# BLAS products on row-major blocks (kernels/blas.py) spread over the cores by prange. A 0/1
+# mask is 1 on the "all connected" part, so there the products read W itself; only the band
+# is masked, W * M into a small buffer per block, and W * M is never formed whole:
+#
+#     y[:, r0:r1]  = x[:, :a] W[r0:r1, :a]^T  +  x[:, a:c] (W * M)[r0:r1, a:c]^T
+#     dW[r0:r1, :] = [ dy[:, r0:r1]^T x[:, :c], times M on the band | 0 ]
+#     dx[:, c0:c1] = dy[:, s1:] W[s1:, c0:c1]  +  dy[:, s0:s1] (W * M)[s0:s1, c0:c1]
+#
+# where rows s0 = start_c0 and on see some column of c0..c1-1, and rows s1 = start_{c1-1} and
+# on see all of them.
 STAIRCASE_BLOCK = 64       # rows (columns for dx) per block; 64-128 measured fastest, 16-32 ~10% slower
 
 
@@ -241,44 +248,58 @@ def _balanced(t, n):
 
 
 def staircase_in_place(M, perm, start):
-    """Whether mask_structure(M) = (perm, start) describes a staircase in the mask's own order.
+    """Whether mask_structure(M) = (perm, start) describes a staircase of 0s and 1s in the
+    mask's own order, which the staircase kernels need. A pass over M: compute it once per mask
+    (mask_layout, nn.MaskedLinear.set_mask).
 
     mask_structure returns start = 0 everywhere both for a mask whose every weight is connected
     and for one without the nested shape (no skipping); only the first is a staircase.
     """
     if not (np.array_equal(perm, np.arange(len(perm))) and np.all(start[1:] >= start[:-1])):
         return False
-    return bool(start.any() or np.all(M != 0))
+    if not np.all((M == 0) | (M == 1)):
+        return False
+    return bool(start.any() or np.all(M == 1))
+
+
+def mask_layout(M):
+    """(perm, start, staircase) of a 0/1 mask: mask_structure (the numba kernel, or its twin
+    under TINYAR_KERNELS=numpy) and whether the staircase kernels apply (staircase_in_place).
+    The `structure` ops.masked_matmul takes; a layer computes it once per mask."""
+    from tinyar.kernels import use_numba
+    perm, start = (mask_structure if use_numba() else mask_structure_numpy)(M)
+    return perm, start, staircase_in_place(M, perm, start)
 
 
 @numba.njit(cache=True, parallel=True)
-def _staircase_forward(gemm, x, W, M, b, start, block):
+def _staircase_forward(gemm, x, W, M, b, start, block, y):
     B, n_in = x.shape
     n_out = W.shape[0]
-    WM = np.empty((n_out, n_in), W.dtype)
-    y = np.empty((B, n_out), x.dtype)
     n_blocks = (n_out + block - 1) // block
     for t in numba.prange(n_blocks):
         r0 = _balanced(t, n_blocks) * block
         r1 = min(r0 + block, n_out)
+        a = np.searchsorted(start, r0, side="right")     # columns seen by every row of the block
         c = np.searchsorted(start, r1)                   # columns seen by some row of the block
-        for r in range(r0, r1):
-            for j in range(c):
-                WM[r, j] = W[r, j] * M[r, j]
-            for j in range(c, n_in):                     # M = 0 beyond the block's columns
-                WM[r, j] = 0
-        if c > 0:                                        # y[:, r0:r1] = x[:, :c] WM[r0:r1, :c]^T
-            gemm_block(gemm, False, True, B, r1 - r0, c, x, 0, n_in, WM, r0 * n_in, n_in, 0.0, y, r0, n_out)
-        else:
+        beta = 0.0
+        if a > 0:                                        # y[:, r0:r1] = x[:, :a] W[r0:r1, :a]^T
+            gemm_block(gemm, False, True, B, r1 - r0, a, x, 0, n_in, W, r0 * n_in, n_in, 0.0, y, r0, n_out)
+            beta = 1.0
+        if c > a:                                        # + x[:, a:c] (W * M)[r0:r1, a:c]^T
+            band = np.empty((r1 - r0, c - a), W.dtype)
+            for r in range(r0, r1):
+                for j in range(a, c):
+                    band[r - r0, j - a] = W[r, j] * M[r, j]
+            gemm_block(gemm, False, True, B, r1 - r0, c - a, x, a, n_in, band, 0, c - a, beta, y, r0, n_out)
+        elif a == 0:                                     # a block that sees no column
             y[:, r0:r1] = 0
         for i in range(B):
             for r in range(r0, r1):
                 y[i, r] += b[r]
-    return y, WM
 
 
 @numba.njit(cache=True, parallel=True)
-def _staircase_backward(gemm, dy, x, M, WM, start, block, need_dx, need_dW, dx, dW):
+def _staircase_backward(gemm, dy, x, W, M, start, block, need_dx, need_dW, dx, dW):
     B, n_out = dy.shape
     n_in = x.shape[1]
     if need_dW:
@@ -286,41 +307,53 @@ def _staircase_backward(gemm, dy, x, M, WM, start, block, need_dx, need_dW, dx, 
         for t in numba.prange(n_blocks):
             r0 = _balanced(t, n_blocks) * block
             r1 = min(r0 + block, n_out)
+            a = np.searchsorted(start, r0, side="right")
             c = np.searchsorted(start, r1)
             if c > 0:                                    # dW[r0:r1, :c] = dy[:, r0:r1]^T x[:, :c]
                 gemm_block(gemm, True, False, r1 - r0, c, B, dy, r0, n_out, x, 0, n_in, 0.0, dW, r0 * n_in, n_in)
             for r in range(r0, r1):
-                for j in range(c):                       # * M (1 left of the band, for a 0/1 mask)
+                for j in range(a, c):                    # the band: * M
                     dW[r, j] *= M[r, j]
-                for j in range(c, n_in):                 # beyond the block's columns M = 0
+                for j in range(c, n_in):                 # beyond it M = 0
                     dW[r, j] = 0
     if need_dx:
         n_blocks = (n_in + block - 1) // block
         for t in numba.prange(n_blocks):
             c0 = _balanced(t, n_blocks) * block
             c1 = min(c0 + block, n_in)
-            s0 = start[c0]                               # the rows that see any of these columns
-            if s0 < n_out:                               # dx[:, c0:c1] = dy[:, s0:] WM[s0:, c0:c1]
-                gemm_block(gemm, False, False, B, c1 - c0, n_out - s0, dy, s0, n_out, WM, s0 * n_in + c0, n_in,
+            s0, s1 = start[c0], start[c1 - 1]            # rows from s0 see some, from s1 all of the columns
+            beta = 0.0
+            if s1 < n_out:                               # dx[:, c0:c1] = dy[:, s1:] W[s1:, c0:c1]
+                gemm_block(gemm, False, False, B, c1 - c0, n_out - s1, dy, s1, n_out, W, s1 * n_in + c0, n_in,
                            0.0, dx, c0, n_in)
-            else:
+                beta = 1.0
+            if s1 > s0:                                  # + dy[:, s0:s1] (W * M)[s0:s1, c0:c1]
+                band = np.empty((s1 - s0, c1 - c0), W.dtype)
+                for r in range(s0, s1):
+                    for j in range(c0, c1):
+                        band[r - s0, j - c0] = W[r, j] * M[r, j]
+                gemm_block(gemm, False, False, B, c1 - c0, s1 - s0, dy, s0, n_out, band, 0, c1 - c0, beta,
+                           dx, c0, n_in)
+            elif s1 >= n_out:                            # columns no row sees
                 dx[:, c0:c1] = 0
 
 
 def masked_matmul_forward_staircase(x, W, M, b, start):
-    """(y, W*M): y = x (W*M)^T + b for a staircase in place (staircase_in_place); W*M for dx."""
+    """y = x (W*M)^T + b for a 0/1 staircase in place (staircase_in_place), skipping what M = 0 switches off."""
+    y = np.empty((x.shape[0], W.shape[0]), x.dtype)
     with single_thread_numba_blas():                     # numba's threads share the cores, BLAS one each
-        return _staircase_forward(blas_gemm(x.dtype), x, W, M, b, start, STAIRCASE_BLOCK)
+        _staircase_forward(blas_gemm(x.dtype), x, W, M, b, start, STAIRCASE_BLOCK, y)
+    return y
 
 
-def masked_matmul_backward_staircase(dy, x, M, WM, start, need_dx=True, need_dW=True):
+def masked_matmul_backward_staircase(dy, x, W, M, start, need_dx=True, need_dW=True):
     """(dx, dW) of masked_matmul_forward_staircase: dx = dy (W*M), dW = (dy^T x) * M (None if not needed)."""
     # the results are allocated here, not in compiled code: NumPy's own arrays (base None), which
     # the autograd can hand to a leaf's .grad without a defensive copy
     dx = np.empty(x.shape, x.dtype) if need_dx else np.empty((0, 0), x.dtype)
     dW = np.empty(M.shape, x.dtype) if need_dW else np.empty((0, 0), x.dtype)
     with single_thread_numba_blas():
-        _staircase_backward(blas_gemm(dy.dtype), dy, x, M, WM, start, STAIRCASE_BLOCK, need_dx, need_dW, dx, dW)
+        _staircase_backward(blas_gemm(dy.dtype), dy, x, W, M, start, STAIRCASE_BLOCK, need_dx, need_dW, dx, dW)
     return (dx if need_dx else None), (dW if need_dW else None)
 
 
