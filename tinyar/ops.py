@@ -503,7 +503,11 @@ def masked_matmul(x, W, M, b=None, structure=None, kernel="auto"):
     bd = np.zeros(W.shape[0], dtype) if b is None else np.ascontiguousarray(b.data, dtype=dtype)
     if b is not None and b.shape != (W.shape[0],):
         raise ValueError(f"masked_matmul: bias must have shape ({W.shape[0]},), got {b.shape}")
-    perm, start, staircase = K.mask_layout(M) if structure is None else structure
+    if structure is None:
+        structure = K.mask_layout(M)
+    elif len(structure) == 2:                                  # mask_structure's (perm, start)
+        structure = (*structure, K.staircase_in_place(M, *structure))
+    perm, start, staircase = structure
     n_out = W.shape[0]
     if kernel not in ("auto", "staircase", "numba", "numpy"):
         raise ValueError(f"masked_matmul: kernel must be 'auto', 'staircase', 'numba' or 'numpy', got {kernel!r}")
@@ -514,7 +518,7 @@ def masked_matmul(x, W, M, b=None, structure=None, kernel="auto"):
     if in_place and (kernel == "staircase" or (kernel == "auto" and use_numba())):
         y = K.masked_matmul_forward_staircase(xd, Wd, M, bd, start)              # (B, n_out)
 
-        def vjp_staircase(dy):
+        def vjp_staircase(dy):                                 # reads W now, as every VJP here reads its inputs
             dy = np.ascontiguousarray(dy, dtype=dtype)
             dx, dW = K.masked_matmul_backward_staircase(dy, xd, Wd, M, start, x.requires_grad, W.requires_grad)
             db = dy.sum(axis=0) if b is not None and b.requires_grad else None

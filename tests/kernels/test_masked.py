@@ -146,15 +146,21 @@ def sorted_made_mask(n_out, n_in, rng, strict=False, max_degree=6):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 4), (7, 130, 90), (5, 70, 200)])
-@pytest.mark.parametrize("strict", [False, True])
-def test_staircase_kernels_agree_with_twins(dtype, shape, strict, monkeypatch):
+@pytest.mark.parametrize("shape", [(1, 1, 1), (0, 6, 5), (3, 5, 4), (7, 130, 90), (5, 70, 200)])
+@pytest.mark.parametrize("mask", ["made", "strict", "ones", "zeros", "same rows"])
+@pytest.mark.parametrize("block", [1, 3, 16])
+def test_staircase_kernels_agree_with_twins(dtype, shape, mask, block, monkeypatch):
     """Several blocks of rows and of columns (STAIRCASE_BLOCK made small), rows that see no
-    column and columns seen by no row (strict masks), against the dense twins."""
-    monkeypatch.setattr(K, "STAIRCASE_BLOCK", 16)
+    column and columns seen by no row (strict masks), empty batches, against the dense twins."""
+    monkeypatch.setattr(K, "STAIRCASE_BLOCK", block)
     B, n_in, n_out = shape
-    rng = np.random.default_rng(n_in * 1000 + n_out + strict)
-    M = sorted_made_mask(n_out, n_in, rng, strict=strict, max_degree=12).astype(dtype)
+    rng = np.random.default_rng(n_in * 1000 + n_out + len(mask))
+    if mask in ("made", "strict"):
+        M = sorted_made_mask(n_out, n_in, rng, strict=mask == "strict", max_degree=12).astype(dtype)
+    elif mask == "same rows":
+        M = np.broadcast_to(np.arange(n_in) < n_in // 2, (n_out, n_in)).astype(dtype)
+    else:
+        M = np.full((n_out, n_in), mask == "ones", dtype)
     perm, start = K.mask_structure(M)
     assert K.staircase_in_place(M, perm, start)
     x = rng.standard_normal((B, n_in)).astype(dtype)
@@ -219,3 +225,22 @@ def test_op_gradient_is_masked_for_masks_that_only_look_like_staircases(M):
         W = Tensor(np.ones(M.shape), requires_grad=True)
         ops.masked_matmul(x, W, M, kernel=kernel).backward(np.ones((2, M.shape[0])))
         np.testing.assert_allclose(W.grad, 2 * M, err_msg=kernel)
+
+
+def test_staircase_kernels_take_any_layout_and_refuse_mixed_dtypes():
+    rng = np.random.default_rng(3)
+    M = sorted_made_mask(9, 7, rng).astype(np.float64)
+    perm, start = K.mask_structure(M)
+    x, W, b = rng.standard_normal((4, 7)), np.asfortranarray(rng.standard_normal((9, 7))), np.zeros(9)
+    np.testing.assert_allclose(K.masked_matmul_forward_staircase(x, W, M, b, start), x @ (W * M).T, rtol=1e-12)
+    with pytest.raises(TypeError, match="one dtype"):
+        K.masked_matmul_forward_staircase(x.astype(np.float32), W, M, b, start)
+
+
+def test_op_takes_mask_structure_pairs_too():
+    rng = np.random.default_rng(4)
+    M = sorted_made_mask(9, 7, rng).astype(np.float32)
+    x = Tensor(rng.standard_normal((3, 7)).astype(np.float32))
+    W = Tensor(rng.standard_normal((9, 7)).astype(np.float32))
+    got = ops.masked_matmul(x, W, M, structure=K.mask_structure(M))
+    np.testing.assert_allclose(got.data, x.data @ (W.data * M).T, rtol=1e-5, atol=1e-5)

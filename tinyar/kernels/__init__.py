@@ -56,7 +56,8 @@ _held = {"depth": 0, "before": []}   # blocks open now (in any thread), and the 
 def single_thread_numba_blas():
     """Hold the BLAS behind numba's np.dot to one thread inside the block; restore it after.
 
-    Costs about a microsecond. NumPy's own BLAS is not touched. Blocks may overlap (nested,
+    Costs about a microsecond. NumPy's own BLAS is not touched where SciPy has its own copy
+    (the pip wheels); where the two share one library, that one is held. Blocks may overlap (nested,
     or in several Python threads): the first one in saves the thread counts, the last one
     out restores them. (Seen with SciPy's OpenBLAS 0.3.30: a count set from a thread other
     than the main one does not take, so there the hold does nothing; results are the same.)

@@ -338,8 +338,17 @@ def _staircase_backward(gemm, dy, x, W, M, start, block, need_dx, need_dW, dx, d
                 dx[:, c0:c1] = 0
 
 
+def _blas_ready(*arrays):
+    """C-contiguous arrays of one float dtype: BLAS reads them by address and row length."""
+    if len({a.dtype for a in arrays}) != 1 or arrays[0].dtype not in (np.float32, np.float64):
+        raise TypeError(f"staircase kernels: expected arrays of one dtype, float32 or float64, "
+                        f"got {[str(a.dtype) for a in arrays]}")
+    return [np.ascontiguousarray(a) for a in arrays]
+
+
 def masked_matmul_forward_staircase(x, W, M, b, start):
     """y = x (W*M)^T + b for a 0/1 staircase in place (staircase_in_place), skipping what M = 0 switches off."""
+    x, W, M, b = _blas_ready(x, W, M, b)
     y = np.empty((x.shape[0], W.shape[0]), x.dtype)
     with single_thread_numba_blas():                     # numba's threads share the cores, BLAS one each
         _staircase_forward(blas_gemm(x.dtype), x, W, M, b, start, STAIRCASE_BLOCK, y)
@@ -348,6 +357,7 @@ def masked_matmul_forward_staircase(x, W, M, b, start):
 
 def masked_matmul_backward_staircase(dy, x, W, M, start, need_dx=True, need_dW=True):
     """(dx, dW) of masked_matmul_forward_staircase: dx = dy (W*M), dW = (dy^T x) * M (None if not needed)."""
+    dy, x, W, M = _blas_ready(dy, x, W, M)
     # the results are allocated here, not in compiled code: NumPy's own arrays (base None), which
     # the autograd can hand to a leaf's .grad without a defensive copy
     dx = np.empty(x.shape, x.dtype) if need_dx else np.empty((0, 0), x.dtype)
