@@ -565,7 +565,7 @@ def stream_batches(x, batch_size):
         minibatch:     0        1        ...   m-1
         stream 0:    row 0    row 1      ...   row m-1
         stream 1:    row m    row m+1    ...   row 2m-1
-        ...
+        stream b:    row bm   row bm+1   ...   row bm+m-1
 
     The last n - batch_size m rows are left out (fewer rows than batch_size: one stream each).
     """
