@@ -159,7 +159,7 @@ def bench_kernels(repeat):
 
 
 def main():
-    keep_freed_memory()              # as train.fit does: freed arrays reused, no page faults (tinyar/memory.py)
+    keep_freed_memory()              # as train.fit does: freed arrays reused, no page faults (tinyar/kernels/runtime.py)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", default="2", help="BLAS and PyTorch threads (set before they start)")
     p.add_argument("--repeat", type=int, default=15)

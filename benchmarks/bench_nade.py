@@ -6,7 +6,7 @@ Sizes of the issue: B = 100, D = 784, H = 500, float32, binary inputs (MNIST-lik
 13% ones), the natural ordering.
 
 1. Forward + backward of the mean NLL, side by side in one process:
-   - numba: models.NADE.nll(x).backward(): the fused op ops.nade on the numba kernels
+   - numba: models.NADE.nll(x).backward(): the fused op fused.nade on the numba kernels
      (the cached recursion, O(B D H) time, O(B H) memory), then Bernoulli's log-probability;
    - NumPy twin: the same with TINYAR_KERNELS=numpy (a Python loop over the D steps, each a
      few (B, H) array operations);

@@ -5,7 +5,7 @@
 Sizes of the issue: T = 100, B = 32, H = 128, vocabulary 96, float32.
 
 1. The recurrence alone, forward + backward (a sum of all h_t as the loss):
-   ops.elman_rnn on the numba kernels; the same op on the NumPy twins
+   fused.elman_rnn on the numba kernels; the same op on the NumPy twins
    (TINYAR_KERNELS=numpy: a Python loop over time); the cell unrolled into T steps
    of primitive ops (nn.ElmanRNN.unrolled: ~7 graph nodes a step); torch.nn.RNN
    (one-hot inputs, as a char-RNN feeds it).
@@ -32,7 +32,7 @@ _threads = common.set_threads("1")                  # before NumPy starts its BL
 
 import numpy as np                                  # noqa: E402
 
-from tinyar import ops                              # noqa: E402
+from tinyar import fused, ops                              # noqa: E402
 from tinyar.models import RNN                       # noqa: E402
 from tinyar.nn import ElmanRNN                      # noqa: E402
 from tinyar.tensor import Tensor                    # noqa: E402

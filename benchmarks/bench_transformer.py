@@ -45,7 +45,7 @@ from common import kernels                          # noqa: E402
 
 import numpy as np                                  # noqa: E402
 
-from tinyar import keep_freed_memory, nn, ops       # noqa: E402
+from tinyar import fused, keep_freed_memory, nn, ops       # noqa: E402
 from tinyar.models import Transformer               # noqa: E402
 from tinyar.tensor import Tensor                    # noqa: E402
 
@@ -165,10 +165,10 @@ def compare(threads, rng):
     rows = []
     with kernels("numba"):
         rows.append(("tinyar fused op, numba kernels",
-                     median_time(tinyar_attention_step(ops.causal_attention, q, k, v, dy))))
+                     median_time(tinyar_attention_step(fused.causal_attention, q, k, v, dy))))
     with kernels("numpy"):
         rows.append(("tinyar fused op, NumPy twins",
-                     median_time(tinyar_attention_step(ops.causal_attention, q, k, v, dy))))
+                     median_time(tinyar_attention_step(fused.causal_attention, q, k, v, dy))))
     rows.append(("tinyar from primitives",
                  median_time(tinyar_attention_step(nn.causal_attention_composite, q, k, v, dy))))
     if torch:

@@ -11,7 +11,7 @@ The demo times, for D = 16 .. 2048 (H = 100, a batch of 64 random binary vectors
                  product per dimension: O(D^2 H)), in this file
     cached NumPy the running sum, NumPy (kernels/nade.py: nade_forward_numpy, the twin)
     cached numba the same recursion compiled (kernels/nade.py: nade_forward, what
-                 tinyar.models.NADE.log_prob runs through ops.nade)
+                 tinyar.models.NADE.log_prob runs through fused.nade)
 
 and checks that the uncached evaluation gives the same log-likelihoods as model.log_prob
 (which runs the kernel; printed: ~1e-5 apart in float32, ~1e-4 at D = 2048; the kernel and
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyar import metrics
+from tinyar import fused, metrics
 from tinyar.kernels import nade as K
 from tinyar.models import NADE
 

@@ -1,11 +1,11 @@
-"""memory.keep_freed_memory: freed blocks are reused, so a step's arrays cost no page faults."""
+"""kernels.runtime.keep_freed_memory: freed blocks are reused, so a step's arrays cost no page faults."""
 import resource
 
 import numpy as np
 import pytest
 
 import tinyar
-from tinyar.memory import keep_freed_memory
+from tinyar.kernels.runtime import keep_freed_memory
 
 
 def minor_faults():

@@ -1,13 +1,13 @@
 """The Transformer's layers: Embedding, LayerNorm, GELU, causal self-attention, MLP, Block.
 
-Gradchecks in float64; the fused ops (ops.causal_attention, ops.layer_norm,
-ops.gelu) against the same functions built from primitives; causality of the
+Gradchecks in float64; the fused ops (fused.causal_attention, fused.layer_norm,
+fused.gelu) against the same functions built from primitives; causality of the
 attention by its exact Jacobian; the key/value cache against a full pass.
 """
 import numpy as np
 import pytest
 
-from tinyar import functional as F
+from tinyar import fused, functional as F
 from tinyar import nn, ops
 from tinyar.gradcheck import gradcheck
 from tinyar.tensor import Tensor, no_grad
@@ -21,7 +21,7 @@ def _t(rng, shape, scale=1.0):
 @pytest.mark.parametrize("shape_q, shape_k", [((2, 3, 5, 4), (2, 3, 5, 4)), ((1, 2, 2, 3), (1, 2, 6, 3))])
 def test_gradcheck_fused_causal_attention(shape_q, shape_k):
     rng = np.random.default_rng(0)
-    gradcheck(ops.causal_attention, _t(rng, shape_q), _t(rng, shape_k), _t(rng, shape_k))
+    gradcheck(fused.causal_attention, _t(rng, shape_q), _t(rng, shape_k), _t(rng, shape_k))
 
 
 def test_gradcheck_composite_causal_attention():
@@ -29,26 +29,26 @@ def test_gradcheck_composite_causal_attention():
     gradcheck(nn.causal_attention_composite, _t(rng, (2, 2, 4, 3)), _t(rng, (2, 2, 4, 3)), _t(rng, (2, 2, 4, 3)))
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_gradcheck_layer_norm(fused):
+@pytest.mark.parametrize("one_op", [True, False])
+def test_gradcheck_layer_norm(one_op):
     rng = np.random.default_rng(2)
-    ln = nn.LayerNorm(5, fused=fused, dtype=np.float64)
+    ln = nn.LayerNorm(5, fused=one_op, dtype=np.float64)
     ln.gamma.data[:] = rng.uniform(0.5, 1.5, 5)
     ln.beta.data[:] = rng.standard_normal(5)
     x = _t(rng, (2, 3, 5))
     gradcheck(lambda x, g, b: ln(x), x, ln.gamma, ln.beta)
 
 
-@pytest.mark.parametrize("gelu", [ops.gelu, F.gelu])
+@pytest.mark.parametrize("gelu", [fused.gelu, F.gelu])
 def test_gradcheck_gelu(gelu):
     rng = np.random.default_rng(3)
     gradcheck(gelu, _t(rng, (3, 4), scale=2.0))
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_gradcheck_attention_layer_and_block(fused):
+@pytest.mark.parametrize("one_op", [True, False])
+def test_gradcheck_attention_layer_and_block(one_op):
     rng = np.random.default_rng(4)
-    block = nn.Block(8, 2, 12, fused=fused, rng=5, dtype=np.float64)
+    block = nn.Block(8, 2, 12, fused=one_op, rng=5, dtype=np.float64)
     x = _t(rng, (2, 4, 8))
     gradcheck(lambda x, *p: block(x), x, *block.parameters())
 
@@ -58,7 +58,7 @@ def test_fused_attention_equals_composite_values_and_gradients():
     rng = np.random.default_rng(6)
     data = [rng.standard_normal(s) for s in [(2, 3, 5, 4), (2, 3, 7, 4), (2, 3, 7, 4)]]   # Tq = 5 < Tk = 7
     grads = []
-    for attend in (ops.causal_attention, nn.causal_attention_composite):
+    for attend in (fused.causal_attention, nn.causal_attention_composite):
         q, k, v = (Tensor(a.copy(), requires_grad=True) for a in data)
         y = attend(q, k, v)
         y.backward(np.cos(np.arange(y.size)).reshape(y.shape))
@@ -70,14 +70,14 @@ def test_fused_attention_equals_composite_values_and_gradients():
 def test_fused_layer_norm_and_gelu_equal_composites():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((4, 6)) * 3 + 1
-    fused, plain = nn.LayerNorm(6, fused=True, dtype=np.float64), nn.LayerNorm(6, fused=False, dtype=np.float64)
-    np.testing.assert_allclose(fused(Tensor(x)).data, plain(Tensor(x)).data, atol=1e-12)
-    y = fused(Tensor(x)).data
+    one_op, plain = nn.LayerNorm(6, fused=True, dtype=np.float64), nn.LayerNorm(6, fused=False, dtype=np.float64)
+    np.testing.assert_allclose(one_op(Tensor(x)).data, plain(Tensor(x)).data, atol=1e-12)
+    y = one_op(Tensor(x)).data
     np.testing.assert_allclose(y.mean(axis=-1), 0.0, atol=1e-12)          # normalised rows
     np.testing.assert_allclose(y.var(axis=-1), 1.0, rtol=1e-4)           # var / (var + eps)
-    np.testing.assert_allclose(ops.gelu(Tensor(x)).data, F.gelu(Tensor(x)).data, atol=1e-12)
+    np.testing.assert_allclose(fused.gelu(Tensor(x)).data, F.gelu(Tensor(x)).data, atol=1e-12)
     # GELU's known values: 0 at 0, ~x for large x, ~0 for very negative x, 0.8412 at 1 (tanh form)
-    g = ops.gelu(Tensor(np.array([0.0, 1.0, 10.0, -10.0]))).data
+    g = fused.gelu(Tensor(np.array([0.0, 1.0, 10.0, -10.0]))).data
     np.testing.assert_allclose(g, [0.0, 0.841192, 10.0, 0.0], atol=1e-6)
 
 
@@ -89,7 +89,7 @@ def test_linear_op_equals_the_linear_layer(bias):
         layer.bias.data[:] = rng.standard_normal(3)
     x_data, dy = rng.standard_normal((4, 5)), rng.standard_normal((4, 3))
     results = []
-    for forward in (lambda x: ops.linear(x, layer.weight, layer.bias), layer):   # fused op, then matmul + add
+    for forward in (lambda x: fused.linear(x, layer.weight, layer.bias), layer):   # fused op, then matmul + add
         layer.zero_grad()
         x = Tensor(x_data, requires_grad=True)
         y = forward(x)
@@ -100,16 +100,16 @@ def test_linear_op_equals_the_linear_layer(bias):
     np.testing.assert_allclose(results[0][0], x_data @ layer.weight.data.T + (layer.bias.data if bias else 0))
     x32 = Tensor(x_data.astype(np.float32))
     w32 = Tensor(layer.weight.data.astype(np.float32), requires_grad=True)
-    assert ops.linear(x32, w32).dtype == np.float32
+    assert fused.linear(x32, w32).dtype == np.float32
     with pytest.raises(ValueError, match=r"x \(N, in\) and W \(out, in\)"):
-        ops.linear(Tensor(np.zeros((4, 4))), layer.weight)
+        fused.linear(Tensor(np.zeros((4, 4))), layer.weight)
 
 
 def test_fused_attention_float32_keeps_dtype_and_matches_float64():
     rng = np.random.default_rng(8)
     data = [rng.standard_normal((2, 2, 6, 4)) for _ in range(3)]
-    y64 = ops.causal_attention(*(Tensor(a) for a in data)).data
-    y32 = ops.causal_attention(*(Tensor(a.astype(np.float32)) for a in data)).data
+    y64 = fused.causal_attention(*(Tensor(a) for a in data)).data
+    y32 = fused.causal_attention(*(Tensor(a.astype(np.float32)) for a in data)).data
     assert y32.dtype == np.float32
     np.testing.assert_allclose(y32, y64, atol=1e-5)
 
@@ -126,12 +126,12 @@ def test_attention_weights_are_lower_triangular_rows_summing_to_one():
     assert np.all(P[..., np.tril_indices(5)[0], np.tril_indices(5)[1]] > 0)
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_attention_jacobian_is_exactly_zero_for_future_inputs(fused):
+@pytest.mark.parametrize("one_op", [True, False])
+def test_attention_jacobian_is_exactly_zero_for_future_inputs(one_op):
     """d y_t / d x_s = 0 exactly for s > t (and not for s <= t), by reverse mode, row by row."""
     rng = np.random.default_rng(10)
     B, T, C = 2, 6, 8
-    block = nn.Block(C, 2, 16, fused=fused, rng=1, dtype=np.float64)
+    block = nn.Block(C, 2, 16, fused=one_op, rng=1, dtype=np.float64)
     x = Tensor(rng.standard_normal((B, T, C)), requires_grad=True)
     for t in range(T):
         x.grad = None
@@ -198,7 +198,7 @@ def test_embedding_op_equals_getitem_values_and_gradients(kernels, monkeypatch):
     dy = rng.standard_normal((3, 4, 2))
     table = rng.standard_normal((6, 2))                               # row 5 is never picked
     results = []
-    for lookup in (ops.embedding, ops.getitem):                        # getitem's VJP: np.add.at
+    for lookup in (fused.embedding, ops.getitem):                        # getitem's VJP: np.add.at
         w = Tensor(table, requires_grad=True)
         y = lookup(w, ids)
         y.backward(dy)
@@ -208,9 +208,9 @@ def test_embedding_op_equals_getitem_values_and_gradients(kernels, monkeypatch):
     np.testing.assert_allclose(dw_op, dw_getitem, rtol=1e-12, atol=1e-12)
     assert np.all(dw_op[5] == 0) and np.any(dw_op[:5] != 0)
     with pytest.raises(IndexError, match=r"0\.\.5"):
-        ops.embedding(w, np.array([6]))
+        fused.embedding(w, np.array([6]))
     with pytest.raises(TypeError, match="integer ids"):
-        ops.embedding(w, np.array([0.0]))
+        fused.embedding(w, np.array([0.0]))
 
 
 def test_embedding_and_layers_reject_bad_input():
@@ -224,7 +224,7 @@ def test_embedding_and_layers_reject_bad_input():
     with pytest.raises(ValueError, match="features"):
         nn.LayerNorm(4)(Tensor(np.zeros((2, 5), np.float32)))
     with pytest.raises(ValueError, match="Tq <= Tk"):
-        ops.causal_attention(Tensor(np.zeros((1, 4, 2))), Tensor(np.zeros((1, 3, 2))), Tensor(np.zeros((1, 3, 2))))
+        fused.causal_attention(Tensor(np.zeros((1, 4, 2))), Tensor(np.zeros((1, 3, 2))), Tensor(np.zeros((1, 3, 2))))
 
 
 def test_attention_layers_say_what_shape_they_expect():

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from scipy import special
 
-from tinyar import Tensor, checks, functional as F, ops
+from tinyar import fused, Tensor, gradcheck_cases, functional as F, ops
 from tinyar.gradcheck import gradcheck
 
-OP_CASES = checks.op_cases()
-FUNCTIONAL_CASES = checks.functional_cases()
+OP_CASES = gradcheck_cases.op_cases()
+FUNCTIONAL_CASES = gradcheck_cases.functional_cases()
 
 
 def leaf(values, dtype=np.float64):
@@ -18,7 +18,7 @@ def leaf(values, dtype=np.float64):
 # ----------------------------------------------------------------- gradchecks
 def test_every_registered_op_has_a_gradcheck_case():
     missing = sorted(set(ops.OPS) - set(OP_CASES))
-    assert not missing, f"ops without a gradcheck case in tinyar/checks.py op_cases(): {missing}"
+    assert not missing, f"ops without a gradcheck case in tinyar/gradcheck_cases.py op_cases(): {missing}"
     empty = sorted(name for name, cases in OP_CASES.items() if not cases)
     assert not empty, f"ops with an empty list of gradcheck cases: {empty}"
     unknown = sorted(set(OP_CASES) - set(ops.OPS))
@@ -33,10 +33,10 @@ def test_the_core_ops_are_registered():
 
 
 def test_binary_ops_run_over_the_broadcasting_grid():
-    shapes = {s for pair in checks.BROADCAST_PAIRS for s in pair}
+    shapes = {s for pair in gradcheck_cases.BROADCAST_PAIRS for s in pair}
     assert {(), (3,), (2, 3), (1, 3), (2, 1)} <= shapes
     for name in ["add", "sub", "mul", "div", "maximum"]:
-        assert len(OP_CASES[name]) == len(checks.BROADCAST_PAIRS)
+        assert len(OP_CASES[name]) == len(gradcheck_cases.BROADCAST_PAIRS)
     batched = [shapes for name, shapes, _, _ in OP_CASES["matmul"] if shapes.startswith("(2, 2, 3) (2, 3, 4)")]
     assert batched, "no batched matmul case"
 
@@ -377,12 +377,12 @@ def test_fused_ops_refuse_integer_inputs_and_attention_needs_sequences():
     ints = Tensor(np.array([[1, 2, 4]]))
     ones = Tensor(np.ones(3))
     with pytest.raises(TypeError, match="layer_norm: expected float32 or float64"):
-        ops.layer_norm(ints, ones, ones)
+        fused.layer_norm(ints, ones, ones)
     with pytest.raises(TypeError, match="gelu: expected float32 or float64"):
-        ops.gelu(ints)
+        fused.gelu(ints)
     v = Tensor(np.ones(4))
     with pytest.raises(ValueError, match=r"causal_attention: expected q \(\.\.\., Tq, d\)"):
-        ops.causal_attention(v, v, v)
+        fused.causal_attention(v, v, v)
 
 
 def test_bernoulli_log_prob_is_the_composite_bit_for_bit_and_stable():
@@ -394,33 +394,33 @@ def test_bernoulli_log_prob_is_the_composite_bit_for_bit_and_stable():
         x = (rng.random((4, 7)) < 0.5).astype(dtype)
         dy = rng.normal(size=(4, 7)).astype(dtype)
         a, b = Tensor(z, requires_grad=True), Tensor(z, requires_grad=True)
-        fused = ops.bernoulli_log_prob(a, x)
+        one_op = fused.bernoulli_log_prob(a, x)
         composite = Tensor(x) * b - ops.softplus(b)
-        fused.backward(dy)
+        one_op.backward(dy)
         composite.backward(dy)
-        assert np.array_equal(fused.data, composite.data) and np.array_equal(a.grad, b.grad)
+        assert np.array_equal(one_op.data, composite.data) and np.array_equal(a.grad, b.grad)
     z = Tensor(np.array([-1000.0, 1000.0, -1000.0, 1000.0]), requires_grad=True)
-    y = ops.bernoulli_log_prob(z, np.array([0.0, 1.0, 1.0, 0.0]))
+    y = fused.bernoulli_log_prob(z, np.array([0.0, 1.0, 1.0, 0.0]))
     np.testing.assert_allclose(y.data, [0.0, 0.0, -1000.0, -1000.0])    # log sigma(+-1000) exactly
     y.backward(np.ones(4))
     np.testing.assert_allclose(z.grad, [0.0, 0.0, 1.0, -1.0])           # x - sigma(z)
     with pytest.raises(ValueError, match="shape"):
-        ops.bernoulli_log_prob(z, np.zeros(3))
+        fused.bernoulli_log_prob(z, np.zeros(3))
 
 
 def test_review_fixes_give_clear_errors_and_right_dtypes():
     """embedding takes a plain table; conv2d refuses zero channels and non-0/1 taps; linear
     refuses integers and widens y for a wider bias instead of rounding the bias down."""
     from tinyar.tensor import Tensor
-    y = ops.embedding(np.arange(15.0).reshape(5, 3), np.array([1, 4]))
+    y = fused.embedding(np.arange(15.0).reshape(5, 3), np.array([1, 4]))
     np.testing.assert_array_equal(y.data, [[3, 4, 5], [12, 13, 14]])
     x = Tensor(np.zeros((1, 3, 4, 4), np.float32))
     with pytest.raises(ValueError, match="at least one"):
-        ops.conv2d(x, Tensor(np.zeros((0, 3, 3, 3), np.float32)))
+        fused.conv2d(x, Tensor(np.zeros((0, 3, 3, 3), np.float32)))
     with pytest.raises(ValueError, match="taps"):
-        ops.conv2d(x, Tensor(np.zeros((2, 3, 3, 3), np.float32)), taps=np.full((3, 3), 0.5))
+        fused.conv2d(x, Tensor(np.zeros((2, 3, 3, 3), np.float32)), taps=np.full((3, 3), 0.5))
     with pytest.raises(TypeError, match="float"):
-        ops.linear(Tensor(np.ones((2, 3), np.int64)), Tensor(np.ones((4, 3))))
-    y = ops.linear(Tensor(np.ones((2, 3), np.float32)), Tensor(np.ones((4, 3), np.float32)),
+        fused.linear(Tensor(np.ones((2, 3), np.int64)), Tensor(np.ones((4, 3))))
+    y = fused.linear(Tensor(np.ones((2, 3), np.float32)), Tensor(np.ones((4, 3), np.float32)),
                    Tensor(np.full(4, 1e-9)))
     assert y.dtype == np.float64 and np.all(y.data == 3 + 1e-9)

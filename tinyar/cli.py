@@ -20,7 +20,7 @@ SAMPLE_SEED = 1234
 
 
 def cmd_gradcheck(args):
-    from tinyar.checks import run_all
+    from tinyar.gradcheck_cases import run_all
     rows = run_all(include_models=not args.ops_only)
     width = max(len(r[0]) for r in rows)
     swidth = max(len(r[1]) for r in rows)

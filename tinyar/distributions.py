@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from tinyar import functional as F
+from tinyar import fused, functional as F
 from tinyar import ops
 from tinyar.rng import as_rng
 from tinyar.tensor import Tensor
@@ -83,7 +83,7 @@ class Bernoulli:
 
     def log_prob(self, x):
         x = check_binary(x)
-        return ops.bernoulli_log_prob(self.logits, x)                  # x z - softplus(z), one node
+        return fused.bernoulli_log_prob(self.logits, x)                  # x z - softplus(z), one node
 
     def probs(self):
         return ops.stable_sigmoid(self.logits.data)

@@ -2,7 +2,7 @@
 
 None of these has a hand-written derivative: autograd differentiates the
 primitives they are made of, so a gradcheck of the primitives covers them, and
-their own gradchecks (tinyar/checks.py) confirm it.
+their own gradchecks (tinyar/gradcheck_cases.py) confirm it.
 
 Stability. Each is arranged so that no intermediate overflows, even at logits of
 +-1000:

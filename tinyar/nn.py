@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyar import functional as F
+from tinyar import fused, functional as F
 from tinyar import ops
 from tinyar.rng import as_rng
 from tinyar.tensor import Tensor, is_grad_enabled
@@ -123,7 +123,7 @@ class MaskedLinear(Linear):
     M (out_features, in_features) holds 0 or 1 and is not a parameter: set it with
     set_mask (MADE swaps masks between minibatches). The layer computes the mask's
     structure (kernels.masked.mask_layout) once per set_mask, and the fused op
-    ops.masked_matmul does the rest. Until a mask is set, every weight is connected.
+    fused.masked_matmul does the rest. Until a mask is set, every weight is connected.
     """
 
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
@@ -149,7 +149,7 @@ class MaskedLinear(Linear):
         if x.shape[-1] != self.weight.shape[1]:
             raise ValueError(f"MaskedLinear: expected inputs with {self.weight.shape[1]} features in the last axis, "
                              f"got shape {x.shape}")
-        return ops.masked_matmul(x, self.weight, self.mask, self.bias, structure=self.structure)  # (B, out)
+        return fused.masked_matmul(x, self.weight, self.mask, self.bias, structure=self.structure)  # (B, out)
 
 
 
@@ -159,7 +159,7 @@ class MaskedLinear(Linear):
 class Embedding(Module):
     """y[b, t] = W[ids[b, t]]: a lookup table W of shape (num_embeddings, dim).
 
-    Looking up a row is indexing, W[ids], here as the op ops.embedding (the same
+    Looking up a row is indexing, W[ids], here as the op fused.embedding (the same
     function as getitem, with a faster VJP). Its VJP scatter-adds: a token that
     occurs n times in the batch receives the sum of its n gradients.
     W ~ N(0, 0.02^2), as in GPT-2.
@@ -176,13 +176,13 @@ class Embedding(Module):
             raise TypeError(f"Embedding: expected integer ids, got dtype {ids.dtype}")
         if ids.size and (ids.min() < 0 or ids.max() >= n):
             raise IndexError(f"Embedding: ids must lie in 0..{n - 1}, got values in {ids.min()}..{ids.max()}")
-        return ops.embedding(self.weight, ids)                  # (*ids.shape, dim)
+        return fused.embedding(self.weight, ids)                  # (*ids.shape, dim)
 
 
 class LayerNorm(Module):
     """y = (x - mean(x)) / sqrt(var(x) + eps) * gamma + beta, over the last axis.
 
-    gamma = 1, beta = 0 at the start. `fused=True` calls ops.layer_norm (one op
+    gamma = 1, beta = 0 at the start. `fused=True` calls fused.layer_norm (one op
     with a hand-written VJP, gradchecked in checks.py); `fused=False` builds the
     same function from primitives, for reading and for checking the fused op.
     """
@@ -197,7 +197,7 @@ class LayerNorm(Module):
         if x.shape[-1] != self.gamma.shape[0]:
             raise ValueError(f"LayerNorm: expected {self.gamma.shape[0]} features in the last axis, got {x.shape}")
         if self.fused:
-            return ops.layer_norm(x, self.gamma, self.beta, self.eps)
+            return fused.layer_norm(x, self.gamma, self.beta, self.eps)
         mu = ops.mean(x, axis=-1, keepdims=True)                  # (..., 1)
         xc = x - mu                                               # (..., C)
         var = ops.mean(xc * xc, axis=-1, keepdims=True)           # (..., 1)
@@ -209,7 +209,7 @@ def causal_attention_composite(q, k, v):
 
     q: (B, H, Tq, d), k and v: (B, H, Tk, d) with Tq <= Tk; query i sits at
     position i + Tk - Tq and sees keys j <= i + Tk - Tq. The same function as
-    ops.causal_attention, which has a hand-written VJP; tests compare the two.
+    fused.causal_attention, which has a hand-written VJP; tests compare the two.
     """
     Tq, Tk, d = q.shape[-2], k.shape[-2], q.shape[-1]
     scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (1.0 / np.sqrt(d))   # (B, H, Tq, Tk)
@@ -219,10 +219,10 @@ def causal_attention_composite(q, k, v):
     return ops.matmul(P, v)                                                      # (B, H, Tq, d)
 
 
-def _linear(layer, x, fused):
-    """layer(x) for a Linear layer and x (N, in): with fused=True as the one op ops.linear
+def _linear(layer, x, use_fused):
+    """layer(x) for a Linear layer and x (N, in): with fused=True as the one op fused.linear
     (bias added in place), else as Linear's matmul and add. Same numbers."""
-    return ops.linear(x, layer.weight, layer.bias) if fused else layer(x)
+    return fused.linear(x, layer.weight, layer.bias) if use_fused else layer(x)
 
 
 def _check_sequence_batch(x, d_model, layer):
@@ -293,7 +293,7 @@ class CausalSelfAttention(Module):
                 k = Tensor(np.concatenate([cache["k"], k.data], axis=2))   # (B, H, Tk, d)
                 v = Tensor(np.concatenate([cache["v"], v.data], axis=2))   # (B, H, Tk, d)
             cache["k"], cache["v"] = k.data, v.data
-        attend = ops.causal_attention if self.fused else causal_attention_composite
+        attend = fused.causal_attention if self.fused else causal_attention_composite
         y = attend(q, k, v)                                       # (B, H, T, d)
         y = ops.transpose(y, (0, 2, 1, 3))                        # (B, T, H, d)
         y = ops.reshape(y, (B * T, C))                            # (B T, C)
@@ -314,7 +314,7 @@ class MLP(Module):
     """y = GELU(x W1^T + b1) W2^T + b2, applied to each position on its own.
 
     GELU(a) = a Phi(a) in its tanh form (functional.gelu); `fused=True` uses
-    ops.gelu, the same function as one op with a hand-written VJP, and ops.linear
+    fused.gelu, the same function as one op with a hand-written VJP, and fused.linear
     for the two layers.
     """
 
@@ -328,7 +328,7 @@ class MLP(Module):
         if not self.fused:
             return self.fc2(F.gelu(self.fc1(x)))                  # (..., d_model)
         x2 = x if x.ndim == 2 else ops.reshape(x, (-1, x.shape[-1]))                  # (N, d_model)
-        y = _linear(self.fc2, ops.gelu(_linear(self.fc1, x2, True)), True)          # (N, d_model)
+        y = _linear(self.fc2, fused.gelu(_linear(self.fc1, x2, True)), True)          # (N, d_model)
         return y if x.ndim == 2 else ops.reshape(y, x.shape)                          # (..., d_model)
 
 
@@ -376,7 +376,7 @@ class ElmanRNN(Module):
 
     n_inputs: the vocabulary size V when inputs are ids (x_t picks column x_t of
     W_xh), or the width D of dense input vectors. forward(x, h0) runs all T steps
-    in the numba kernel (ops.elman_rnn); step(x_t, h) is the same cell written with
+    in the numba kernel (fused.elman_rnn); step(x_t, h) is the same cell written with
     primitive ops, one step at a time (for sampling, and to look inside BPTT).
     Initialised as PyTorch's nn.RNN: W_xh, W_hh, b ~ U(-1/sqrt(H), 1/sqrt(H)).
     """
@@ -391,7 +391,7 @@ class ElmanRNN(Module):
 
     def forward(self, x, h0=None):
         """x: (B, T) ids or a (B, T, D) Tensor; h0: (B, H) Tensor or None (zeros). Returns (B, T, H)."""
-        return ops.elman_rnn(x, self.W_xh, self.W_hh, self.b, h0)
+        return fused.elman_rnn(x, self.W_xh, self.W_hh, self.b, h0)
 
     def step(self, x_t, h):
         """One step, from primitive ops: x_t (B,) ids or (B, D) Tensor, h (B, H) -> h_t (B, H)."""
@@ -495,7 +495,7 @@ class MaskedConv2d(Module):
     """y = conv(x, w * mask) + b: a convolution that only looks at the past in raster order.
 
     x (B, C_in, H, W) -> y (B, C_out, H, W); w (C_out, C_in, kh, kw), b (C_out,), stride 1,
-    "same" padding (ops.conv2d). With mask A, y[:, :, i, j] depends on the input pixels before
+    "same" padding (fused.conv2d). With mask A, y[:, :, i, j] depends on the input pixels before
     (i, j) in raster order (rows above, and the row's pixels to the left); with mask B, on
     those and (i, j) itself. The first layer of a PixelCNN uses A (the pixel it predicts must
     stay hidden), the later ones B (their inputs at (i, j) already exclude x_ij):
@@ -506,7 +506,7 @@ class MaskedConv2d(Module):
         0 0 0          0 0 0
 
     (conv_mask draws the other shapes.) One image channel: the input channels are not
-    ordered among themselves, as they would be for RGB. The mask goes to ops.conv2d as its
+    ordered among themselves, as they would be for RGB. The mask goes to fused.conv2d as its
     `taps`: the op computes conv(x, w * mask) and skips the masked-out taps' work (4 of 9 in a
     3x3 mask B, 25 of 49 in a 7x7 mask A). Masked-out weights still exist; they get zero
     gradient (the op's dw is zero there) and so never move.
@@ -529,5 +529,5 @@ class MaskedConv2d(Module):
         if x.ndim != 4 or x.shape[1] != self.weight.shape[1]:
             raise ValueError(f"MaskedConv2d: expected input of shape (batch, {self.weight.shape[1]}, height, width), "
                              f"got {x.shape}")
-        return ops.conv2d(x, self.weight, self.bias, taps=self.mask > 0)    # (B, C_out, H, W)  conv(x, w * mask) + b
+        return fused.conv2d(x, self.weight, self.bias, taps=self.mask > 0)    # (B, C_out, H, W)  conv(x, w * mask) + b
 

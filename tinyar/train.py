@@ -41,7 +41,7 @@ import numpy as np
 
 from tinyar import data as data_
 from tinyar import metrics
-from tinyar.memory import keep_freed_memory
+from tinyar.kernels.runtime import keep_freed_memory
 from tinyar.optim import clip_grad_norm_
 
 FORMAT = "tinyar-checkpoint"
@@ -200,7 +200,7 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
     stops training: the model is put back to its last good state, and "stopped" says why.
     Scores (validation, and the model after fit) are taken after model.before_eval()
     (MADE with several masks: mask 0).
-    fit asks glibc to keep freed memory for reuse (memory.keep_freed_memory): every step
+    fit asks glibc to keep freed memory for reuse (kernels.runtime.keep_freed_memory): every step
     allocates the same arrays again, and fresh pages cost page faults.
     """
     from tqdm.auto import tqdm

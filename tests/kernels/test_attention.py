@@ -81,25 +81,11 @@ def test_gelu_forward(shape, dtype, tol):
                                rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_embedding_backward_scatter_adds_rows(dtype):
-    rng = np.random.default_rng(9)
-    ids = rng.integers(0, 6, 40)                                   # 40 picks of 6 rows: many repeats
-    ids[:3] = 2                                                    # and row 2 at least three times
-    dy = rng.standard_normal((40, 4)).astype(dtype)
-    dW = K.embedding_backward_numba(ids, dy, 7)                    # row 6 is never picked
-    assert dW.dtype == dtype and dW.shape == (7, 4)
-    np.testing.assert_allclose(dW, K.embedding_backward_numpy(ids, dy, 7), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(dW[2], dy[ids == 2].sum(axis=0), rtol=1e-6, atol=1e-6)
-    assert np.all(dW[6] == 0)
-
-
 def test_switch_selects_the_numpy_twins(monkeypatch):
     monkeypatch.setenv("TINYAR_KERNELS", "numpy")
     assert K.implementation("causal_softmax") is K.causal_softmax_numpy
     assert K.implementation("causal_softmax_backward") is K.causal_softmax_backward_numpy
     monkeypatch.setenv("TINYAR_KERNELS", "numba")
     assert K.implementation("layer_norm_forward") is K.layer_norm_forward_numba
-    assert K.implementation("embedding_backward") is K.embedding_backward_numba
     monkeypatch.setenv("TINYAR_KERNELS", "numpy")
     assert K.implementation("gelu_forward") is K.gelu_forward_numpy

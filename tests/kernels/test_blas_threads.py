@@ -1,28 +1,28 @@
-"""kernels.single_thread_numba_blas: SciPy's BLAS (the one numba's np.dot calls) on one thread inside, restored after."""
+"""runtime.single_thread_numba_blas: SciPy's BLAS (the one numba's np.dot calls) on one thread inside, restored after."""
 import numpy as np
 import pytest
 
-from tinyar import kernels
+from tinyar.kernels import runtime
 from tinyar.kernels import rnn as K
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
 
 def scipy_blas_threads():
-    return [lib.get_num_threads() for lib in kernels._scipy_blas_controllers()]
+    return [lib.get_num_threads() for lib in runtime._scipy_blas_controllers()]
 
 
 def test_holds_scipy_blas_to_one_thread_and_restores_it():
-    libs = kernels._scipy_blas_controllers()
+    libs = runtime._scipy_blas_controllers()
     if not libs:
         pytest.skip("SciPy shares NumPy's BLAS here: one pool, nothing to hold")
     for lib in libs:
         lib.set_num_threads(2)
-    with kernels.single_thread_numba_blas():
+    with runtime.single_thread_numba_blas():
         assert scipy_blas_threads() == [1] * len(libs)
     assert scipy_blas_threads() == [2] * len(libs)
     with pytest.raises(RuntimeError):                  # restored on an error too
-        with kernels.single_thread_numba_blas():
+        with runtime.single_thread_numba_blas():
             raise RuntimeError("inside")
     assert scipy_blas_threads() == [2] * len(libs)
 
@@ -31,10 +31,10 @@ def test_numpy_blas_is_not_touched_when_scipy_has_its_own():
     import numpy  # noqa: F401
     from threadpoolctl import threadpool_info
     numpy_libs = [lib for lib in threadpool_info() if "numpy" in (lib.get("filepath") or "")]
-    if not numpy_libs or any("numpy" in (lib.filepath or "") for lib in kernels._scipy_blas_controllers()):
+    if not numpy_libs or any("numpy" in (lib.filepath or "") for lib in runtime._scipy_blas_controllers()):
         pytest.skip("NumPy's BLAS is not found, or SciPy shares it here")
     before = [lib["num_threads"] for lib in numpy_libs]
-    with kernels.single_thread_numba_blas():
+    with runtime.single_thread_numba_blas():
         inside = [lib["num_threads"] for lib in threadpool_info() if "numpy" in (lib.get("filepath") or "")]
     assert inside == before
 
@@ -57,20 +57,20 @@ def test_overlapping_blocks_restore_the_count():
     """Blocks that overlap without nesting (as in two Python threads: A opens, B opens, A closes,
     B closes): one thread inside until the last one closes, then the count before the first.
     (A save and restore per block would end at 1: B saved A's 1.)"""
-    libs = kernels._scipy_blas_controllers()
+    libs = runtime._scipy_blas_controllers()
     if not libs:
         pytest.skip("SciPy shares NumPy's BLAS here")
     for lib in libs:
         lib.set_num_threads(2)
-    a, b = kernels.single_thread_numba_blas(), kernels.single_thread_numba_blas()
+    a, b = runtime.single_thread_numba_blas(), runtime.single_thread_numba_blas()
     a.__enter__()
     b.__enter__()
     a.__exit__(None, None, None)
     assert scipy_blas_threads() == [1] * len(libs)           # B is still inside
     b.__exit__(None, None, None)
     assert scipy_blas_threads() == [2] * len(libs)
-    with kernels.single_thread_numba_blas():                   # nested
-        with kernels.single_thread_numba_blas():
+    with runtime.single_thread_numba_blas():                   # nested
+        with runtime.single_thread_numba_blas():
             pass
         assert scipy_blas_threads() == [1] * len(libs)
     assert scipy_blas_threads() == [2] * len(libs)

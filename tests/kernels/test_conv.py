@@ -1,12 +1,12 @@
 """The convolution kernels: shift-and-GEMM (numba + BLAS and its NumPy twin), im2col and the
 direct loops agree with each other and with the definition, with and without taps; the fused
-op ops.conv2d passes gradcheck through each implementation; MaskedConv2d's taps give what the
+op fused.conv2d passes gradcheck through each implementation; MaskedConv2d's taps give what the
 masked weight gives."""
 import numba
 import numpy as np
 import pytest
 
-from tinyar import nn, ops
+from tinyar import fused, nn, ops
 from tinyar.gradcheck import gradcheck
 from tinyar.kernels import conv
 from tinyar.tensor import Tensor
@@ -184,10 +184,10 @@ def test_op_gradcheck(monkeypatch, impl, shape):
     monkeypatch.setenv("TINYAR_KERNELS", "numba")
     x, w, bias, _ = _arrays(shape, np.float64, seed=3)
     x, w, bias = (Tensor(a, requires_grad=True) for a in (x, w, bias))
-    gradcheck(lambda x, w, b: ops.conv2d(x, w, b), x, w, bias)
-    gradcheck(lambda x, w: ops.conv2d(x, w), x, w)
+    gradcheck(lambda x, w, b: fused.conv2d(x, w, b), x, w, bias)
+    gradcheck(lambda x, w: fused.conv2d(x, w), x, w)
     taps = _some_taps(*shape[5:], seed=12)
-    gradcheck(lambda x, w, b: ops.conv2d(x, w, b, taps=taps), x, w, bias)
+    gradcheck(lambda x, w, b: fused.conv2d(x, w, b, taps=taps), x, w, bias)
 
 
 def test_switch_to_numpy(monkeypatch):
@@ -210,7 +210,7 @@ def test_masked_conv_matches_masked_weight():
         layer(x).backward(dy)
         w = Tensor(layer.weight.data.copy(), requires_grad=True)
         x2 = Tensor(x.data.copy(), requires_grad=True)
-        y2 = ops.conv2d(x2, w * Tensor(layer.mask), Tensor(layer.bias.data))
+        y2 = fused.conv2d(x2, w * Tensor(layer.mask), Tensor(layer.bias.data))
         y2.backward(dy)
         np.testing.assert_allclose(layer(x).data, y2.data, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(x.grad, x2.grad, rtol=1e-12, atol=1e-12)
@@ -222,17 +222,17 @@ def test_op_float32_and_errors():
     rng = np.random.default_rng(4)
     x = Tensor(rng.standard_normal((2, 3, 5, 5)).astype(np.float32), requires_grad=True)
     w = Tensor(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), requires_grad=True)
-    y = ops.conv2d(x, w)
+    y = fused.conv2d(x, w)
     assert y.dtype == np.float32 and y.shape == (2, 4, 5, 5)
     y.sum().backward()
     assert x.grad.dtype == np.float32 and w.grad.shape == (4, 3, 3, 3)
     with pytest.raises(ValueError, match="odd kernel"):
-        ops.conv2d(x, Tensor(np.zeros((4, 3, 2, 3), np.float32)))
+        fused.conv2d(x, Tensor(np.zeros((4, 3, 2, 3), np.float32)))
     with pytest.raises(ValueError, match="channels"):
-        ops.conv2d(x, Tensor(np.zeros((4, 2, 3, 3), np.float32)))
+        fused.conv2d(x, Tensor(np.zeros((4, 2, 3, 3), np.float32)))
     with pytest.raises(ValueError, match="batch, channels, height, width"):
-        ops.conv2d(Tensor(np.zeros((3, 5, 5), np.float32)), w)
+        fused.conv2d(Tensor(np.zeros((3, 5, 5), np.float32)), w)
     with pytest.raises(TypeError, match="dtype"):
-        ops.conv2d(x, Tensor(np.zeros((4, 3, 3, 3))))
+        fused.conv2d(x, Tensor(np.zeros((4, 3, 3, 3))))
     with pytest.raises(ValueError, match="taps"):
-        ops.conv2d(x, w, taps=np.ones((3, 5), dtype=bool))
+        fused.conv2d(x, w, taps=np.ones((3, 5), dtype=bool))

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tinyar import ops
+from tinyar import fused, ops
 from tinyar.kernels import masked as K
 from tinyar.tensor import Tensor
 
@@ -101,7 +101,7 @@ def test_masked_weights_get_zero_gradient_and_op_paths_agree():
         x = Tensor(rng.standard_normal((4, 5)), requires_grad=True) if kernel == "numba" else x_copy
         W = Tensor(np.arange(30.0).reshape(6, 5) / 10, requires_grad=True)
         b = Tensor(np.ones(6), requires_grad=True)
-        y = ops.masked_matmul(x, W, M, b, kernel=kernel)
+        y = fused.masked_matmul(x, W, M, b, kernel=kernel)
         y.backward(np.ones_like(y.data))
         results[kernel] = (y.data, x.grad, W.grad, b.grad)
         x_copy = Tensor(x.data.copy(), requires_grad=True)
@@ -116,11 +116,11 @@ def test_masked_weights_get_zero_gradient_and_op_paths_agree():
 def test_op_rejects_bad_shapes():
     x, W = Tensor(np.ones((2, 3))), Tensor(np.ones((4, 3)))
     with pytest.raises(ValueError, match="mask shape"):
-        ops.masked_matmul(x, W, np.ones((3, 4)))
+        fused.masked_matmul(x, W, np.ones((3, 4)))
     with pytest.raises(ValueError, match="need x"):
-        ops.masked_matmul(Tensor(np.ones((2, 5))), W, np.ones((4, 3)))
+        fused.masked_matmul(Tensor(np.ones((2, 5))), W, np.ones((4, 3)))
     with pytest.raises(ValueError, match="kernel must be"):
-        ops.masked_matmul(x, W, np.ones((4, 3)), kernel="cuda")
+        fused.masked_matmul(x, W, np.ones((4, 3)), kernel="cuda")
 
 
 def test_numpy_switch(monkeypatch):
@@ -134,7 +134,7 @@ def test_numpy_switch(monkeypatch):
     assert not kernels.use_numba()
     x = np.zeros((3, 4))
     x[0, 0] = 1.0
-    ops.masked_matmul(Tensor(x), Tensor(np.ones((2, 4))), np.ones((2, 4)))
+    fused.masked_matmul(Tensor(x), Tensor(np.ones((2, 4))), np.ones((2, 4)))
     assert calls == [1]
 
 
@@ -200,19 +200,19 @@ def test_op_takes_the_staircase_for_sorted_masks_and_says_when_it_cannot(monkeyp
     monkeypatch.setattr(K, "masked_matmul_forward_staircase", lambda *a: calls.append(1) or forward(*a))
     x = Tensor(rng.standard_normal((4, 30)).astype(np.float32))
     W = Tensor(rng.standard_normal((20, 30)).astype(np.float32), requires_grad=True)
-    y = ops.masked_matmul(x, W, M)                                     # auto: the staircase
+    y = fused.masked_matmul(x, W, M)                                     # auto: the staircase
     y.backward(np.ones(y.shape, np.float32))
     got = W.grad
     W.grad = None
-    want = ops.masked_matmul(x, W, M, kernel="numpy")
+    want = fused.masked_matmul(x, W, M, kernel="numpy")
     want.backward(np.ones(y.shape, np.float32))
     assert calls == [1]
     np.testing.assert_allclose(y.data, want.data, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got, W.grad, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="staircase"):
-        ops.masked_matmul(x, W, M[::-1].copy(), kernel="staircase")
+        fused.masked_matmul(x, W, M[::-1].copy(), kernel="staircase")
     with pytest.raises(ValueError, match="kernel must be"):
-        ops.masked_matmul(x, W, M, kernel="fast")
+        fused.masked_matmul(x, W, M, kernel="fast")
 
 
 @pytest.mark.parametrize("M", [np.kron(np.eye(2), np.ones((2, 2))), np.eye(3), np.full((3, 4), 0.5),
@@ -223,7 +223,7 @@ def test_op_gradient_is_masked_for_masks_that_only_look_like_staircases(M):
     x = Tensor(np.ones((2, M.shape[1])))
     for kernel in ("auto", "numba", "numpy"):
         W = Tensor(np.ones(M.shape), requires_grad=True)
-        ops.masked_matmul(x, W, M, kernel=kernel).backward(np.ones((2, M.shape[0])))
+        fused.masked_matmul(x, W, M, kernel=kernel).backward(np.ones((2, M.shape[0])))
         np.testing.assert_allclose(W.grad, 2 * M, err_msg=kernel)
 
 
@@ -242,5 +242,5 @@ def test_op_takes_mask_structure_pairs_too():
     M = sorted_made_mask(9, 7, rng).astype(np.float32)
     x = Tensor(rng.standard_normal((3, 7)).astype(np.float32))
     W = Tensor(rng.standard_normal((9, 7)).astype(np.float32))
-    got = ops.masked_matmul(x, W, M, structure=K.mask_structure(M))
+    got = fused.masked_matmul(x, W, M, structure=K.mask_structure(M))
     np.testing.assert_allclose(got.data, x.data @ (W.data * M).T, rtol=1e-5, atol=1e-5)

@@ -1,12 +1,12 @@
 """kernels/nade.py: every numba kernel agrees with its NumPy twin (float32 to 1e-5 relative,
 float64 to 1e-12), on binary, one-hot and real inputs, including B = 1 and D = 1; the
-backward agrees with a brute-force recomputation; the fused op ops.nade passes gradcheck
+backward agrees with a brute-force recomputation; the fused op fused.nade passes gradcheck
 through both implementations; the float32 sigmoid matches the exact one."""
 import numba
 import numpy as np
 import pytest
 
-from tinyar import ops
+from tinyar import fused, ops
 from tinyar.gradcheck import gradcheck
 from tinyar.kernels import nade as K
 from tinyar.tensor import Tensor
@@ -95,7 +95,7 @@ def test_fused_op_gradcheck(numba_env, monkeypatch):
     monkeypatch.setenv("TINYAR_KERNELS", numba_env)
     x, order, W, c, V, b, _ = make((2, 4, 2, 3, 3, "real"), np.float64, seed=5)
     params = [Tensor(p, requires_grad=True) for p in (W, c, V, b)]
-    result = gradcheck(lambda *p: ops.nade(x, order, *p), *params)
+    result = gradcheck(lambda *p: fused.nade(x, order, *p), *params)
     assert result["max_rel_error"] < 1e-4
 
 
@@ -103,13 +103,13 @@ def test_fused_op_rejects_bad_arguments():
     x, order, W, c, V, b, _ = make((2, 4, 1, 3, 1, "binary"), np.float64)
     params = [Tensor(p, requires_grad=True) for p in (W, c, V, b)]
     with pytest.raises(ValueError, match="permutation"):
-        ops.nade(x, np.array([0, 1, 1, 3]), *params)
+        fused.nade(x, np.array([0, 1, 1, 3]), *params)
     with pytest.raises(ValueError, match="x must be"):
-        ops.nade(x[:, :, 0], order, *params)
+        fused.nade(x[:, :, 0], order, *params)
     with pytest.raises(TypeError, match="one float dtype"):
-        ops.nade(x, order, params[0], Tensor(c.astype(np.float32)), *params[2:])
+        fused.nade(x, order, params[0], Tensor(c.astype(np.float32)), *params[2:])
     with pytest.raises(ValueError, match="expected x"):
-        ops.nade(x, order, Tensor(W[:, :, :2]), *params[1:])
+        fused.nade(x, order, Tensor(W[:, :, :2]), *params[1:])
 
 
 def test_float32_sigmoid_is_accurate_and_finite_everywhere():

@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tinyar import checks, train
+from tinyar import gradcheck_cases, train
 from tinyar.gradcheck import gradcheck
 from tinyar.models import REGISTRY, CategoricalMADE, MADE
 from tinyar.models.made import made_degrees, made_masks, parse_sizes
@@ -190,7 +190,7 @@ def test_gradcheck_ensemble_log_prob():
 
 
 def test_model_cases_include_made():
-    names = [c[0] for c in checks.model_cases()]
+    names = [c[0] for c in gradcheck_cases.model_cases()]
     assert "MADE" in names and "CategoricalMADE" in names
 
 

@@ -30,7 +30,7 @@ Causal softmax, rows i of S (N, Tq, Tk); query i may see keys j <= i + offset
                          1 1 1 0
                          1 1 1 1
 
-Its backward (derivation in ops.causal_attention): dS_ij = P_ij (dP_ij - sum_l P_il dP_il).
+Its backward (derivation in fused.causal_attention): dS_ij = P_ij (dP_ij - sum_l P_il dP_il).
 
 LayerNorm over the last axis of x (N, C): xhat = (x - mu) r, r = 1 / sqrt(var + eps),
 y = xhat gamma + beta; backward dx = r (g - mean(g) - xhat mean(g xhat)), g = dy gamma,
@@ -252,25 +252,6 @@ def gelu_backward_numba(x, t, dy):
     return dx.reshape(x.shape)
 
 
-# ------------------------------------------------------------ embedding backward
-def embedding_backward_numpy(ids, dy, n_rows):
-    """ids (N,) in 0..n_rows-1, dy (N, C) -> dW (n_rows, C): dW[r] = sum of dy[n] over the n with ids[n] = r."""
-    dW = np.zeros((n_rows, dy.shape[1]), dtype=dy.dtype)
-    np.add.at(dW, ids, dy)                                                # scatter-add: repeated ids add up
-    return dW
-
-
-@numba.njit(cache=True)
-def embedding_backward_numba(ids, dy, n_rows):
-    N, C = dy.shape
-    dW = np.zeros((n_rows, C), dtype=dy.dtype)
-    for n in range(N):                                                    # dW[ids[n]] += dy[n]
-        r = ids[n]
-        for c in range(C):
-            dW[r, c] += dy[n, c]
-    return dW
-
-
 _KERNELS = {
     "causal_softmax": (causal_softmax_numba, causal_softmax_numpy),
     "causal_softmax_backward": (causal_softmax_backward_numba, causal_softmax_backward_numpy),
@@ -278,7 +259,6 @@ _KERNELS = {
     "layer_norm_backward": (layer_norm_backward_numba, layer_norm_backward_numpy),
     "gelu_forward": (gelu_forward_numba, gelu_forward_numpy),
     "gelu_backward": (gelu_backward_numba, gelu_backward_numpy),
-    "embedding_backward": (embedding_backward_numba, embedding_backward_numpy),
 }
 
 

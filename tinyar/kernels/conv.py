@@ -79,7 +79,7 @@ backward(x, w, dy, need_dx=True, taps=None) -> (dx, dw, dbias)):
       time, with the innermost loop over the output channels (channels-last copies of x and w
       make it contiguous, so it compiles to vector instructions); zero inputs are skipped.
 
-`implementation()` returns the pair that ops.conv2d calls (see the choice at the end of
+`implementation()` returns the pair that fused.conv2d calls (see the choice at the end of
 this file, made by benchmarks/bench_pixelcnn.py); TINYAR_KERNELS=numpy gives the NumPy twin.
 """
 from __future__ import annotations
@@ -89,8 +89,9 @@ import threading
 import numba
 import numpy as np
 
-from tinyar.kernels import single_thread_numba_blas, use_numba
-from tinyar.kernels.blas import blas_gemm, gemm_block
+from tinyar.kernels import use_numba
+from tinyar.kernels.runtime import single_thread_numba_blas
+from tinyar.kernels.runtime import blas_gemm, gemm_block
 
 
 def check_shapes(x, w, bias=None, taps=None):
@@ -341,7 +342,7 @@ def conv2d_backward_shift_numpy(x, w, dy, need_dx=True, taps=None):
 
 
 # ------------------------------------------------------- shift-and-GEMM (numba + BLAS)
-# BLAS's gemm on blocks, called from compiled code: kernels/blas.py.
+# BLAS's gemm on blocks, called from compiled code: kernels/runtime.py.
 
 
 @numba.njit(cache=True, parallel=True)
@@ -553,17 +554,17 @@ def conv2d_backward_shift(x, w, dy, need_dx=True, taps=None):
 # Shift-and-GEMM is the fastest at every one of them: 1.6x to 13x faster than im2col per
 # convolution and 1.7x to 3.6x per whole model; it takes 1.1x to 1.7x PyTorch's time for a
 # plain convolution and 0.7x to 1.1x for the masked ones (it skips their zero taps). So
-# ops.conv2d calls it. Under TINYAR_KERNELS=numpy it calls the shift NumPy twin, faster than
+# fused.conv2d calls it. Under TINYAR_KERNELS=numpy it calls the shift NumPy twin, faster than
 # im2col on three of the four whole models (and on every 3x3 layer), though 2x to 3x slower
 # on the unmasked 1-channel first layer, whose one-tap products are outer products.
 IMPLEMENTATIONS = {"shift": (conv2d_forward_shift, conv2d_backward_shift),
                    "shift_numpy": (conv2d_forward_shift_numpy, conv2d_backward_shift_numpy),
                    "im2col": (conv2d_forward_im2col, conv2d_backward_im2col),
                    "loops": (conv2d_forward_loops, conv2d_backward_loops)}
-DEFAULT = "shift"           # what ops.conv2d calls
+DEFAULT = "shift"           # what fused.conv2d calls
 NUMPY_DEFAULT = "shift_numpy"   # what it calls under TINYAR_KERNELS=numpy
 
 
 def implementation():
-    """(forward, backward) used by ops.conv2d: DEFAULT's pair, or NUMPY_DEFAULT's under TINYAR_KERNELS=numpy."""
+    """(forward, backward) used by fused.conv2d: DEFAULT's pair, or NUMPY_DEFAULT's under TINYAR_KERNELS=numpy."""
     return IMPLEMENTATIONS[DEFAULT if use_numba() else NUMPY_DEFAULT]

@@ -39,7 +39,7 @@ of each row j is contiguous and vectorises:
 They also skip zeros of x (the binary input layer, and the ~half of ReLU units
 that are off), which a dense product cannot.
 
-Which is faster, and so the default of ops.masked_matmul, was measured (benchmarks/
+Which is faster, and so the default of fused.masked_matmul, was measured (benchmarks/
 bench_made.py; notes above STAIRCASE_BLOCK and `prefer_numba`): these loops lose to a dense
 BLAS product, which runs ~10x faster per multiply-add, unless they skip ~99% of the work.
 What does pay is skipping the masked-out half with BLAS itself: when the staircase needs no
@@ -55,8 +55,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from tinyar.kernels import single_thread_numba_blas
-from tinyar.kernels.blas import blas_gemm, gemm_block
+from tinyar.kernels.runtime import single_thread_numba_blas
+from tinyar.kernels.runtime import blas_gemm, gemm_block
 
 TILE = 32          # side of the square tiles in which the kernels transpose
 
@@ -147,7 +147,7 @@ def masked_matmul_forward(x, W, M, b, perm, start):
 def masked_matmul_forward_numpy(x, W, M, b, perm, start, WM=None):
     """Twin: y = x (W*M)^T + b (perm and start are not needed).
 
-    WM: W * M if the caller has it already (ops.masked_matmul computes it once and keeps it
+    WM: W * M if the caller has it already (fused.masked_matmul computes it once and keeps it
     for dx, as one would by hand: W * M is a pass over every weight).
     """
     return x @ (W * M if WM is None else WM).T + b
@@ -226,7 +226,7 @@ def masked_matmul_backward_weight_numpy(dy, x, M, perm, start):
 #
 # The forward and dW products then run on each block's c columns only (about half the
 # multiply-adds of the dense product), dx on each block of columns' connected rows, all as
-# BLAS products on row-major blocks (kernels/blas.py) spread over the cores by prange. A 0/1
+# BLAS products on row-major blocks (kernels/runtime.py) spread over the cores by prange. A 0/1
 # mask is 1 on the "all connected" part, so there the products read W itself; only the band
 # is masked, W * M into a small buffer per block, and W * M is never formed whole:
 #
@@ -265,7 +265,7 @@ def staircase_in_place(M, perm, start):
 def mask_layout(M):
     """(perm, start, staircase) of a 0/1 mask: mask_structure (the numba kernel, or its twin
     under TINYAR_KERNELS=numpy) and whether the staircase kernels apply (staircase_in_place).
-    The `structure` ops.masked_matmul takes; a layer computes it once per mask."""
+    The `structure` fused.masked_matmul takes; a layer computes it once per mask."""
     from tinyar.kernels import use_numba
     perm, start = (mask_structure if use_numba() else mask_structure_numpy)(M)
     return perm, start, staircase_in_place(M, perm, start)

@@ -3,7 +3,7 @@
     a_t = W_xh x_t + b + W_hh h_{t-1}        h_t = tanh(a_t)        t = 1..T
 
 The input term u_t = W_xh x_t + b does not depend on the past, so the fused op
-(ops.elman_rnn) computes it for all t at once (a column lookup for one-hot ids,
+(fused.elman_rnn) computes it for all t at once (a column lookup for one-hot ids,
 one matmul for dense inputs) and hands these kernels only the part that must run
 step by step. Arrays are time-major: u, h and their gradients are (T, B, H);
 row vectors, so W_hh h_{t-1} is written h_{t-1} @ W_hh^T.
@@ -35,36 +35,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from tinyar.kernels import single_thread_numba_blas
+from tinyar.kernels.approx import tanh_rational
+from tinyar.kernels.runtime import single_thread_numba_blas
 
 
 # ------------------------------------------------------------------- forward
-# tanh in float32. numba calls libm's scalar tanh (~16 ns an element), while NumPy's
-# tanh runs on SIMD units (~0.3 ns): the recurrence would spend most of its time
-# there. For float32 the kernels use instead a rational function that the compiler
-# vectorizes, fitted (minimax, on 0 <= x <= 9) to tanh:
-#     tanh(x) ~ x P(x^2) / Q(x^2),  P of degree 6, Q of degree 3 (in x^2),  |x| clamped to 9
-# evaluated in float64: its error, 6e-9, is below float32's rounding (6e-8), so the
-# float32 result is np.tanh's up to one ulp. float64 keeps the exact libm tanh.
-# The kernels use error_model="numpy": with Python's model every division checks
-# for zero (to raise ZeroDivisionError), and that branch stops the loop vectorizing.
-_P = (0.9999999665820529, 0.13076980662809315, 0.003096226935299029, 1.1076747176129851e-05,
-      -1.9929820259279107e-08, 5.145818694824015e-11, -8.174060752182201e-14)
-_Q = (1.0, 0.46410300008126476, 0.024464064641256656, 0.0002535084606467356)
-
-
-@numba.njit(cache=True, error_model="numpy")
-def tanh_rational(v):
-    """tanh(v) as x P(x^2) / Q(x^2), x = v clamped to [-9, 9] (1 - tanh(9) = 3e-8: float32's 1)."""
-    x = np.float64(v)
-    x = 9.0 if x > 9.0 else x                               # plain comparisons: they vectorize
-    x = -9.0 if x < -9.0 else x
-    z = x * x
-    P = ((((((_P[6] * z + _P[5]) * z + _P[4]) * z + _P[3]) * z + _P[2]) * z + _P[1]) * z + _P[0])
-    Q = ((_Q[3] * z + _Q[2]) * z + _Q[1]) * z + _Q[0]
-    return x * P / Q
-
-
 @numba.njit(cache=True, error_model="numpy")
 def _elman_forward(u, W_hh, h0, rational):
     T, B, H = u.shape
@@ -161,27 +136,3 @@ def elman_backward_numpy(W_hh, h0, h, dh_out):
         db += da[t].sum(axis=0)
         dh_next = da[t] @ W_hh                               # dL/dh_{t-1} from step t
     return da, dW_hh, db, dh_next
-
-
-# ------------------------------------------------- embedding (one-hot ids)
-@numba.njit(cache=True, error_model="numpy")
-def embedding_backward(ids, da, n_columns):
-    """dW_xh for u_t = W_xh[:, x_t] + b: column k gets the sum of da_t[b] over all (t, b) with x_t[b] = k.
-
-    ids: (T, B) integers in 0..n_columns-1;  da: (T, B, H).  Returns (H, n_columns).
-    """
-    T, B, H = da.shape
-    dWT = np.zeros((n_columns, H), da.dtype)                 # row k of dWT = column k of dW_xh
-    for t in range(T):
-        for i in range(B):
-            k = ids[t, i]
-            for j in range(H):
-                dWT[k, j] += da[t, i, j]
-    return np.ascontiguousarray(dWT.T)
-
-
-def embedding_backward_numpy(ids, da, n_columns):
-    """NumPy twin of embedding_backward (np.add.at adds every repeated id, unlike dW[:, ids] += ...)."""
-    dWT = np.zeros((n_columns, da.shape[2]), da.dtype)       # (V, H)
-    np.add.at(dWT, ids, da)
-    return np.ascontiguousarray(dWT.T)                       # (H, V)

@@ -42,7 +42,7 @@ class AutoregressiveModel(Module, metaclass=ABCMeta):
     @classmethod
     @abstractmethod
     def gradcheck_example(cls):
-        """(a small float64 model, a batch x) for the gradcheck table (tinyar/checks.py)."""
+        """(a small float64 model, a batch x) for the gradcheck table (tinyar/gradcheck_cases.py)."""
 
     def before_batch(self, rng):
         """Called by train.fit before each minibatch: order-agnostic models draw a new

@@ -46,7 +46,7 @@ a normalized density since each p_k is. (Averaging the logits of masks with diff
 orderings is not: those logits condition on different sets of dimensions.)
 
 Cost: log p(x) one pass, O(D H + H^2 (L - 1)) per example for D outputs; a sample D passes.
-The masked layers run on ops.masked_matmul (kernels/masked.py).
+The masked layers run on fused.masked_matmul (kernels/masked.py).
 
 References
     [1] S. Ermon, A. Grover, CS236 notes: Autoregressive models (MADE).
@@ -60,7 +60,7 @@ import math
 
 import numpy as np
 
-from tinyar import functional as F
+from tinyar import fused, functional as F
 from tinyar import ops
 from tinyar.distributions import Bernoulli, Categorical
 from tinyar.models.base import AutoregressiveModel, resolve_order
@@ -83,7 +83,7 @@ def made_degrees(n_dims, n_hidden, order, rng, sort_hidden=True):
 
     m^0(d) = 1 + position of d in `order`; m^l(k) ~ U{min m^{l-1}, ..., D - 1}, numbered in
     increasing order if sort_hidden (which hidden unit is which is arbitrary; sorted, every
-    mask of a MADE in natural order is a staircase in place, which ops.masked_matmul
+    mask of a MADE in natural order is a staircase in place, which fused.masked_matmul
     multiplies fastest).
     """
     m0 = np.empty(n_dims, dtype=np.int64)
@@ -246,7 +246,7 @@ class MADE(AutoregressiveModel):
         return self._log_conditionals(self.forward(x), x)
 
     def _log_conditionals(self, logits, x):
-        return ops.bernoulli_log_prob(logits, x)                   # x z - softplus(z); x checked by check_input
+        return fused.bernoulli_log_prob(logits, x)                   # x z - softplus(z); x checked by check_input
 
     def log_prob(self, x):
         """Tensor (B,): log p(x) = sum_d log p(x_d | x_<d) in nats, under the current mask."""

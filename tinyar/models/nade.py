@@ -25,7 +25,7 @@ one-hot for CategoricalNADE; P output numbers: 1, K or 3 M):
     W (D, K, H)   W[d] is the notes' column W[:, d], stored as a row so that it is contiguous
     c (H,)        V (D, P, H)        b (D, P)
 
-The whole recursion is one fused op, ops.nade (kernels/nade.py: the numba loops, their
+The whole recursion is one fused op, fused.nade (kernels/nade.py: the numba loops, their
 NumPy twins, and the backward pass derived step by step), so log_prob is a few lines: the
 op gives every conditional's parameters, tinyar.distributions scores them stably.
 
@@ -66,7 +66,7 @@ import math
 
 import numpy as np
 
-from tinyar import functional as F
+from tinyar import fused, functional as F
 from tinyar import kernels, ops
 from tinyar.distributions import Bernoulli, Categorical, MixtureOfGaussians
 from tinyar.kernels import nade as K
@@ -141,7 +141,7 @@ class _NADEFamily(AutoregressiveModel):
     def outputs(self, x, order=None):
         """Every conditional's parameters, out (B, D, P), for checked data x (B, D)."""
         order = self.order if order is None else resolve_order(order, self.n_dims, None)
-        return ops.nade(self._features(x), order, self.W, self.c, self.V, self.b)
+        return fused.nade(self._features(x), order, self.W, self.c, self.V, self.b)
 
     def log_conditionals(self, x, order=None):
         """Tensor (B, D): log p(x_d | x_<d) for every dimension d (in the given or the model's ordering)."""

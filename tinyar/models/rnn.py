@@ -14,7 +14,7 @@ symbol <s>, and keeps in h everything it needs of the past:
     p(x_t | x_<t) = softmax(V h_{t-1} + c)[x_t]        RNN: characters / tokens, V (K, H)
     p(x_t = 1 | x_<t) = sigma(v . h_{t-1} + c)         PixelRNN: binary pixels in raster order
 
-The whole recurrence over T steps is one fused op (ops.elman_rnn, numba kernels
+The whole recurrence over T steps is one fused op (fused.elman_rnn, numba kernels
 in tinyar/kernels/rnn.py with backpropagation through time derived there), so a
 1,000-step sequence is a single node of the graph.
 
@@ -48,7 +48,7 @@ import time
 
 import numpy as np
 
-from tinyar import functional as F
+from tinyar import fused, functional as F
 from tinyar import ops
 from tinyar.distributions import Bernoulli, Categorical, check_categories
 from tinyar.models.base import AutoregressiveModel

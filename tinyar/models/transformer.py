@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyar import functional as F
+from tinyar import fused, functional as F
 from tinyar import ops
 from tinyar.distributions import Categorical, check_categories
 from tinyar.models.base import AutoregressiveModel
@@ -55,8 +55,8 @@ class Transformer(AutoregressiveModel):
     max_len:    length of the positional table: the longest sequence scored or sampled
     n_layers, d_model, n_heads, d_mlp: L blocks of width d_model, n_heads heads
                 of d_model / n_heads dimensions, an MLP of d_mlp GELU units
-    fused:      use the fused ops (ops.causal_attention, ops.layer_norm, ops.gelu,
-                ops.linear); False builds them from primitives (slower, same numbers)
+    fused:      use the fused ops (fused.causal_attention, fused.layer_norm, fused.gelu,
+                fused.linear); False builds them from primitives (slower, same numbers)
     """
 
     data_kind = "tokens"
@@ -135,7 +135,7 @@ class Transformer(AutoregressiveModel):
         for l, block in enumerate(self.blocks):
             h = block(h, cache=None if caches is None else caches[l])                           # (B, n, C)
         h = self.ln_f(ops.reshape(h, (B * n, C)))                                               # (B n, C)
-        logits = ops.linear(h, self.head.weight, self.head.bias) if self.fused else self.head(h)          # (B n, V)
+        logits = fused.linear(h, self.head.weight, self.head.bias) if self.fused else self.head(h)          # (B n, V)
         return ops.reshape(logits, (B, n, self.vocab_size))                                     # (B, n, V)
 
     def inputs(self, x):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyar import functional as F
+from tinyar import fused, functional as F
 from tinyar import ops
 from tinyar.gradcheck import gradcheck
 from tinyar.tensor import Tensor
@@ -62,7 +62,7 @@ def op_cases(seed=0):
         "sigmoid": _unary_cases("sigmoid", ops.sigmoid, rng),
         "relu": _unary_cases("relu", ops.relu, rng, away_from_zero=True),
         "softplus": _unary_cases("softplus", ops.softplus, rng),
-        "bernoulli_log_prob": [("bernoulli_log_prob", str(s), lambda z, x=x: ops.bernoulli_log_prob(z, x), (_t(rng, s),))
+        "bernoulli_log_prob": [("bernoulli_log_prob", str(s), lambda z, x=x: fused.bernoulli_log_prob(z, x), (_t(rng, s),))
                                for s, x in [((3,), np.array([0.0, 1.0, 1.0])),
                                             ((2, 3), np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]))]],
         "matmul": [("matmul", f"{sa} {sb}", ops.matmul, (_t(rng, sa), _t(rng, sb)))
@@ -102,7 +102,7 @@ def op_cases(seed=0):
               nade_rng.standard_normal((2, 5, 2))]                               # real features, K = 2
     cases["nade"] = [
         ("nade", f"x {x.shape} H 3 P {P}",
-         lambda W, c, V, b, x=x, order=order: ops.nade(x, order, W, c, V, b),
+         lambda W, c, V, b, x=x, order=order: fused.nade(x, order, W, c, V, b),
          (_t(nade_rng, (x.shape[1], x.shape[2], 3)), _t(nade_rng, (3,)), _t(nade_rng, (x.shape[1], P, 3)),
           _t(nade_rng, (x.shape[1], P))))
         for x, order, P in [(nade_x[0], np.arange(4), 1), (nade_x[1], np.array([2, 0, 3, 1]), 3),
@@ -113,34 +113,34 @@ def op_cases(seed=0):
     other_mask = (rng.random((4, 5)) < 0.5).astype(np.float64)                       # no structure
     cases["masked_matmul"] = [
         ("masked_matmul", f"(3, 5) (4, 5) {what} mask, {kernel}",
-         lambda x, W, b, M=M, kernel=kernel: ops.masked_matmul(x, W, M, b, kernel=kernel),
+         lambda x, W, b, M=M, kernel=kernel: fused.masked_matmul(x, W, M, b, kernel=kernel),
          (_t(rng, (3, 5)), _t(rng, (4, 5)), _t(rng, (4,))))
         for what, M in [("MADE", made_mask), ("random", other_mask)] for kernel in ("numba", "numpy")
     ] + [("masked_matmul", "(2, 5) (4, 5) no bias, numba",
-          lambda x, W: ops.masked_matmul(x, W, made_mask, kernel="numba"), (_t(rng, (2, 5)), _t(rng, (4, 5))))]
+          lambda x, W: fused.masked_matmul(x, W, made_mask, kernel="numba"), (_t(rng, (2, 5)), _t(rng, (4, 5))))]
     # the same units numbered by degree: a staircase in place, for the blocked BLAS kernels
     in_place = (np.sort(degrees_out)[:, None] >= np.sort(degrees_in)[None, :]).astype(np.float64)
     cases["masked_matmul"] += [
         ("masked_matmul", "(3, 5) (4, 5) sorted MADE mask, staircase",
-         lambda x, W, b: ops.masked_matmul(x, W, in_place, b, kernel="staircase"),
+         lambda x, W, b: fused.masked_matmul(x, W, in_place, b, kernel="staircase"),
          (_t(rng, (3, 5)), _t(rng, (4, 5)), _t(rng, (4,)))),
         ("masked_matmul", "(2, 5) (4, 5) sorted MADE mask, no bias, staircase",
-         lambda x, W: ops.masked_matmul(x, W, in_place, kernel="staircase"), (_t(rng, (2, 5)), _t(rng, (4, 5))))]
+         lambda x, W: fused.masked_matmul(x, W, in_place, kernel="staircase"), (_t(rng, (2, 5)), _t(rng, (4, 5))))]
     # ==== fused: RNN ====
     ids = np.array([[0, 3, 3, 1, 4], [2, 2, 0, 4, 1]])                # (B=2, T=5), vocabulary 5, id 3 repeats
     cases["elman_rnn"] = [
         ("elman_rnn", "ids (2, 5), V 5, H 3",
-         lambda W_xh, W_hh, b, h0: ops.elman_rnn(ids, W_xh, W_hh, b, h0),
+         lambda W_xh, W_hh, b, h0: fused.elman_rnn(ids, W_xh, W_hh, b, h0),
          (_t(rng, (3, 5)), _t(rng, (3, 3), low=-0.7, high=0.7), _t(rng, (3,)), _t(rng, (2, 3)))),
         ("elman_rnn", "dense x (2, 4, 2), H 3",
-         lambda x, W_xh, W_hh, b, h0: ops.elman_rnn(x, W_xh, W_hh, b, h0),
+         lambda x, W_xh, W_hh, b, h0: fused.elman_rnn(x, W_xh, W_hh, b, h0),
          (_t(rng, (2, 4, 2)), _t(rng, (3, 2)), _t(rng, (3, 3), low=-0.7, high=0.7), _t(rng, (3,)),
           _t(rng, (2, 3))))]
     # ==== fused: convolution ====
     conv_rng = np.random.default_rng(seed + 7)          # its own stream: the other cases' inputs stay put
     cases["conv2d"] = [
         ("conv2d", f"x {(B, C, H, W)} w {(O, C, kh, kw)}" + ("" if bias else " no bias"),
-         (lambda x, w, b: ops.conv2d(x, w, b)) if bias else (lambda x, w: ops.conv2d(x, w)),
+         (lambda x, w, b: fused.conv2d(x, w, b)) if bias else (lambda x, w: fused.conv2d(x, w)),
          (_t(conv_rng, (B, C, H, W)), _t(conv_rng, (O, C, kh, kw))) + ((_t(conv_rng, (O,)),) if bias else ()))
         for B, C, H, W, O, kh, kw, bias in [(1, 1, 3, 3, 1, 1, 1, True), (2, 2, 4, 5, 3, 3, 3, True),
                                             (2, 3, 5, 4, 2, 5, 5, True), (1, 2, 6, 6, 2, 7, 7, False),
@@ -149,28 +149,28 @@ def op_cases(seed=0):
     cases["conv2d"] += [
         ("conv2d", f"x {(B, C, H, W)} w {(O, C, k, k)} taps: mask {mask}",
          lambda x, w, b, taps=np.arange(k * k).reshape(k, k) < k * k // 2 + (mask == "B"):
-             ops.conv2d(x, w, b, taps=taps),
+             fused.conv2d(x, w, b, taps=taps),
          (_t(conv_rng, (B, C, H, W)), _t(conv_rng, (O, C, k, k)), _t(conv_rng, (O,))))
         for B, C, H, W, O, k, mask in [(2, 2, 4, 5, 3, 3, "A"), (1, 3, 5, 4, 2, 5, "B")]]
     # ==== fused: attention ====
     cases["causal_attention"] = [
-        ("causal_attention", f"q {sq} k,v {sk}", ops.causal_attention,
+        ("causal_attention", f"q {sq} k,v {sk}", fused.causal_attention,
          (_t(rng, sq), _t(rng, sk), _t(rng, sk)))
         for sq, sk in [((3, 4), (3, 4)), ((2, 2, 4, 3), (2, 2, 4, 3)), ((2, 2, 3), (2, 5, 3))]]
     cases["layer_norm"] = [
-        ("layer_norm", f"{s}", lambda x, g, b: ops.layer_norm(x, g, b),
+        ("layer_norm", f"{s}", lambda x, g, b: fused.layer_norm(x, g, b),
          (_t(rng, s), _t(rng, s[-1:]), _t(rng, s[-1:])))
         for s in [(5,), (3, 4), (2, 3, 5)]]
-    cases["gelu"] = _unary_cases("gelu", ops.gelu, rng)
+    cases["gelu"] = _unary_cases("gelu", fused.gelu, rng)
     # ==== embedding ====
     ids = np.array([[1, 3, 1], [4, 0, 1]])                  # id 1 three times: its row sums 3 gradients
-    cases["embedding"] = [("embedding", "W (5, 3) ids (2, 3)", lambda w: ops.embedding(w, ids),
+    cases["embedding"] = [("embedding", "W (5, 3) ids (2, 3)", lambda w: fused.embedding(w, ids),
                            (_t(np.random.default_rng(seed + 8), (5, 3)),))]
     # ==== linear ====
     linear_rng = np.random.default_rng(seed + 9)
-    cases["linear"] = [("linear", "x (4, 3) W (2, 3) b (2,)", ops.linear,
+    cases["linear"] = [("linear", "x (4, 3) W (2, 3) b (2,)", fused.linear,
                         tuple(_t(linear_rng, s) for s in [(4, 3), (2, 3), (2,)])),
-                       ("linear", "x (4, 3) W (2, 3) no bias", ops.linear,
+                       ("linear", "x (4, 3) W (2, 3) no bias", fused.linear,
                         tuple(_t(linear_rng, s) for s in [(4, 3), (2, 3)]))]
     return cases
 
