@@ -41,7 +41,7 @@ import numpy as np
 
 from tinyar.distributions import Bernoulli, Categorical
 from tinyar.metrics import as_model_input
-from tinyar.rng import as_rng
+from tinyar.rng import as_rng, importance_resample
 from tinyar.tensor import Tensor, no_grad
 
 
@@ -238,9 +238,7 @@ def complete_made_ensemble(model, x, observed, rng=None, n_proposals=256):
     finally:
         model.use_mask(current)
     log_w = (_logsumexp(log_p) - _logsumexp(log_q)).reshape(n, P)
-    w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
-    pick = (rng.random((n, 1)) * w.sum(axis=1, keepdims=True) >= np.cumsum(w, axis=1)).sum(axis=1)
-    return proposals.reshape(n, P, D)[np.arange(n), np.minimum(pick, P - 1)]
+    return importance_resample(proposals.reshape(n, P, D), log_w, rng, "complete_made_ensemble")
 
 
 def observed_first_order(model, observed_row):

@@ -65,7 +65,7 @@ from tinyar import ops
 from tinyar.distributions import Bernoulli, Categorical
 from tinyar.models.base import AutoregressiveModel, resolve_order
 from tinyar.nn import MaskedLinear
-from tinyar.rng import as_rng
+from tinyar.rng import as_rng, importance_resample
 from tinyar.tensor import Tensor, no_grad
 
 
@@ -345,9 +345,7 @@ class MADE(AutoregressiveModel):
         rows = np.repeat(np.arange(n), P)                          # (n P,)
         proposals, log_cond = self._fill(filled[rows].copy(), ~observed[rows], rng)
         log_w = np.where(observed[rows], log_cond, 0.0).sum(axis=1).reshape(n, P)
-        w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
-        pick = (rng.random((n, 1)) * w.sum(axis=1, keepdims=True) >= np.cumsum(w, axis=1)).sum(axis=1)
-        return proposals.reshape(n, P, D)[np.arange(n), np.minimum(pick, P - 1)]
+        return importance_resample(proposals.reshape(n, P, D), log_w, rng, f"{type(self).__name__}.complete")
 
     # ---------------------------------------------------------- construction
     @classmethod

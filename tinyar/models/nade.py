@@ -72,7 +72,7 @@ from tinyar.distributions import Bernoulli, Categorical, MixtureOfGaussians
 from tinyar.kernels import nade as K
 from tinyar.models.base import AutoregressiveModel, resolve_order
 from tinyar.nn import Parameter
-from tinyar.rng import as_rng
+from tinyar.rng import as_rng, importance_resample
 from tinyar.tensor import Tensor
 
 
@@ -213,18 +213,8 @@ class _NADEFamily(AutoregressiveModel):
         rows = np.repeat(np.arange(n), P)                                # (n P,)
         proposals, log_w = self._draw(np.ascontiguousarray(np.broadcast_to(self.order, (n * P, D))), rng,
                                       filled[rows], observed[rows])
-        log_w = log_w.reshape(n, P)
-        top = log_w.max(axis=1, keepdims=True)                          # (n, 1)
-        bad = ~np.isfinite(top[:, 0]) | np.isnan(log_w).any(axis=1)
-        if bad.any():                                                    # all weights 0 (or NaN): nothing to pick from
-            raise ValueError(f"{type(self).__name__}.complete: in rows {np.flatnonzero(bad)[:10].tolist()} the "
-                             f"observed values have probability 0 (or NaN) under all {P} proposals, so no "
-                             "completion can be chosen; the observed values are impossible under the model, "
-                             "or its parameters are not finite (try an order-agnostic model, which needs no "
-                             "resampling, or more n_proposals)")
-        w = np.exp(log_w - top)
-        pick = (rng.random((n, 1)) * w.sum(axis=1, keepdims=True) >= np.cumsum(w, axis=1)).sum(axis=1)
-        return proposals.reshape(n, P, D)[np.arange(n), np.minimum(pick, P - 1)]
+        return importance_resample(proposals.reshape(n, P, D), log_w.reshape(n, P), rng,
+                                   f"{type(self).__name__}.complete")
 
     def _placeholder(self, x):
         return np.zeros_like(x)
