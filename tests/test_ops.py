@@ -333,6 +333,9 @@ def test_concatenate_and_stack_errors():
         ops.concatenate([Tensor(np.ones((2, 3))), Tensor(np.ones((2, 2)))], axis=0)
     with pytest.raises(ValueError, match=r"\(2, 3\), \(2, 2\)"):
         ops.stack([Tensor(np.ones((2, 3))), Tensor(np.ones((2, 2)))])
+    for join in (ops.concatenate, ops.stack):                   # an empty list: say so, not "shapes must be equal"
+        with pytest.raises(ValueError, match="at least one tensor, got none"):
+            join([])
 
 
 def test_matmul_with_a_transposed_right_operand():

@@ -43,7 +43,7 @@ import math
 import numpy as np
 
 from tinyar import functional as F
-from tinyar import metrics, ops
+from tinyar import metrics, ops, queries
 from tinyar.nn import Linear, Module
 from tinyar.optim import SGD
 from tinyar.rng import as_rng
@@ -167,6 +167,25 @@ def bits_per_dim(model, x, batch_size=1000):
     return -metrics.model_log_likelihoods(model, x, batch_size) / (x.shape[1] * math.log(2))
 
 
+def p_values(scores, reference):
+    """One-sided p-values of anomaly scores against scores of data from the training distribution [2].
+
+    p(x) = (1 + #{r in reference : r >= s(x)}) / (1 + N),   N = len(reference)
+
+    Under the hypothesis that x comes from the same distribution as the reference set, its
+    score is equally likely to fall at any rank among them, so p(x) is the probability of a
+    score at least as extreme as s(x) (never 0: x itself counts). Small p-values flag x; with
+    bits/dim as the score, p < 0.05 rejects at the 5% level. scores (M,), reference (N,) -> (M,).
+    """
+    reference = np.sort(np.asarray(reference, dtype=np.float64))
+    scores = np.asarray(scores, dtype=np.float64)
+    if reference.ndim != 1 or len(reference) == 0 or not np.isfinite(reference).all():
+        raise ValueError(f"p_values: the reference scores must be a non-empty 1-D array of finite numbers, "
+                         f"got shape {reference.shape}")
+    at_least = len(reference) - np.searchsorted(reference, scores, side="left")   # #{r >= s}
+    return (1.0 + at_least) / (1.0 + len(reference))
+
+
 def detection_table(models, clean, others):
     """{set name: {model name: AUROC of clean (negatives) against that set (positives)}}, by bits/dim.
 
@@ -219,7 +238,7 @@ def purify(model, x, budget, eps=None, stop_at=None, batch_size=4096):
     detector would not flag are not changed (None: always use the whole budget).
     Returns (purified x, pixels changed per row).
     """
-    kind = model.data_kind if model.data_kind != "tokens" else ("binary" if model.n_levels == 2 else "categorical")
+    kind = _kind(model)
     if kind != "binary" and eps is None:
         raise ValueError(f"purify: a {kind} model needs eps (how far a pixel may move from the input)")
     x0 = np.asarray(x).astype(np.float64)
@@ -250,6 +269,49 @@ def purify(model, x, budget, eps=None, stop_at=None, batch_size=4096):
         active &= logp < stop_at
     changed = (x_now != x0).sum(axis=1)
     return _typed(model, kind, x_now), changed
+
+
+def purify_pixeldefend(model, x, eps):
+    """PixelDefend's purification [2, Algorithm 1]: one pass along the model's ordering.
+
+    For each dimension d in the model's order (raster order for images), with the
+    dimensions before d already purified:
+        R_d  = { v : |v - x_d| <= eps, v a valid value }          the eps ball (L-infinity) around the input
+        x'_d = argmax_{v in R_d} p(x_d = v | x'_<d)                 the most likely value in the ball
+    D conditional evaluations in all, each over every candidate value of every row at once.
+    For K-level images (categorical models) eps is a whole number of levels; for binary
+    images eps = 0 leaves x as it is and eps >= 1 sets each pixel to its most likely value.
+    Returns the purified x, of the model's input type.
+    """
+    kind = _kind(model)
+    if kind == "continuous":
+        raise ValueError("purify_pixeldefend: Algorithm 1 picks among discrete values; for a model of "
+                         "continuous data use purify_greedy")
+    if eps is None or int(eps) != eps or eps < 0:
+        raise ValueError(f"purify_pixeldefend: eps must be a whole number of levels >= 0, got {eps}")
+    x0 = np.asarray(x)
+    if x0.ndim != 2:
+        raise ValueError(f"purify_pixeldefend: expected images of shape (n, D), got {x0.shape}")
+    n_levels = 2 if kind == "binary" else int(model.n_levels)
+    offsets = np.arange(-int(eps), int(eps) + 1)                                    # (C,)
+    x_now = _typed(model, kind, x0.astype(np.float64))
+    n, C = len(x_now), len(offsets)
+    for d in queries.ordering(model, x0.shape[1]):
+        values = np.rint(x0[:, d:d + 1].astype(np.float64)) + offsets             # (n, C) the ball around x_d
+        allowed = (values >= 0) & (values <= n_levels - 1)
+        trial = np.repeat(x_now, C, axis=0)                                         # (n C, D)
+        trial[:, d] = np.where(allowed, values, 0).reshape(-1)
+        log_p = queries.log_conditionals(model, trial)[:, d].reshape(n, C)          # log p(x_d = v | x'_<d)
+        log_p[~allowed] = -np.inf
+        x_now[:, d] = values[np.arange(n), np.argmax(log_p, axis=1)]
+    return x_now
+
+
+def _kind(model):
+    """'binary', 'categorical' or 'continuous': the kind of values the model scores."""
+    if model.data_kind == "tokens":
+        return "binary" if model.n_levels == 2 else "categorical"
+    return model.data_kind
 
 
 def _typed(model, kind, x):

@@ -361,15 +361,22 @@ def getitem(x, index):
     return Tensor._make(np.asarray(y), (x,), vjp, "getitem")
 
 
+def _join(op, join, tensors, axis, rule):
+    """join([t.data ...], axis) for concatenate and stack, with an error that names the op and the shapes."""
+    tensors = [as_tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError(f"{op}: expected at least one tensor, got none")
+    try:
+        return tensors, join([t.data for t in tensors], axis=axis)
+    except ValueError:
+        shapes = ", ".join(str(t.shape) for t in tensors)
+        raise ValueError(f"{op}: shapes {shapes} {rule}") from None
+
+
 @register
 def concatenate(tensors, axis=0):
     """y = [x_1, x_2, ...] joined along `axis`.   VJP: dx_k = the k-th block of dy"""
-    tensors = [as_tensor(t) for t in tensors]
-    try:
-        y = np.concatenate([t.data for t in tensors], axis=axis)
-    except ValueError:
-        shapes = ", ".join(str(t.shape) for t in tensors)
-        raise ValueError(f"concatenate: shapes {shapes} cannot be joined along axis {axis}") from None
+    tensors, y = _join("concatenate", np.concatenate, tensors, axis, f"cannot be joined along axis {axis}")
     bounds = np.cumsum([t.shape[axis] for t in tensors])[:-1]
     return Tensor._make(y, tuple(tensors), lambda dy: tuple(np.split(dy, bounds, axis=axis)), "concatenate")
 
@@ -377,12 +384,7 @@ def concatenate(tensors, axis=0):
 @register
 def stack(tensors, axis=0):
     """y = x_1, x_2, ... stacked along a new axis.   VJP: dx_k = dy taken at index k of that axis"""
-    tensors = [as_tensor(t) for t in tensors]
-    try:
-        y = np.stack([t.data for t in tensors], axis=axis)
-    except ValueError:
-        shapes = ", ".join(str(t.shape) for t in tensors)
-        raise ValueError(f"stack: shapes {shapes} must all be equal") from None
+    tensors, y = _join("stack", np.stack, tensors, axis, "must all be equal")
     n = len(tensors)
     return Tensor._make(y, tuple(tensors),
                         lambda dy: tuple(np.take(dy, k, axis=axis) for k in range(n)), "stack")

@@ -14,9 +14,11 @@ ops does not meet Python's recursion limit), then walks it from the output back
 to the leaves, calling each node's VJP once and *adding* the result into the
 parents' gradients: a tensor used twice receives the sum of both uses.
 
-Broadcasting is undone in exactly one place, `unbroadcast`: a VJP is written as
-if no broadcasting happened and the engine sums its result back to the parent's
-shape.
+For the primitive ops (ops.py), broadcasting is undone in exactly one place,
+`unbroadcast`: a VJP is written as if no broadcasting happened and the engine sums
+its result back to the parent's shape. A fused op (fused.py) sees whole batches and
+returns gradients already of its inputs' shapes, summing its bias gradient over the
+batch itself.
 
 The arithmetic operators (+, *, @, [], ...) are attached to Tensor at the end of
 ops.py, next to the ops they call.
@@ -187,21 +189,10 @@ class Tensor:
         return Tensor(self.data)
 
     # ----------------------------------------------------------------- helpers
-    @property
-    def shape(self):
-        return self.data.shape
-
-    @property
-    def dtype(self):
-        return self.data.dtype
-
-    @property
-    def ndim(self):
-        return self.data.ndim
-
-    @property
-    def size(self):
-        return self.data.size
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
 
     def __len__(self):
         return len(self.data)
@@ -221,7 +212,8 @@ def unbroadcast(grad, shape, op="?"):
     """Sum `grad` over the axes that broadcasting added or stretched, back to `shape`.
 
     y = x broadcast to grad.shape copies x along those axes, so dL/dx is the sum of
-    dL/dy over the copies. This is the only place in tinyar that undoes broadcasting.
+    dL/dy over the copies. For the primitive ops this is the only place that undoes
+    broadcasting; the fused ops sum their own bias gradients over the batch.
     """
     if grad.shape == shape:
         return grad
