@@ -10,7 +10,7 @@ What it does, on the 8x8 digits (data.digits) in three forms:
      or 2/17 (continuous); and the same amount of change in random directions, and noise.
   3. scores every set by each model's bits per dimension and prints the AUROC of clean test
      images against each set (1 = perfectly flagged, 0.5 = chance); draws the ROC curves.
-  4. purifies the adversarial inputs PixelDefend-style (tinyar.detect.purify: the single
+  4. purifies the adversarial inputs PixelDefend-style (tinyar.detect.purify_greedy: the single
      pixel change that raises log p most, repeated within a budget) and prints the classifier's
      accuracy on them before and after, and on clean inputs put through the same purification.
   5. the caveat: out-of-distribution sets the models score as likely as, or likelier than,
@@ -116,8 +116,8 @@ def main(argv=None):
     print(f"PixelDefend-style purification (budget {k} pixels): classifier accuracy")
     purified = {}
     for name, m in models.items():
-        x_pur, changed = detect.purify(m, x_adv, budget=k)
-        x_cln, _ = detect.purify(m, x, budget=k)
+        x_pur, changed = detect.purify_greedy(m, x_adv, budget=k)
+        x_cln, _ = detect.purify_greedy(m, x, budget=k)
         purified[name] = dict(adversarial=clf.accuracy(x_adv, y), adversarial_purified=clf.accuracy(x_pur, y),
                               clean=clf.accuracy(x, y), clean_purified=clf.accuracy(x_cln, y),
                               mean_changed=float(changed.mean()))
@@ -126,7 +126,7 @@ def main(argv=None):
                   name, **purified[name]))
     results["binary"]["purification"] = purified
     first = next(iter(models.values()))
-    x_pur_first, _ = detect.purify(first, x_adv[:10], budget=k)
+    x_pur_first, _ = detect.purify_greedy(first, x_adv[:10], budget=k)
 
     caveat_sets = detect.ood_sets(x, "binary", rng=rng, train=d.train)
     cav_table, text = caveat_lines(models, x, caveat_sets)
@@ -167,8 +167,8 @@ def main(argv=None):
     yp = y[:n_pur]
     for form, model, clf_f, clean_f, adv_f, eps, table_f in (
             ("levels", cnade, clf_l, xl, xl_adv, eps_l, table_l), ("continuous", rnade, clf_c, xc, xc_adv, eps_c, table_c)):
-        adv_pur, _ = detect.purify(model, adv_f[:n_pur], budget=budget, eps=eps)
-        clean_pur, _ = detect.purify(model, clean_f[:n_pur], budget=budget, eps=eps)
+        adv_pur, _ = detect.purify_greedy(model, adv_f[:n_pur], budget=budget, eps=eps)
+        clean_pur, _ = detect.purify_greedy(model, clean_f[:n_pur], budget=budget, eps=eps)
         results[form] = dict(auroc=table_f, clean_acc=clf_f.accuracy(clean_f[:n_pur], yp),
                              adv_acc=clf_f.accuracy(adv_f[:n_pur], yp), purified_acc=clf_f.accuracy(adv_pur, yp),
                              clean_purified_acc=clf_f.accuracy(clean_pur, yp))

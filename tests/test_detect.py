@@ -105,7 +105,7 @@ def test_purify_takes_the_best_single_flip_and_never_lowers_the_likelihood():
     m = _tiny_nade()
     configs, log_p = metrics.exact_log_probs(m)
     x = configs[::3].astype(np.float64)                              # 11 inputs
-    x1, changed = detect.purify(m, x, budget=1)
+    x1, changed = detect.purify_greedy(m, x, budget=1)
     for r in range(len(x)):
         flips = np.abs(configs - x[r]).sum(axis=1) == 1
         best = configs[flips][np.argmax(log_p[flips])]
@@ -113,7 +113,7 @@ def test_purify_takes_the_best_single_flip_and_never_lowers_the_likelihood():
         expected = best if log_p[flips].max() > own else x[r]
         assert np.array_equal(x1[r], expected)
     assert changed.max() <= 1
-    x_many, changed = detect.purify(m, x, budget=5)
+    x_many, changed = detect.purify_greedy(m, x, budget=5)
     lp0, lp = metrics.model_log_likelihoods(m, x), metrics.model_log_likelihoods(m, x_many)
     assert np.all(lp >= lp0 - 1e-12) and changed.max() <= 5
     for r in range(len(x)):                                          # a local maximum (or the budget ran out)
@@ -127,12 +127,12 @@ def test_purify_categorical_stays_within_eps_of_the_input():
     m = CategoricalNADE(6, n_levels=5, n_hidden=4, rng=rng, dtype=np.float64)
     m.b.data[...] = 2 * rng.standard_normal(m.b.shape)
     x = rng.integers(0, 5, (10, 6))
-    xp, changed = detect.purify(m, x, budget=4, eps=1)
+    xp, changed = detect.purify_greedy(m, x, budget=4, eps=1)
     assert xp.dtype.kind == "i" and np.abs(xp - x).max() <= 1 and changed.max() <= 4
     assert np.all(metrics.model_log_likelihoods(m, xp) >= metrics.model_log_likelihoods(m, x))
     assert changed.sum() > 0
     with pytest.raises(ValueError, match="eps"):
-        detect.purify(m, x, budget=1)
+        detect.purify_greedy(m, x, budget=1)
 
 
 def test_purification_restores_accuracy_with_a_model_of_the_digits(digits):
@@ -143,12 +143,12 @@ def test_purification_restores_accuracy_with_a_model_of_the_digits(digits):
     fit(fv, d.train, None, SGD(fv.parameters(), lr=0.03, momentum=0.9), 60, 100, progress=False, log=lambda s: None)
     x, y = d.test[:150], d.labels["test"][:150]
     xa = detect.flip_attack(clf, x, y, 3)
-    xp, changed = detect.purify(fv, xa, budget=3)
+    xp, changed = detect.purify_greedy(fv, xa, budget=3)
     assert changed.max() <= 3
     assert clf.accuracy(xp, y) > clf.accuracy(xa, y) + 0.15
     # stop_at: rows at least as likely as their threshold are left alone
     high = metrics.model_log_likelihoods(fv, xa) - 1e-6
-    assert np.array_equal(detect.purify(fv, xa, budget=3, stop_at=high)[0], xa)
+    assert np.array_equal(detect.purify_greedy(fv, xa, budget=3, stop_at=high)[0], xa)
 
 
 def test_caveat_sets_and_a_model_that_prefers_the_blank_page():

@@ -19,10 +19,15 @@ This module holds the pieces:
                                  x' = clip(x + eps sign(dL/dx)) (eps in levels for integer images)
   random_flips, random_sign_noise   the same amount of change in random directions (a baseline)
   bits_per_dim, detection_table  scores and AUROC of clean against each other set, per model
-  purify                         PixelDefend [2]: move the input to higher likelihood, greedily,
-                                 one pixel per step (the single change that raises log p most:
-                                 a flip for binary images; a value within eps of the input for
-                                 levels and reals), at most `budget` pixels, then classify it
+  purify_pixeldefend             PixelDefend's purification [2, Algorithm 1]: one pass along the
+                                 model's ordering, each pixel set to its most likely value given
+                                 the pixels already purified, within eps of the input (L-infinity)
+  purify_greedy                  a variant under an L0 budget: greedy likelihood ascent, one pixel
+                                 per step (the single change that raises log p most: a flip for
+                                 binary images, where an eps ball of one level allows any value),
+                                 at most `budget` pixels; each step scores every candidate change
+  p_values                       the detection test of [2]: an input's bits/dim ranked against
+                                 the training data's, as a p-value
   ood_sets, caveat_table         the caveat: inputs that are out of distribution yet scored as
                                  likely, or likelier than the data (the average digit, a blank
                                  page of 17-level pixels, mirrored digits): likelihood is not
@@ -226,8 +231,8 @@ def _candidates(x_now, x_orig, kind, eps, n_levels):
     return pixels, values
 
 
-def purify(model, x, budget, eps=None, stop_at=None, batch_size=4096):
-    """PixelDefend-style purification: greedily raise log p(x) by changing at most `budget` pixels.
+def purify_greedy(model, x, budget, eps=None, stop_at=None, batch_size=4096):
+    """Greedy likelihood ascent: raise log p(x) by changing at most `budget` pixels (an L0 budget).
 
     Each step evaluates every allowed single-pixel change of every row and applies the one
     that raises log p most (rows that no change improves stop). Allowed changes: a flip
@@ -240,7 +245,7 @@ def purify(model, x, budget, eps=None, stop_at=None, batch_size=4096):
     """
     kind = _kind(model)
     if kind != "binary" and eps is None:
-        raise ValueError(f"purify: a {kind} model needs eps (how far a pixel may move from the input)")
+        raise ValueError(f"purify_greedy: a {kind} model needs eps (how far a pixel may move from the input)")
     x0 = np.asarray(x).astype(np.float64)
     x_now = x0.copy()
     n_levels = getattr(model, "n_levels", None)

@@ -1,6 +1,8 @@
 """Every script in demos/ runs in its --quick mode, exits 0 and writes at least one PNG.
 
 The scripts are found with a glob, so a new demo is covered without touching this file.
+A demo with a test of its own (tests/demos/test_<demo>.py, which runs it --quick and checks
+its figures and numbers) is left to that test, so that no demo runs twice.
 Each runs in a subprocess whose working directory is its own empty temporary folder
 (every demo writes its pictures under the current directory by default), two at a time
 (the machine has two cores), with TINYAR on the path.
@@ -14,7 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMOS = sorted((ROOT / "demos").glob("*.py"))
+OWN_TEST = {p.stem[len("test_"):] for p in Path(__file__).parent.glob("test_*.py")}
+DEMOS = sorted(p for p in (ROOT / "demos").glob("*.py") if p.stem not in OWN_TEST)
 TIMEOUT = 120                                   # seconds per demo; the quick modes take 1-15 s
 
 
@@ -42,6 +45,7 @@ def runs(tmp_path_factory):
 def test_the_glob_finds_the_demos():
     names = {p.stem for p in DEMOS}
     assert {"fvsbn_chain_rule", "nade_caching", "made_masks", "mle_is_kl", "completion"} <= names
+    assert "adversarial_detection" in OWN_TEST and "adversarial_detection" not in names   # run once, by its test
 
 
 @pytest.mark.parametrize("demo", [p.stem for p in DEMOS])
