@@ -142,19 +142,19 @@ def bench_kernels(repeat):
         W = rng.standard_normal((n_out, n_in)).astype(np.float32)
         b = np.zeros(n_out, np.float32)
         dy = rng.standard_normal((B, n_out)).astype(np.float32)
-        perm, start = K.mask_structure(M)
+        perm, start = K.mask_structure_numba(M)
         for density in (1.0, 0.5, 0.13, 0.06, 0.02):
             x = (rng.random((B, n_in)) < density).astype(np.float32)
             work = K.work_fraction(x, start, n_out)
             r = [median_time(lambda: f(x, W, M, b, perm, start), repeat)
-                 for f in (K.masked_matmul_forward, K.masked_matmul_forward_numpy)]
+                 for f in (K.masked_matmul_forward_numba, K.masked_matmul_forward_numpy)]
             r += [median_time(lambda: f(dy, x, M, perm, start), repeat)
-                  for f in (K.masked_matmul_backward_weight, K.masked_matmul_backward_weight_numpy)]
+                  for f in (K.masked_matmul_backward_weight_numba, K.masked_matmul_backward_weight_numpy)]
             rule = "numba" if K.prefer_numba(B, work) else "NumPy"
             print(f"{n_in:>5} -> {n_out:<5}{M.mean():6.2f}{density:11.2f}{work:7.3f}"
                   + "".join(f"{v * 1e3:{w}.3f}" for v, w in zip(r, (11, 11, 10, 10))) + f"  {rule}")
         r = [median_time(lambda: f(dy, W, M, perm, start), repeat)
-             for f in (K.masked_matmul_backward_input, K.masked_matmul_backward_input_numpy)]
+             for f in (K.masked_matmul_backward_input_numba, K.masked_matmul_backward_input_numpy)]
         print(f"{n_in:>5} -> {n_out:<5} dx (dense dy): numba {r[0] * 1e3:.3f}, NumPy {r[1] * 1e3:.3f}")
 
 

@@ -176,10 +176,10 @@ def main():
     feats = x[:, :, None]
     arrays = [np.ascontiguousarray(p.data) for p in (model.W, model.c, model.V, model.b)]
     order = model.order
-    out, a_last = K.nade_forward(feats, order, *arrays)
+    out, a_last = K.nade_forward_numba(feats, order, *arrays)
     dout = np.ones_like(out)
-    t_fwd = median_time(lambda: K.nade_forward(feats, order, *arrays), args.repeat)
-    t_bwd = median_time(lambda: K.nade_backward(feats, order, *arrays, a_last, dout), args.repeat)
+    t_fwd = median_time(lambda: K.nade_forward_numba(feats, order, *arrays), args.repeat)
+    t_bwd = median_time(lambda: K.nade_backward_numba(feats, order, *arrays, a_last, dout), args.repeat)
 
     # sampling 100 images of 784 pixels
     os.environ["TINYAR_KERNELS"] = "numba"

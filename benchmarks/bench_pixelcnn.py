@@ -13,8 +13,8 @@ kernels/conv.py against torch.nn.functional.conv2d with autograd:
 Plain rows use the whole kernel on both sides. "mask A"/"mask B" rows are the masked
 convolutions the PixelCNN runs: tinyar gets the mask as `taps` and skips the masked-out
 taps (the shift implementations skip their work; the others multiply w by the mask), PyTorch
-convolves with w * mask (its whole kernel, as a PyTorch PixelCNN does). This table chooses
-kernels/conv.py's DEFAULT and NUMPY_DEFAULT.
+convolves with w * mask (its whole kernel, as a PyTorch PixelCNN does). This table is the
+measurement behind kernels/conv.py's choose().
 
 Part 2, the whole model: the mean NLL of a batch of 64 binary images and its gradient
 with respect to every parameter, for PixelCNN and GatedPixelCNN at their recipe's size
@@ -151,13 +151,13 @@ def model_row(cls, H, repeats, rng):
             return one_numba_thread(tinyar("shift"))
 
         def run():
-            saved = conv.DEFAULT
-            conv.DEFAULT = impl
+            saved = conv.choose                          # fused.conv2d calls conv.choose(): make it pick impl
+            conv.choose = lambda name="conv2d": conv.IMPLEMENTATIONS[impl]
             try:
                 model.zero_grad()
                 model.nll(x).backward()
             finally:
-                conv.DEFAULT = saved
+                conv.choose = saved
         return run
     row = dict(shape=f"{cls.__name__} {H}x{H}, {model.n_parameters():,} params",
                **{impl: median_ms(tinyar(impl), repeats) for impl in IMPLS})

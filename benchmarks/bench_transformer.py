@@ -7,7 +7,7 @@
 
 1. Causal attention alone, forward + backward, q, k, v of shape (B, H, T, d) = (32, 4, 128, 32):
    the fused op with numba kernels, the same op on its NumPy twins, the op built from
-   primitives (nn.causal_attention_composite), and PyTorch (masked softmax; and
+   primitives (models.transformer.causal_attention_composite), and PyTorch (masked softmax; and
    scaled_dot_product_attention).
 2. The whole model, forward + backward of the mean NLL: 2 blocks, 4 heads, d_model 128,
    MLP 512, B = 32, T = 128, vocabulary 96, float32. Same variants.
@@ -45,8 +45,9 @@ from common import kernels                          # noqa: E402
 
 import numpy as np                                  # noqa: E402
 
-from tinyar import fused, keep_freed_memory, nn, ops       # noqa: E402
+from tinyar import fused, keep_freed_memory, ops           # noqa: E402
 from tinyar.models import Transformer               # noqa: E402
+from tinyar.models.transformer import causal_attention_composite   # noqa: E402
 from tinyar.tensor import Tensor                    # noqa: E402
 
 torch = common.optional_torch()                     # the PyTorch columns are optional
@@ -170,7 +171,7 @@ def compare(threads, rng):
         rows.append(("tinyar fused op, NumPy twins",
                      median_time(tinyar_attention_step(fused.causal_attention, q, k, v, dy))))
     rows.append(("tinyar from primitives",
-                 median_time(tinyar_attention_step(nn.causal_attention_composite, q, k, v, dy))))
+                 median_time(tinyar_attention_step(causal_attention_composite, q, k, v, dy))))
     if torch:
         rows.append(("PyTorch, masked softmax", median_time(torch_attention_step(q, k, v, dy, sdpa=False))))
         rows.append(("PyTorch, scaled_dot_product_attention",

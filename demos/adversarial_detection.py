@@ -43,8 +43,7 @@ import numpy as np
 from tinyar import data, detect, metrics
 from tinyar.models import FVSBN, MADE, NADE, RNADE, CategoricalNADE, PixelCNN
 from tinyar.optim import SGD
-from tinyar.plot import sample_grid
-from tinyar.plot_roc import roc_panels
+from tinyar.plot import roc_panels, sample_grid
 from tinyar.train import fit
 
 

@@ -4,7 +4,7 @@ The corpus (data.text(): Python's bundled language reference, ~465,000 character
 103 distinct; or --text FILE) is read as one stream: its first 90% trains, the
 last 5% (the held-out tail) is scored. Training cuts the stream into 32 parallel
 streams and walks them 100 characters at a time, carrying the hidden state from
-chunk to chunk (models.rnn.fit_stream), with the recipe of models.RNN: SGD,
+chunk to chunk (train.fit_stream), with the recipe of models.RNN: SGD,
 momentum 0.9, lr 0.005 per chunk, global gradient norm clipped at 50, 20 epochs.
 
 Prints bits per character on the held-out tail after each epoch (scored as one
@@ -28,8 +28,8 @@ import numpy as np
 
 from tinyar import data
 from tinyar.models import RNN
-from tinyar.models.rnn import fit_stream
 from tinyar.optim import SGD
+from tinyar.train import fit_stream
 
 
 def main(argv=None):

@@ -10,7 +10,7 @@ The demo times, for D = 16 .. 2048 (H = 100, a batch of 64 random binary vectors
     uncached     the conditionals written from scratch in NumPy (one (B, i) @ (i, H)
                  product per dimension: O(D^2 H)), in this file
     cached NumPy the running sum, NumPy (kernels/nade.py: nade_forward_numpy, the twin)
-    cached numba the same recursion compiled (kernels/nade.py: nade_forward, what
+    cached numba the same recursion compiled (kernels/nade.py: nade_forward_numba, what
                  tinyar.models.NADE.log_prob runs through fused.nade)
 
 and checks that the uncached evaluation gives the same log-likelihoods as model.log_prob
@@ -89,12 +89,12 @@ def main(argv=None):
         model.b.data[...] = rng.standard_normal(model.b.shape)
         x = (rng.random((B, D)) < 0.3).astype(np.float32)
         args_k = (x[:, :, None], model.order, model.W.data, model.c.data, model.V.data, model.b.data)
-        K.nade_forward(*args_k)                                            # compile once (cached on disk)
+        K.nade_forward_numba(*args_k)                                      # compile once (cached on disk)
         reference = metrics.log_likelihoods(model, x)                      # model.log_prob
         error = np.abs(log_p_uncached(model, x) - reference).max()
         t_naive = best_time(lambda: log_p_uncached(model, x), repeats)
         t_numpy = best_time(lambda: K.nade_forward_numpy(*args_k), repeats)
-        t_numba = best_time(lambda: K.nade_forward(*args_k), repeats)
+        t_numba = best_time(lambda: K.nade_forward_numba(*args_k), repeats)
         rows.append((D, t_naive, t_numpy, t_numba))
         # multiply-adds of the hidden pre-activations: sum_i (i - 1) H uncached, D H cached
         print(f"D = {D:5d}: uncached {1e3 * t_naive:9.2f} ms   cached NumPy {1e3 * t_numpy:8.2f} ms   "

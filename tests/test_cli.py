@@ -104,6 +104,10 @@ def test_sample_and_eval(tmp_path, capsys):
     (["--help"], "train"),
     (["train", "--help"], "--batch-size"),
     (["train", "fvsbn", "--help"], "--init-std"),
+    (["train", "made-categorical", "--help"], "--mask-seed"),
+    (["train", "rnade", "--help"], "--components"),
+    (["train", "transformer", "--help"], "--d-model"),
+    (["train", "gated-pixelcnn", "--help"], "--first-kernel"),
     (["sample", "--help"], "--png"),
     (["eval", "--help"], "--split"),
     (["gradcheck", "--help"], "--ops-only"),
@@ -114,6 +118,24 @@ def test_help_everywhere(argv, expected, capsys):
     captured = capsys.readouterr()
     assert expected in captured.out + captured.err
     assert e.value.code == (2 if not argv else 0)
+
+
+def test_every_model_has_its_options_and_they_name_constructor_arguments():
+    import inspect
+
+    from tinyar.cli import MODEL_OPTIONS
+    from tinyar.models import REGISTRY
+    assert set(MODEL_OPTIONS) == set(REGISTRY)
+    for name, options in MODEL_OPTIONS.items():
+        arguments = inspect.signature(REGISTRY[name].__init__).parameters
+        for flag, (kwarg, parse, help_text) in options.items():
+            assert flag.startswith("--") and kwarg in arguments and callable(parse) and help_text, (name, flag)
+    kwarg, parse, _ = MODEL_OPTIONS["made"]["--hidden"]
+    assert kwarg == "n_hidden" and parse("500,500") == [500, 500] and parse("0") == []
+    assert MODEL_OPTIONS["nade"]["--order-agnostic"][1]("yes") is True
+    assert MODEL_OPTIONS["nade"]["--order-agnostic"][1]("0") is False
+    with pytest.raises(ValueError, match="true or false"):
+        MODEL_OPTIONS["nade"]["--mask-inputs"][1]("maybe")
 
 
 def test_command_line_errors_are_clear(tmp_path, capsys):

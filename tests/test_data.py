@@ -318,3 +318,17 @@ def test_default_corpus_falls_back_to_stdlib_docstrings(monkeypatch):
     assert name == "stdlib docstrings" and len(corpus) > 10_000
     import json as json_module
     assert json_module.__doc__ in corpus
+
+
+def test_stream_batches_continue_row_by_row():
+    from tinyar.data import stream_batches
+    rows = np.arange(11)[:, None] * np.ones((1, 2), int)              # row r holds r
+    got = [x[:, 0].tolist() for x in stream_batches(rows, 3)]
+    assert got == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]                    # rows 9, 10 left out
+    assert [x[:, 0].tolist() for x in stream_batches(rows[:2], 5)] == [[0, 1]]   # fewer rows than streams
+
+
+def test_parallel_streams_cut_one_stream_into_contiguous_rows():
+    assert data.parallel_streams(np.arange(10), 3).tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    with pytest.raises(ValueError, match="too few"):
+        data.parallel_streams(np.arange(5), 3)

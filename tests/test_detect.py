@@ -6,7 +6,7 @@ import pytest
 
 from tinyar import data, detect, metrics
 from tinyar.models import FVSBN, NADE, CategoricalNADE
-from tinyar.plot_roc import roc_panels
+from tinyar.plot import roc_panels
 
 
 @pytest.fixture(scope="module")

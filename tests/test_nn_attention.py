@@ -1,4 +1,5 @@
-"""The Transformer's layers: Embedding, LayerNorm, GELU, causal self-attention, MLP, Block.
+"""The Transformer's layers: nn.Embedding, nn.LayerNorm, GELU, and the causal self-attention,
+MLP and Block of models/transformer.py.
 
 Gradchecks in float64; the fused ops (fused.causal_attention, fused.layer_norm,
 fused.gelu) against the same functions built from primitives; causality of the
@@ -9,6 +10,7 @@ import pytest
 
 from tinyar import fused, functional as F
 from tinyar import nn, ops
+from tinyar.models.transformer import Block, CausalSelfAttention, causal_attention_composite
 from tinyar.gradcheck import gradcheck
 from tinyar.tensor import Tensor, no_grad
 
@@ -26,7 +28,7 @@ def test_gradcheck_fused_causal_attention(shape_q, shape_k):
 
 def test_gradcheck_composite_causal_attention():
     rng = np.random.default_rng(1)
-    gradcheck(nn.causal_attention_composite, _t(rng, (2, 2, 4, 3)), _t(rng, (2, 2, 4, 3)), _t(rng, (2, 2, 4, 3)))
+    gradcheck(causal_attention_composite, _t(rng, (2, 2, 4, 3)), _t(rng, (2, 2, 4, 3)), _t(rng, (2, 2, 4, 3)))
 
 
 @pytest.mark.parametrize("one_op", [True, False])
@@ -48,7 +50,7 @@ def test_gradcheck_gelu(gelu):
 @pytest.mark.parametrize("one_op", [True, False])
 def test_gradcheck_attention_layer_and_block(one_op):
     rng = np.random.default_rng(4)
-    block = nn.Block(8, 2, 12, fused=one_op, rng=5, dtype=np.float64)
+    block = Block(8, 2, 12, fused=one_op, rng=5, dtype=np.float64)
     x = _t(rng, (2, 4, 8))
     gradcheck(lambda x, *p: block(x), x, *block.parameters())
 
@@ -58,7 +60,7 @@ def test_fused_attention_equals_composite_values_and_gradients():
     rng = np.random.default_rng(6)
     data = [rng.standard_normal(s) for s in [(2, 3, 5, 4), (2, 3, 7, 4), (2, 3, 7, 4)]]   # Tq = 5 < Tk = 7
     grads = []
-    for attend in (fused.causal_attention, nn.causal_attention_composite):
+    for attend in (fused.causal_attention, causal_attention_composite):
         q, k, v = (Tensor(a.copy(), requires_grad=True) for a in data)
         y = attend(q, k, v)
         y.backward(np.cos(np.arange(y.size)).reshape(y.shape))
@@ -117,7 +119,7 @@ def test_fused_attention_float32_keeps_dtype_and_matches_float64():
 # ----------------------------------------------------------------- causality
 def test_attention_weights_are_lower_triangular_rows_summing_to_one():
     rng = np.random.default_rng(9)
-    attn = nn.CausalSelfAttention(8, 2, rng=0, dtype=np.float64)
+    attn = CausalSelfAttention(8, 2, rng=0, dtype=np.float64)
     P = attn.weights(Tensor(rng.standard_normal((3, 5, 8))))              # (B, H, T, T)
     assert P.shape == (3, 2, 5, 5)
     assert np.all(P[..., np.triu_indices(5, 1)[0], np.triu_indices(5, 1)[1]] == 0.0)
@@ -131,7 +133,7 @@ def test_attention_jacobian_is_exactly_zero_for_future_inputs(one_op):
     """d y_t / d x_s = 0 exactly for s > t (and not for s <= t), by reverse mode, row by row."""
     rng = np.random.default_rng(10)
     B, T, C = 2, 6, 8
-    block = nn.Block(C, 2, 16, fused=one_op, rng=1, dtype=np.float64)
+    block = Block(C, 2, 16, fused=one_op, rng=1, dtype=np.float64)
     x = Tensor(rng.standard_normal((B, T, C)), requires_grad=True)
     for t in range(T):
         x.grad = None
@@ -145,7 +147,7 @@ def test_attention_jacobian_is_exactly_zero_for_future_inputs(one_op):
 
 def test_attention_perturbing_later_positions_leaves_earlier_outputs():
     rng = np.random.default_rng(11)
-    attn = nn.CausalSelfAttention(8, 4, rng=2, dtype=np.float64)
+    attn = CausalSelfAttention(8, 4, rng=2, dtype=np.float64)
     x = rng.standard_normal((2, 7, 8))
     y = attn(Tensor(x)).data
     x2 = x.copy()
@@ -158,7 +160,7 @@ def test_attention_perturbing_later_positions_leaves_earlier_outputs():
 def test_key_value_cache_matches_full_pass():
     """Feeding 2 positions, then 1 at a time, through the cache gives the full pass's outputs."""
     rng = np.random.default_rng(12)
-    block = nn.Block(8, 2, 16, rng=3, dtype=np.float64)
+    block = Block(8, 2, 16, rng=3, dtype=np.float64)
     x = rng.standard_normal((3, 6, 8))
     full = block(Tensor(x)).data
     cache = {}
@@ -171,7 +173,7 @@ def test_key_value_cache_matches_full_pass():
 
 def test_key_value_cache_is_refused_while_gradients_are_on():
     """The cache stores plain arrays: with a graph being built, gradients would silently miss them."""
-    block = nn.Block(8, 2, 16, rng=3, dtype=np.float64)
+    block = Block(8, 2, 16, rng=3, dtype=np.float64)
     x = np.random.default_rng(0).standard_normal((1, 3, 8))
     cache = {}
     with pytest.raises(RuntimeError, match="no_grad"):
@@ -220,7 +222,7 @@ def test_embedding_and_layers_reject_bad_input():
     with pytest.raises(TypeError, match="integer ids"):
         emb(np.array([[0.5]]))
     with pytest.raises(ValueError, match="divisible"):
-        nn.CausalSelfAttention(10, 3)
+        CausalSelfAttention(10, 3)
     with pytest.raises(ValueError, match="features"):
         nn.LayerNorm(4)(Tensor(np.zeros((2, 5), np.float32)))
     with pytest.raises(ValueError, match="Tq <= Tk"):
@@ -228,7 +230,6 @@ def test_embedding_and_layers_reject_bad_input():
 
 
 def test_attention_layers_say_what_shape_they_expect():
-    from tinyar.nn import Block, CausalSelfAttention
     flat = Tensor(np.ones((4, 8), dtype=np.float32))
     with pytest.raises(ValueError, match=r"CausalSelfAttention: expected input of shape \(batch, time, 8\)"):
         CausalSelfAttention(8, 2, rng=0)(flat)

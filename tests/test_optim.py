@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from tinyar.kernels import sgd
 from tinyar.nn import Parameter
 from tinyar.optim import SGD, CosineLR, StepLR, clip_grad_norm_
 
@@ -61,6 +62,45 @@ def test_weight_decay_momentum_and_nesterov_together():
         p = p - lr * (g + mu * v)
         expected.append(p)
     np.testing.assert_allclose(run(lr=lr, momentum=mu, nesterov=True, weight_decay=wd), expected, rtol=1e-14)
+
+
+@pytest.mark.parametrize("kernels", ["numba", "numpy"])
+def test_momentum_on_both_paths(kernels, monkeypatch):
+    """Classical momentum after the first step runs the compiled one-pass update, or under
+    TINYAR_KERNELS=numpy SGD.step's own NumPy lines: both follow the hand-worked numbers."""
+    monkeypatch.setenv("TINYAR_KERNELS", kernels)
+    test_momentum()
+    test_weight_decay_momentum_and_nesterov_together()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_classical_momentum_gives_the_same_numbers_on_both_paths(dtype, monkeypatch):
+    """Steps 2.. of classical momentum with weight decay: the kernel (kernels/sgd.py) and
+    SGD.step's NumPy lines give the same parameters and velocities, bit for bit."""
+    calls = []
+    kernel = sgd.sgd_momentum_update_numba
+
+    def counted(*args):
+        calls.append(1)
+        kernel(*args)
+
+    monkeypatch.setattr(sgd, "sgd_momentum_update_numba", counted)
+    traces = {}
+    for kernels in ("numba", "numpy"):
+        monkeypatch.setenv("TINYAR_KERNELS", kernels)
+        rng = np.random.default_rng(5)
+        p = Parameter(rng.standard_normal((4, 3)), dtype=dtype)
+        opt = SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01)
+        traces[kernels] = []
+        for _ in range(4):
+            p.grad = rng.standard_normal((4, 3)).astype(dtype)
+            opt.step()
+            traces[kernels].append((p.data.copy(), opt.velocity[0].copy()))
+        traces[kernels + " calls"] = len(calls)
+    assert traces["numba calls"] == 3 and traces["numpy calls"] == 3     # steps 2-4 compiled, then none
+    for (p1, v1), (p2, v2) in zip(traces["numba"], traces["numpy"]):
+        np.testing.assert_array_equal(p1, p2)
+        np.testing.assert_array_equal(v1, v2)
 
 
 def test_sgd_keeps_float32_skips_missing_grads_and_zero_grad_clears():

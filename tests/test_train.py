@@ -1,4 +1,4 @@
-"""train.fit (determinism, resume, early stopping, NaN, clipping), checkpoints and metrics."""
+"""train.fit (determinism, resume, early stopping, NaN, clipping), truncated BPTT, checkpoints and metrics."""
 import json
 import math
 import os
@@ -8,8 +8,8 @@ import pytest
 
 import tinyar
 from tinyar import data, metrics, train
-from tinyar.models import FVSBN, NADE, MADE
-from tinyar.optim import SGD, CosineLR
+from tinyar.models import FVSBN, NADE, MADE, RNN
+from tinyar.optim import SGD, CosineLR, clip_grad_norm_
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +190,94 @@ def test_fit_rejects_bad_arguments(digits):
         train.fit(model, digits[0], None, opt, 0, 10, progress=False)
     with pytest.raises(ValueError, match="binary"):
         train.fit(model, digits[0] * 2, None, opt, 1, 10, progress=False)
+
+
+def test_make_optimizer_follows_the_recipe():
+    model = FVSBN(4)
+    opt, schedule = train.make_optimizer(model, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01,
+                                                     epochs=3, batch_size=10), n_train=25)
+    assert (opt.lr, opt.momentum, opt.nesterov, opt.weight_decay) == (0.1, 0.9, True, 0.01) and schedule is None
+    opt, schedule = train.make_optimizer(model, dict(lr=0.1, epochs=2, batch_size=10, warmup=100), n_train=25)
+    assert (schedule.total, schedule.warmup) == (6, 3)                # 2 epochs x 3 steps; at most half warm-up
+    assert train.make_optimizer(model, dict(lr=0.1, epochs=2, batch_size=10, warmup=5, schedule="constant"),
+                                n_train=25)[1] is None
+
+
+# ------------------------------------------------------------ truncated BPTT
+def test_stream_training_is_truncated_bptt_step_by_step():
+    """fit(stream=True) against the textbook loop written out: each minibatch continues the last one's
+    streams from the carried state, loss = -mean log p(x | past), clip, step. Bit for bit."""
+    rows = np.random.default_rng(0).integers(0, 5, (4 * 3, 10))       # 4 streams x 3 pieces of 10
+    a, b = RNN(5, n_hidden=6, rng=1, dtype=np.float64), RNN(5, n_hidden=6, rng=1, dtype=np.float64)
+    opt_a = SGD(a.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(2):                                                 # 2 epochs, each from <s>
+        state = None
+        for k in range(3):
+            x = rows[[k, 3 + k, 6 + k, 9 + k]]                         # piece k of each of the 4 streams
+            logp, state = a.log_prob_chunk(x, state)
+            loss = -logp.mean()
+            opt_a.zero_grad()
+            loss.backward()
+            clip_grad_norm_(a.parameters(), 1.0)
+            opt_a.step()
+    train.fit(b, rows, None, SGD(b.parameters(), lr=0.05, momentum=0.9), epochs=2, batch_size=4, clip=1.0,
+              progress=False, log=lambda m: None, stream=True)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        np.testing.assert_array_equal(pa.data, pb.data, err_msg=name)
+
+
+def test_fit_with_stream_is_fit_stream():
+    """train.fit(stream=True) on a text's rows trains exactly as fit_stream on the text itself:
+    the same parallel streams, chunks, carried states, clipping and updates, bit for bit."""
+    ids = np.random.default_rng(0).integers(0, 5, 4 * 3 * 10)         # 4 streams x 3 chunks of 10
+    a, b = RNN(5, n_hidden=6, rng=1, dtype=np.float64), RNN(5, n_hidden=6, rng=1, dtype=np.float64)
+    opt_a = SGD(a.parameters(), lr=0.05, momentum=0.9)
+    opt_b = SGD(b.parameters(), lr=0.05, momentum=0.9)
+    train.fit_stream(a, ids, opt_a, seq_len=10, batch_size=4, epochs=2, clip=1.0, log=None)
+    train.fit(b, ids.reshape(-1, 10), None, opt_b, epochs=2, batch_size=4, clip=1.0, progress=False,
+              log=lambda m: None, stream=True)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        np.testing.assert_array_equal(pa.data, pb.data, err_msg=name)
+    c = RNN(5, n_hidden=6, rng=1, dtype=np.float64)                    # rows read apart: another run
+    train.fit(c, ids.reshape(-1, 10), None, SGD(c.parameters(), lr=0.05, momentum=0.9), epochs=2, batch_size=4,
+              clip=1.0, progress=False, log=lambda m: None)
+    assert not np.allclose(c.head.weight.data, a.head.weight.data)
+
+
+def test_fit_stream_learns_a_periodic_text_with_clipping():
+    """Truncated BPTT over 'abcabc...': 3 chunks of 8 per epoch, state carried; bits/char falls near 0."""
+    text = np.tile([0, 1, 2], 400)
+    model = RNN(3, n_hidden=8, rng=0)
+    before = model.bits_per_char(text[:60])
+    opt = SGD(model.parameters(), lr=0.05, momentum=0.9)
+    history = train.fit_stream(model, text, opt, seq_len=8, batch_size=4, epochs=6, clip=1.0, log=None)
+    after = model.bits_per_char(text[:60])
+    assert before > 1.3                                                       # ~ log2(3) = 1.58 untrained
+    assert after < 0.1 and history[-1]["train_bpc"] < history[0]["train_bpc"]
+
+
+def test_fit_stream_stops_on_a_nan_loss():
+    model = RNN(3, n_hidden=4, rng=0)
+    model.head.bias.data[0] = np.nan
+    with pytest.raises(FloatingPointError, match="loss became nan at minibatch 1 in epoch 1"):
+        train.fit_stream(model, np.tile([0, 1, 2], 40), SGD(model.parameters(), lr=0.1), seq_len=5,
+                         batch_size=2, log=None)
+
+
+def test_fit_stream_needs_a_stateful_model_and_evaluate_reads_the_stream():
+    from tinyar.data import Dataset
+    from tinyar.models import Transformer
+    rows = np.random.default_rng(0).integers(0, 3, (6, 5))
+    tf = Transformer.for_dataset(Dataset("t", "tokens", rows, rows, rows, n_dims=5, n_levels=3), rng=0)
+    with pytest.raises(ValueError, match="log_prob_chunk"):
+        train.fit(tf, rows, None, SGD(tf.parameters(), lr=0.01), epochs=1, batch_size=2, stream=True,
+                  progress=False)
+    text = Dataset("t", "tokens", rows, rows[:2], rows[2:4], n_dims=5, n_levels=3, stream=True)
+    model = RNN(3, n_hidden=4, rng=0)
+    results = train.evaluate(model, text)
+    assert results["test"]["stream_bits_per_char"] == pytest.approx(model.bits_per_char(rows[2:4].reshape(-1)))
+    assert "stream_bits_per_char" not in train.evaluate(model, Dataset("t", "tokens", rows, rows, rows, n_dims=5,
+                                                                       n_levels=3))["test"]
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -4,6 +4,7 @@
     python -m tinyar sample runs/fvsbn --n 64 --png s.png draw samples from a trained model
     python -m tinyar eval runs/fvsbn --split test         NLL of a trained model on a split
     python -m tinyar gradcheck                            every op and model loss vs finite differences
+    python -m tinyar compare --data digits                train and score every model: one table, one plot
 
 A run folder holds model.npz (the best checkpoint), last.npz (to resume), run.json
 (the settings and the metrics of every epoch), curve.png and samples.png.
@@ -41,14 +42,76 @@ RECIPE_FLAGS = {          # recipe key -> command-line flag
 }
 
 
+def true_or_false(text):
+    """A command-line boolean: true/1/yes or false/0/no."""
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def parse_sizes(text):
+    """'500,500' -> [500, 500]: models.made.parse_sizes, imported when a flag is parsed."""
+    from tinyar.models import made
+    return made.parse_sizes(text)
+
+
+# Each model's own flags, by its name in models.REGISTRY: flag -> (constructor keyword, parser
+# of the flag's text, help). A parser `bool` makes a switch that takes no value.
+_NADE_OPTIONS = {
+    "--hidden": ("n_hidden", int, "hidden units H"),
+    "--order": ("order", str, "'natural' or 'random' (drawn from the seed)"),
+    "--order-agnostic": ("order_agnostic", true_or_false, "true: a fresh random ordering per minibatch"),
+    "--mask-inputs": ("mask_inputs", true_or_false, "true: each visited dimension also adds a learned column "
+                                                    "(tells x_d = 0 from unseen; for order-agnostic training)"),
+}
+_MADE_OPTIONS = {
+    "--hidden": ("n_hidden", parse_sizes, "hidden layer sizes, comma-separated (e.g. 500,500)"),
+    "--masks": ("n_masks", int, "number of masks (orderings and connectivity) drawn in training"),
+    "--order": ("order", str, "'natural' or 'random' (default: natural for one mask, random for several)"),
+    "--direct": ("direct", bool, "add direct input-to-output connections"),
+    "--mask-seed": ("mask_seed", int, "seed of the masks"),
+}
+_RNN_OPTIONS = {"--hidden": ("n_hidden", int, "hidden units H of the tanh RNN")}
+_PIXELCNN_OPTIONS = {
+    "--channels": ("n_channels", int, "feature maps per layer"),
+    "--layers": ("n_layers", int, "masked layers after the first"),
+    "--kernel": ("kernel_size", int, "kernel size of the later layers (odd)"),
+    "--first-kernel": ("first_kernel_size", int, "kernel size of the first, mask-A layer (odd)"),
+}
+MODEL_OPTIONS = {
+    "fvsbn": {
+        "--order": ("order", str, "'natural' or 'random' (drawn from the seed)"),
+        "--init-std": ("init_std", float, "std of the initial weights (0 = zero init, the recipe)"),
+    },
+    "nade": _NADE_OPTIONS,
+    "nade-categorical": _NADE_OPTIONS,
+    "rnade": dict(_NADE_OPTIONS, **{"--components": ("n_components", int, "mixture components M per dimension")}),
+    "made": _MADE_OPTIONS,
+    "made-categorical": _MADE_OPTIONS,
+    "char-rnn": _RNN_OPTIONS,
+    "pixel-rnn": _RNN_OPTIONS,
+    "transformer": {
+        "--layers": ("n_layers", int, "number of Transformer blocks"),
+        "--d-model": ("d_model", int, "width of the residual stream"),
+        "--heads": ("n_heads", int, "attention heads per block (must divide d_model)"),
+        "--d-mlp": ("d_mlp", int, "hidden units of each block's MLP"),
+    },
+    "pixelcnn": _PIXELCNN_OPTIONS,
+    "gated-pixelcnn": _PIXELCNN_OPTIONS,
+}
+
+
 def _registry():
     from tinyar.models import REGISTRY
     return REGISTRY
 
 
-def add_train_arguments(p, model_cls=None):
-    """The train command's flags; with model_cls, also that model's own flags (its cli_options)."""
-    p.add_argument("model", metavar="MODEL", nargs=None if model_cls else "?",
+def add_train_arguments(p, model=None):
+    """The train command's flags; with `model` (a name in models.REGISTRY), also that model's
+    own flags (MODEL_OPTIONS[model])."""
+    p.add_argument("model", metavar="MODEL", nargs=None if model else "?",
                    help=f"the model to train: {', '.join(sorted(_registry()))}")
     d = p.add_argument_group("data")
     d.add_argument("--data", default=None,
@@ -78,16 +141,21 @@ def add_train_arguments(p, model_cls=None):
                    help="continue the run in --out from its last.npz (with the settings in its run.json)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     o.add_argument("--n-samples", type=int, default=64, help="samples drawn into samples.png")
-    if model_cls is not None and getattr(model_cls, "cli_options", None):
-        m = p.add_argument_group(f"{model_cls.__name__} options")
-        for flag, (kwarg, parse, help_) in model_cls.cli_options.items():
-            if parse is bool:
-                m.add_argument(flag, dest=f"model_{kwarg}", action="store_const", const=True, default=None,
-                               help=help_)
-            else:
-                m.add_argument(flag, dest=f"model_{kwarg}", type=parse, default=None, help=help_,
-                               metavar=kwarg.upper())
+    if model is not None and MODEL_OPTIONS.get(model):
+        _add_model_options(p, model)
     return p
+
+
+def _add_model_options(p, model):
+    """The flags of MODEL_OPTIONS[model]; each value lands in args.model_<keyword>."""
+    m = p.add_argument_group(f"{_registry()[model].__name__} options")
+    for flag, (kwarg, parse, help_) in MODEL_OPTIONS[model].items():
+        if parse is bool:
+            m.add_argument(flag, dest=f"model_{kwarg}", action="store_const", const=True, default=None,
+                           help=help_)
+        else:
+            m.add_argument(flag, dest=f"model_{kwarg}", type=parse, default=None, help=help_,
+                           metavar=kwarg.upper())
 
 
 def recipe_from_args(model_cls, args):
@@ -106,22 +174,6 @@ def recipe_from_args(model_cls, args):
         flags = ", ".join(RECIPE_FLAGS[k] for k in missing)
         raise SystemExit(f"error: {model_cls.__name__}.recipe has no {missing}; give {flags}")
     return recipe
-
-
-def make_optimizer(model, recipe, n_train):
-    """SGD and (if the recipe asks) the cosine schedule over all the run's steps."""
-    import math
-
-    from tinyar.optim import SGD, CosineLR
-    optimizer = SGD(model.parameters(), lr=recipe["lr"], momentum=recipe.get("momentum", 0.0),
-                    nesterov=bool(recipe.get("nesterov", False)), weight_decay=recipe.get("weight_decay", 0.0))
-    schedule = None
-    if recipe.get("schedule") == "cosine" or (recipe.get("warmup") and recipe.get("schedule") != "constant"):
-        total = recipe["epochs"] * math.ceil(n_train / recipe["batch_size"])
-        # a short run (a few epochs to try things) keeps at most half its steps for the warm-up
-        warmup = min(int(recipe.get("warmup") or 0), total // 2)
-        schedule = CosineLR(optimizer, total=total, warmup=warmup)
-    return optimizer, schedule
 
 
 def write_samples(model, info, path, n=64, seed=SAMPLE_SEED, **sample_options):
@@ -164,32 +216,32 @@ def _print_results(results, dataset):
             print(f"  {split:<5} {r['stream_bits_per_char']:.4f} bits/char read as one stream (state carried)")
 
 
-def cmd_train(args, argv):
-    import numpy as np
-
-    from tinyar import data, plot, train
-    registry = _registry()
-    cls = registry[args.model]
-    out = Path(args.out) if args.out else Path("runs") / args.model
-    settings = None
-    if args.resume:
-        if not (out / "run.json").exists() or not (out / "last.npz").exists():
-            raise SystemExit(f"error: --resume: no run.json and last.npz in {out} to continue from")
-        previous = json.loads((out / "run.json").read_text())
-        settings = previous["settings"]
-        if settings["model"] != args.model:
-            raise SystemExit(f"error: --resume: {out} is a run of {settings['model']}, not {args.model}")
-        if args.epochs is not None:
-            settings["recipe"]["epochs"] = args.epochs
-        if args.patience is not None:
-            settings["recipe"]["patience"] = args.patience
-    else:
+def _train_settings(args, cls, out):
+    """The run's settings (model, recipe, seed, data): from the flags, or with --resume from the
+    run's run.json, with --epochs and --patience on top."""
+    if not args.resume:
         recipe = recipe_from_args(cls, args)
         spec = args.data or ("text" if cls.data_kind == "tokens" else "digits")
-        settings = dict(model=args.model, recipe=recipe, seed=args.seed,
-                        data=dict(spec=spec, text=args.text, seq_len=recipe.get("seq_len", 64)))
-    recipe, seed, spec = settings["recipe"], settings["seed"], settings["data"]
+        return dict(model=args.model, recipe=recipe, seed=args.seed,
+                    data=dict(spec=spec, text=args.text, seq_len=recipe.get("seq_len", 64)))
+    if not (out / "run.json").exists() or not (out / "last.npz").exists():
+        raise SystemExit(f"error: --resume: no run.json and last.npz in {out} to continue from")
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    if settings["model"] != args.model:
+        raise SystemExit(f"error: --resume: {out} is a run of {settings['model']}, not {args.model}")
+    if args.epochs is not None:
+        settings["recipe"]["epochs"] = args.epochs
+    if args.patience is not None:
+        settings["recipe"]["patience"] = args.patience
+    return settings
 
+
+def _dataset_and_model(cls, settings):
+    """The run's data set and a fresh model for it, or an error that says what does not fit."""
+    import numpy as np
+
+    from tinyar import data
+    recipe, seed, spec = settings["recipe"], settings["seed"], settings["data"]
     try:
         dataset = data.from_spec(spec["spec"], cls.data_kind, text_path=spec["text"], seq_len=spec["seq_len"],
                                  seed=seed)
@@ -201,10 +253,12 @@ def cmd_train(args, argv):
         data.check_fits(dataset, model)
     except (OSError, ValueError, TypeError, ConnectionError, RuntimeError) as e:
         raise SystemExit(f"error: {e}")
-    optimizer, schedule = make_optimizer(model, recipe, len(dataset.train))
-    print(f"{cls.__name__} ({model.n_parameters():,} parameters) on {dataset.describe()}")
-    print(f"recipe: {json.dumps({k: v for k, v in recipe.items()})}, seed {seed} -> {out}")
-    out.mkdir(parents=True, exist_ok=True)
+    return dataset, model
+
+
+def _run_record(args, argv, cls, settings, dataset, model, schedule, out):
+    """What run.json says of the run before training: the command, settings, model, data, schedule."""
+    from tinyar import data, train
     info = dict(dataset_info(dataset), **{"class": cls.__name__})
     run = dict(command="python -m tinyar " + " ".join(argv), settings=settings, model_class=cls.__name__,
                config=model.config, n_parameters=model.n_parameters(), data=info,
@@ -216,9 +270,31 @@ def cmd_train(args, argv):
             run["resumed_at_epoch"] = len(train.read_checkpoint(out / "last.npz")[0]["state"]["history"]["epochs"])
         except ValueError as e:
             raise SystemExit(f"error: {e}")
-    else:
-        _write_json(out / "run.json", dict(run, history=None, final=None))    # settings, for --resume
+    return run
 
+
+def _print_summary(history, seconds, results, dataset, out):
+    print(f"trained {len(history['epochs'])} epochs in {seconds:.1f} s (best epoch {history['best_epoch']})"
+          + (f"; {history['stopped']}" if history["stopped"] else ""))
+    _print_results(results, dataset)
+    print(f"test NLL: {results['test']['nll']:.4f} nats ({results['test']['bits_per_dim']:.4f} bits/dim)")
+    print(f"wrote {out}/model.npz, last.npz, run.json, curve.png, samples.png")
+
+
+def cmd_train(args, argv):
+    from tinyar import plot, train
+    cls = _registry()[args.model]
+    out = Path(args.out) if args.out else Path("runs") / args.model
+    settings = _train_settings(args, cls, out)
+    recipe, seed = settings["recipe"], settings["seed"]
+    dataset, model = _dataset_and_model(cls, settings)
+    optimizer, schedule = train.make_optimizer(model, recipe, len(dataset.train))
+    print(f"{cls.__name__} ({model.n_parameters():,} parameters) on {dataset.describe()}")
+    print(f"recipe: {json.dumps({k: v for k, v in recipe.items()})}, seed {seed} -> {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    run = _run_record(args, argv, cls, settings, dataset, model, schedule, out)
+    if not args.resume:
+        _write_json(out / "run.json", dict(run, history=None, final=None))    # settings, for --resume
     t0 = time.perf_counter()
     try:
         history = train.fit(model, dataset.train, dataset.valid, optimizer, epochs=recipe["epochs"],
@@ -233,14 +309,9 @@ def cmd_train(args, argv):
     run.update(history=history, train_seconds=seconds, final=results)
     plot.learning_curve(history, out / "curve.png",
                         title=f"{cls.__name__} on {dataset.name}: test NLL {results['test']['nll']:.3f} nats")
-    write_samples(model, info, out / "samples.png", n=args.n_samples)
+    write_samples(model, run["data"], out / "samples.png", n=args.n_samples)
     _write_json(out / "run.json", run)
-    done = len(history["epochs"])
-    print(f"trained {done} epochs in {seconds:.1f} s (best epoch {history['best_epoch']})"
-          + (f"; {history['stopped']}" if history["stopped"] else ""))
-    _print_results(results, dataset)
-    print(f"test NLL: {results['test']['nll']:.4f} nats ({results['test']['bits_per_dim']:.4f} bits/dim)")
-    print(f"wrote {out}/model.npz, last.npz, run.json, curve.png, samples.png")
+    _print_summary(history, seconds, results, dataset, out)
     return 1 if history["diverged"] else 0
 
 
@@ -248,10 +319,10 @@ def _write_json(path, obj):
     import os
     import tempfile
 
-    from tinyar.train import _to_jsonable
+    from tinyar.train import to_jsonable
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(_to_jsonable(obj), f, indent=1)
+        json.dump(to_jsonable(obj), f, indent=1)
     os.replace(tmp, path)
 
 
@@ -319,26 +390,41 @@ def cmd_eval(args):
     return 0
 
 
+# ------------------------------------------------------------------ compare
+def cmd_compare(args):
+    from tinyar import compare
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    try:
+        compare.compare(args.data, models=models, out=args.out, quick=args.quick, seed=args.seed,
+                        progress=args.progress)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    print((Path(args.out) / "results.md").read_text())
+    print(f"wrote {args.out}/results.md, results.json, nll.png")
+    return 0
+
+
 # -------------------------------------------------------------------- parser
-def build_parser(model_cls=None):
-    parser = argparse.ArgumentParser(prog="python -m tinyar",
-                                     description="Autoregressive generative models on a small NumPy autograd.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_gradcheck_parser(sub):
     p = sub.add_parser("gradcheck", help="check every op's and every model's gradients against finite differences",
                        description="Gradcheck every registered op, composite and model loss in float64; "
                                    "prints a table and exits non-zero if any fails.")
     p.add_argument("--ops-only", action="store_true", help="skip the models' losses")
     p.set_defaults(run=cmd_gradcheck)
 
+
+def _add_train_parser(sub, model):
     p = sub.add_parser("train", help="train a model; prints its test NLL and writes a run folder",
                        description="Train MODEL by SGD with its default recipe (every flag overrides one "
                                    "setting), keep the best checkpoint by validation NLL, print the final "
                                    "train/valid/test NLL, and write model.npz, last.npz, run.json, curve.png "
                                    "and samples.png into the run folder. `train MODEL --help` also lists "
                                    "the model's own options.")
-    add_train_arguments(p, model_cls)
+    add_train_arguments(p, model)
     p.set_defaults(run=None)
 
+
+def _add_sample_parser(sub):
     p = sub.add_parser("sample", help="draw samples from a trained model into a PNG",
                        description="Draw samples from the model of a run folder and save them as a grid of "
                                    "images (or as text, for a text model).")
@@ -351,6 +437,8 @@ def build_parser(model_cls=None):
                    help="sample from softmax(logits / temperature) (< 1 sharper, > 1 flatter)")
     p.set_defaults(run_fn=cmd_sample)
 
+
+def _add_eval_parser(sub):
     p = sub.add_parser("eval", help="NLL (nats, bits/dim) of a trained model on a split",
                        description="Negative log-likelihood of the model of a run folder (or a checkpoint "
                                    "with --data) on a split of its data set.")
@@ -361,12 +449,9 @@ def build_parser(model_cls=None):
     p.add_argument("--seq-len", type=int, default=None, help="sequence length for --data text")
     p.add_argument("--batch-size", type=int, default=1000, help="examples per evaluation batch")
     p.set_defaults(run_fn=cmd_eval)
-    add_compare_parser(sub)                                   # ==== compare (issue 9) ====
-    return parser
 
 
-# ==== compare (issue 9): train and score every model, one table (tinyar/compare.py) ====
-def add_compare_parser(sub):
+def _add_compare_parser(sub):
     from tinyar.compare import DEFAULT_MODELS
     p = sub.add_parser("compare", help="train and evaluate every model on one data set; a table and a plot",
                        description="Train every model (each with its recipe, on a budget of epochs that keeps "
@@ -383,22 +468,21 @@ def add_compare_parser(sub):
     p.set_defaults(run_fn=cmd_compare)
 
 
-def cmd_compare(args):
-    from tinyar import compare
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    try:
-        compare.compare(args.data, models=models, out=args.out, quick=args.quick, seed=args.seed,
-                        progress=args.progress)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}")
-    print((Path(args.out) / "results.md").read_text())
-    print(f"wrote {args.out}/results.md, results.json, nll.png")
-    return 0
-# ==== end of compare ====
+def build_parser(model=None):
+    """The parser of every command; with `model` (a name in models.REGISTRY), `train` also takes its options."""
+    parser = argparse.ArgumentParser(prog="python -m tinyar",
+                                     description="Autoregressive generative models on a small NumPy autograd.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_gradcheck_parser(sub)
+    _add_train_parser(sub, model)
+    _add_sample_parser(sub)
+    _add_eval_parser(sub)
+    _add_compare_parser(sub)
+    return parser
 
 
 def _train_model_name(argv):
-    """First pass over `train ...`: the MODEL name (so that its cli_options join the parser), or None."""
+    """First pass over `train ...`: the MODEL name (so that its options join the parser), or None."""
     pre = argparse.ArgumentParser(add_help=False)
     add_train_arguments(pre)
     known, _ = pre.parse_known_args(argv[1:])
@@ -407,18 +491,17 @@ def _train_model_name(argv):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    model_cls = None
+    model = None
     if argv and argv[0] == "train":
-        name = _train_model_name(argv)
+        model = _train_model_name(argv)
         registry = _registry()
-        if name is not None and name not in registry:
-            print(f"python -m tinyar train: error: unknown model {name!r}; choose from {', '.join(sorted(registry))}",
+        if model is not None and model not in registry:
+            print(f"python -m tinyar train: error: unknown model {model!r}; choose from {', '.join(sorted(registry))}",
                   file=sys.stderr)
             return 2
-        model_cls = registry.get(name)
-    args = build_parser(model_cls).parse_args(argv)
+    args = build_parser(model).parse_args(argv)
     if args.command == "train":
-        if model_cls is None:
+        if model is None:
             build_parser().error(f"train: give a MODEL: {', '.join(sorted(_registry()))}")
         return cmd_train(args, argv)
     if args.command == "gradcheck":

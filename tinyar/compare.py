@@ -78,7 +78,6 @@ def _spec(name):
 def run_one(name, dataset, quick=False, seed=0, n_samples=64, progress=False, log=print):
     """Train and evaluate one model; returns its row of the table (a dict)."""
     from tinyar import metrics, train
-    from tinyar.cli import make_optimizer
     cls, recipe = _spec(name)
     registry_name = BUDGETS[name][0]
     if quick:
@@ -90,7 +89,7 @@ def run_one(name, dataset, quick=False, seed=0, n_samples=64, progress=False, lo
     train_x = dataset.train[:QUICK_N["train"]] if quick else dataset.train
     valid_x = dataset.valid[:QUICK_N["valid"]] if quick else dataset.valid
     test_x = dataset.test[:QUICK_N["test"]] if quick else dataset.test
-    optimizer, schedule = make_optimizer(model, recipe, len(train_x))
+    optimizer, schedule = train.make_optimizer(model, recipe, len(train_x))
 
     t0 = time.perf_counter()
     history = train.fit(model, train_x, valid_x, optimizer, epochs=recipe["epochs"],
@@ -167,9 +166,9 @@ def markdown_table(rows, title="digits", seed=0):
 
 def bar_plot(rows, path, title="test NLL"):
     """Two bar charts side by side: test NLL (nats) and training time (s) per model."""
-    from tinyar.plot import _figure, _save
+    from tinyar.plot import figure, save
     names = [r["model"] for r in rows]
-    fig = _figure(11, 4)
+    fig = figure(11, 4)
     ax1, ax2 = fig.subplots(1, 2)
     nll = [r["test_nll"] for r in rows]
     bars = ax1.bar(names, nll, color="#4c72b0")
@@ -185,4 +184,4 @@ def bar_plot(rows, path, title="test NLL"):
     for ax in (ax1, ax2):
         ax.tick_params(axis="x", labelrotation=40, labelsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)

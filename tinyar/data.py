@@ -22,7 +22,8 @@ Loaders:
                           English documentation that ships inside Python's standard library
     from_array(path)      a user's own .npy / .npz array
 
-and `batches(x, batch_size, rng)`, the seeded minibatch iterator of train.fit.
+and the minibatch iterators of train.fit: `batches(x, batch_size, rng)` (a seeded shuffle),
+`stream_batches` and `parallel_streams` (pieces of parallel streams, for truncated BPTT).
 
 References
     [1] S. Ermon, A. Grover, CS236 notes: Autoregressive models.
@@ -579,6 +580,16 @@ def stream_batches(x, batch_size):
     rows = np.arange(batch_size * m).reshape(batch_size, m)          # rows[b, k]: row k of stream b
     for k in range(m):
         yield x[rows[:, k]]
+
+
+def parallel_streams(ids, batch_size):
+    """One long (n,) stream of ids as batch_size parallel streams, an array (batch_size, n // batch_size):
+    row b is the b-th contiguous stretch, so that piece k of row b continues piece k-1 of row b."""
+    ids = np.asarray(ids).reshape(-1)
+    n = len(ids) // batch_size
+    if n < 2:
+        raise ValueError(f"parallel_streams: {len(ids)} ids are too few for {batch_size} parallel streams")
+    return ids[:n * batch_size].reshape(batch_size, n)
 
 
 def fingerprint(x):

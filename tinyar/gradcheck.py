@@ -40,6 +40,32 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_coordinates=400, 
     GradcheckError naming the input, the element (or direction), both values and
     the relative error on failure.
     """
+    checked = _inputs_to_check(inputs, eps)
+    rng = np.random.default_rng(seed)
+    out = _output(fn, inputs)
+    worst = {"max_abs_error": 0.0, "max_rel_error": 0.0}
+    for u in _weightings(out, full_jacobian_size, rng):
+        def s(u=u):                                        # s(x) = sum(u * f(x)), without a graph
+            with no_grad():
+                return float(np.sum(u * fn(*inputs).data))
+
+        _backward(fn, inputs, checked, u)                  # x.grad = ds/dx for every checked x
+        for k, x in checked:
+            analytic = np.zeros_like(x.data) if x.grad is None else x.grad
+            if x.size <= max_coordinates:
+                a, numeric, where = analytic.reshape(-1), _along_coordinates(x, s, eps), "element"
+            else:
+                directions = _random_directions(rng, x.shape, n_directions)
+                numeric = _along_directions(x, s, eps, directions)
+                a, where = np.array([np.sum(analytic * v) for v in directions]), "random direction"
+            _compare(k, x, a, numeric, where, atol, rtol, worst)
+    for _, x in checked:
+        x.grad = None
+    return worst
+
+
+def _inputs_to_check(inputs, eps):
+    """[(position, Tensor)] of the inputs that require grad; all must be float64."""
     checked = [(k, x) for k, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:
         raise ValueError("gradcheck: no input Tensor has requires_grad=True; nothing to check")
@@ -48,70 +74,82 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_coordinates=400, 
             raise TypeError(f"gradcheck: input {k} is {x.dtype}; gradcheck needs float64. With eps={eps}, "
                             "float32 rounding (about 1e-7 relative) makes each finite difference wrong by "
                             "about 0.1, which would hide real errors. Convert with Tensor(x.data.astype(np.float64)).")
+    return checked
 
-    rng = np.random.default_rng(seed)
+
+def _output(fn, inputs):
     out = fn(*inputs)
     if not isinstance(out, Tensor):
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
     if out.dtype != np.float64:
         raise TypeError(f"gradcheck: fn returned {out.dtype}; everything must run in float64")
+    return out
+
+
+def _weightings(out, full_jacobian_size, rng):
+    """The weightings u of the outputs: every unit vector for a small output, else one random u."""
     if out.size <= full_jacobian_size:     # every row of the Jacobian: one weighting per output
-        weightings = [np.eye(out.size)[j].reshape(out.shape) for j in range(out.size)]
-    else:                                  # one random combination of the rows
-        weightings = [rng.standard_normal(out.shape)]
+        return [np.eye(out.size)[j].reshape(out.shape) for j in range(out.size)]
+    return [rng.standard_normal(out.shape)]     # one random combination of the rows
 
-    worst = {"max_abs_error": 0.0, "max_rel_error": 0.0}
-    for u in weightings:
-        def s():
-            with no_grad():
-                return float(np.sum(u * fn(*inputs).data))
 
-        for _, x in checked:
-            x.grad = None
-        out = fn(*inputs)
-        if not out.requires_grad:
-            raise GradcheckError("gradcheck: the output does not depend on any input that requires grad")
-        out.backward(u)
-        for k, x in checked:
-            analytic = np.zeros_like(x.data) if x.grad is None else x.grad
-            if x.size <= max_coordinates:
-                numeric = np.empty(x.size)
-                for j, idx in enumerate(np.ndindex(x.shape)):   # write x.data itself, whatever its layout
-                    old = x.data[idx]
-                    x.data[idx] = old + eps
-                    s_plus = s()
-                    x.data[idx] = old - eps
-                    s_minus = s()
-                    x.data[idx] = old
-                    numeric[j] = (s_plus - s_minus) / (2 * eps)
-                a, where = analytic.reshape(-1), "element {}"
-                labels = [tuple(int(i) for i in np.unravel_index(j, x.shape)) for j in range(x.size)]   # (1, 2), not np.int64s
-            else:
-                directions = rng.standard_normal((n_directions,) + x.shape)
-                directions /= np.sqrt((directions ** 2).sum(axis=tuple(range(1, directions.ndim)), keepdims=True))
-                original = x.data.copy()
-                numeric = np.empty(n_directions)
-                for j, v in enumerate(directions):
-                    x.data[...] = original + eps * v
-                    s_plus = s()
-                    x.data[...] = original - eps * v
-                    s_minus = s()
-                    numeric[j] = (s_plus - s_minus) / (2 * eps)
-                x.data[...] = original
-                a = np.array([np.sum(analytic * v) for v in directions])
-                where, labels = "random direction {}", list(range(n_directions))
-            abs_err = np.abs(a - numeric)
-            rel_err = abs_err / np.maximum(np.abs(numeric), atol)    # no blow-up where the gradient is ~0
-            worst["max_abs_error"] = max(worst["max_abs_error"], float(abs_err.max()))
-            worst["max_rel_error"] = max(worst["max_rel_error"], float(rel_err.max()))
-            excess = abs_err - (atol + rtol * np.abs(numeric))
-            j = int(np.argmax(excess))
-            if excess[j] > 0:
-                raise GradcheckError(
-                    f"gradcheck failed for input {k} (shape {x.shape}) at {where.format(labels[j])}: "
-                    f"analytic {a[j]:.10g}, numeric {numeric[j]:.10g}, "
-                    f"abs error {abs_err[j]:.3g}, relative error {rel_err[j]:.3g} "
-                    f"(tolerance atol={atol}, rtol={rtol})")
+def _backward(fn, inputs, checked, u):
+    """The analytic gradients: one backward pass of sum(u * fn(*inputs)), into each x.grad."""
     for _, x in checked:
         x.grad = None
-    return worst
+    out = fn(*inputs)
+    if not out.requires_grad:
+        raise GradcheckError("gradcheck: the output does not depend on any input that requires grad")
+    out.backward(u)
+
+
+def _along_coordinates(x, s, eps):
+    """ds/dx[j] ~ (s(x + eps e_j) - s(x - eps e_j)) / (2 eps) for every element j of x, flat."""
+    numeric = np.empty(x.size)
+    for j, idx in enumerate(np.ndindex(x.shape)):     # write x.data itself, whatever its layout
+        old = x.data[idx]
+        x.data[idx] = old + eps
+        s_plus = s()
+        x.data[idx] = old - eps
+        s_minus = s()
+        x.data[idx] = old
+        numeric[j] = (s_plus - s_minus) / (2 * eps)
+    return numeric
+
+
+def _random_directions(rng, shape, n):
+    """n random unit vectors of the given shape, (n,) + shape."""
+    directions = rng.standard_normal((n,) + shape)
+    directions /= np.sqrt((directions ** 2).sum(axis=tuple(range(1, directions.ndim)), keepdims=True))
+    return directions
+
+
+def _along_directions(x, s, eps, directions):
+    """The derivative of s along each unit vector v: (s(x + eps v) - s(x - eps v)) / (2 eps)."""
+    original = x.data.copy()
+    numeric = np.empty(len(directions))
+    for j, v in enumerate(directions):
+        x.data[...] = original + eps * v
+        s_plus = s()
+        x.data[...] = original - eps * v
+        s_minus = s()
+        numeric[j] = (s_plus - s_minus) / (2 * eps)
+    x.data[...] = original
+    return numeric
+
+
+def _compare(k, x, analytic, numeric, where, atol, rtol, worst):
+    """Update the largest errors in `worst`; raise GradcheckError at the worst excess over the tolerance."""
+    abs_err = np.abs(analytic - numeric)
+    rel_err = abs_err / np.maximum(np.abs(numeric), atol)    # no blow-up where the gradient is ~0
+    worst["max_abs_error"] = max(worst["max_abs_error"], float(abs_err.max()))
+    worst["max_rel_error"] = max(worst["max_rel_error"], float(rel_err.max()))
+    excess = abs_err - (atol + rtol * np.abs(numeric))
+    j = int(np.argmax(excess))
+    if excess[j] > 0:
+        label = tuple(int(i) for i in np.unravel_index(j, x.shape)) if where == "element" else j   # (1, 2)
+        raise GradcheckError(
+            f"gradcheck failed for input {k} (shape {x.shape}) at {where} {label}: "
+            f"analytic {analytic[j]:.10g}, numeric {numeric[j]:.10g}, "
+            f"abs error {abs_err[j]:.3g}, relative error {rel_err[j]:.3g} "
+            f"(tolerance atol={atol}, rtol={rtol})")

@@ -41,10 +41,30 @@ def _unary_cases(name, fn, rng, **kw):
 
 
 def op_cases(seed=0):
-    """{op name: [case, ...]} for every op in ops.OPS (the registry)."""
+    """{op name: [case, ...]} for every op in ops.OPS (the registry).
+
+    The families draw their inputs from one stream in this order (nade, conv2d, embedding
+    and linear from streams of their own), so a new case added at the end of a family
+    moves no other family's inputs.
+    """
     rng = np.random.default_rng(seed)
+    cases = {}
+    cases.update(_elementwise_cases(rng))
+    cases.update(_reduction_cases(rng))
+    cases.update(_shape_cases(rng))
+    cases.update(_nade_cases(seed))
+    cases.update(_masked_matmul_cases(rng))
+    cases.update(_rnn_cases(rng))
+    cases.update(_conv_cases(seed))
+    cases.update(_attention_cases(rng))
+    cases.update(_embedding_and_linear_cases(seed))
+    return cases
+
+
+def _elementwise_cases(rng):
+    """Binary ops over the broadcasting grid, unary ops over three shapes, the Bernoulli log-probability."""
     positive = dict(low=0.2, high=2.0)
-    cases = {
+    return {
         "add": _binary_cases("add", ops.add, rng),
         "sub": _binary_cases("sub", ops.sub, rng),
         "mul": _binary_cases("mul", ops.mul, rng),
@@ -65,6 +85,12 @@ def op_cases(seed=0):
         "bernoulli_log_prob": [("bernoulli_log_prob", str(s), lambda z, x=x: fused.bernoulli_log_prob(z, x), (_t(rng, s),))
                                for s, x in [((3,), np.array([0.0, 1.0, 1.0])),
                                             ((2, 3), np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]))]],
+    }
+
+
+def _reduction_cases(rng):
+    """matmul (with batch broadcasting) and the reductions sum, mean, max over various axes."""
+    return {
         "matmul": [("matmul", f"{sa} {sb}", ops.matmul, (_t(rng, sa), _t(rng, sb)))
                    for sa, sb in [((3,), (3,)), ((3,), (3, 2)), ((2, 3), (3,)), ((2, 3), (3, 4)),
                                   ((2, 2, 3), (3, 4)), ((2, 2, 3), (2, 3, 4)), ((1, 2, 3), (2, 3, 2)),
@@ -75,6 +101,12 @@ def op_cases(seed=0):
                  for s, ax in [((3,), None), ((2, 3), 0), ((2, 3), -1), ((2, 3, 2), (0, 2))]],
         "max": [("max", f"{s} axis={ax}", lambda x, ax=ax: ops.max_(x, axis=ax), (_t(rng, s),))
                 for s, ax in [((3,), None), ((2, 3), 0), ((2, 3), 1), ((2, 3, 2), (1, 2))]],
+    }
+
+
+def _shape_cases(rng):
+    """Ops that move or pick elements: reshape, transpose, indexing, concatenate, stack, where."""
+    return {
         "reshape": [("reshape", "(2, 3) -> (3, 2)", lambda x: ops.reshape(x, (3, 2)), (_t(rng, (2, 3)),)),
                     ("reshape", "(2, 3) -> (6,)", lambda x: ops.reshape(x, -1), (_t(rng, (2, 3)),))],
         "transpose": [("transpose", "(2, 3)", ops.transpose, (_t(rng, (2, 3)),)),
@@ -95,23 +127,29 @@ def op_cases(seed=0):
                   ("where", "(2, 3) (3,)", lambda a, b: ops.where(np.array([[1, 0, 1], [0, 0, 1]], bool), a, b),
                    (_t(rng, (2, 3)), _t(rng, (3,))))],
     }
-    # ==== fused: NADE ====
+
+
+def _nade_cases(seed):
+    """fused.nade on binary, one-hot (K = 3) and real inputs, in natural and shuffled orderings."""
     nade_rng = np.random.default_rng(seed + 4)          # its own stream: the other cases' inputs stay put
     nade_x = [(nade_rng.random((3, 4, 1)) < 0.5).astype(np.float64),            # binary inputs
               np.eye(3)[nade_rng.integers(0, 3, (2, 4))],                        # one-hot, K = 3
               nade_rng.standard_normal((2, 5, 2))]                               # real features, K = 2
-    cases["nade"] = [
+    return {"nade": [
         ("nade", f"x {x.shape} H 3 P {P}",
          lambda W, c, V, b, x=x, order=order: fused.nade(x, order, W, c, V, b),
          (_t(nade_rng, (x.shape[1], x.shape[2], 3)), _t(nade_rng, (3,)), _t(nade_rng, (x.shape[1], P, 3)),
           _t(nade_rng, (x.shape[1], P))))
         for x, order, P in [(nade_x[0], np.arange(4), 1), (nade_x[1], np.array([2, 0, 3, 1]), 3),
-                            (nade_x[2], np.array([4, 1, 0, 3, 2]), 2)]]
-    # ==== fused: masked matmul ====
+                            (nade_x[2], np.array([4, 1, 0, 3, 2]), 2)]]}
+
+
+def _masked_matmul_cases(rng):
+    """fused.masked_matmul with a MADE mask and a random one, through each of its kernels."""
     degrees_in, degrees_out = np.array([1, 3, 2, 2, 1]), np.array([2, 1, 3, 2])
     made_mask = (degrees_out[:, None] >= degrees_in[None, :]).astype(np.float64)     # (4, 5), a staircase
     other_mask = (rng.random((4, 5)) < 0.5).astype(np.float64)                       # no structure
-    cases["masked_matmul"] = [
+    cases = [
         ("masked_matmul", f"(3, 5) (4, 5) {what} mask, {kernel}",
          lambda x, W, b, M=M, kernel=kernel: fused.masked_matmul(x, W, M, b, kernel=kernel),
          (_t(rng, (3, 5)), _t(rng, (4, 5)), _t(rng, (4,))))
@@ -120,25 +158,32 @@ def op_cases(seed=0):
           lambda x, W: fused.masked_matmul(x, W, made_mask, kernel="numba"), (_t(rng, (2, 5)), _t(rng, (4, 5))))]
     # the same units numbered by degree: a staircase in place, for the blocked BLAS kernels
     in_place = (np.sort(degrees_out)[:, None] >= np.sort(degrees_in)[None, :]).astype(np.float64)
-    cases["masked_matmul"] += [
+    cases += [
         ("masked_matmul", "(3, 5) (4, 5) sorted MADE mask, staircase",
          lambda x, W, b: fused.masked_matmul(x, W, in_place, b, kernel="staircase"),
          (_t(rng, (3, 5)), _t(rng, (4, 5)), _t(rng, (4,)))),
         ("masked_matmul", "(2, 5) (4, 5) sorted MADE mask, no bias, staircase",
          lambda x, W: fused.masked_matmul(x, W, in_place, kernel="staircase"), (_t(rng, (2, 5)), _t(rng, (4, 5))))]
-    # ==== fused: RNN ====
+    return {"masked_matmul": cases}
+
+
+def _rnn_cases(rng):
+    """fused.elman_rnn on token ids (a repeated id: its column sums gradients) and on dense inputs."""
     ids = np.array([[0, 3, 3, 1, 4], [2, 2, 0, 4, 1]])                # (B=2, T=5), vocabulary 5, id 3 repeats
-    cases["elman_rnn"] = [
+    return {"elman_rnn": [
         ("elman_rnn", "ids (2, 5), V 5, H 3",
          lambda W_xh, W_hh, b, h0: fused.elman_rnn(ids, W_xh, W_hh, b, h0),
          (_t(rng, (3, 5)), _t(rng, (3, 3), low=-0.7, high=0.7), _t(rng, (3,)), _t(rng, (2, 3)))),
         ("elman_rnn", "dense x (2, 4, 2), H 3",
          lambda x, W_xh, W_hh, b, h0: fused.elman_rnn(x, W_xh, W_hh, b, h0),
          (_t(rng, (2, 4, 2)), _t(rng, (3, 2)), _t(rng, (3, 3), low=-0.7, high=0.7), _t(rng, (3,)),
-          _t(rng, (2, 3))))]
-    # ==== fused: convolution ====
+          _t(rng, (2, 3))))]}
+
+
+def _conv_cases(seed):
+    """fused.conv2d over several shapes and kernel sizes, and restricted to the taps of masks A and B."""
     conv_rng = np.random.default_rng(seed + 7)          # its own stream: the other cases' inputs stay put
-    cases["conv2d"] = [
+    cases = [
         ("conv2d", f"x {(B, C, H, W)} w {(O, C, kh, kw)}" + ("" if bias else " no bias"),
          (lambda x, w, b: fused.conv2d(x, w, b)) if bias else (lambda x, w: fused.conv2d(x, w)),
          (_t(conv_rng, (B, C, H, W)), _t(conv_rng, (O, C, kh, kw))) + ((_t(conv_rng, (O,)),) if bias else ()))
@@ -146,33 +191,42 @@ def op_cases(seed=0):
                                             (2, 3, 5, 4, 2, 5, 5, True), (1, 2, 6, 6, 2, 7, 7, False),
                                             (3, 1, 4, 4, 2, 1, 3, True), (2, 2, 5, 5, 3, 3, 1, True)]]
     # the kernel restricted to the taps of mask A (raster index before the centre's) or B (up to it)
-    cases["conv2d"] += [
+    cases += [
         ("conv2d", f"x {(B, C, H, W)} w {(O, C, k, k)} taps: mask {mask}",
          lambda x, w, b, taps=np.arange(k * k).reshape(k, k) < k * k // 2 + (mask == "B"):
              fused.conv2d(x, w, b, taps=taps),
          (_t(conv_rng, (B, C, H, W)), _t(conv_rng, (O, C, k, k)), _t(conv_rng, (O,))))
         for B, C, H, W, O, k, mask in [(2, 2, 4, 5, 3, 3, "A"), (1, 3, 5, 4, 2, 5, "B")]]
-    # ==== fused: attention ====
-    cases["causal_attention"] = [
-        ("causal_attention", f"q {sq} k,v {sk}", fused.causal_attention,
-         (_t(rng, sq), _t(rng, sk), _t(rng, sk)))
-        for sq, sk in [((3, 4), (3, 4)), ((2, 2, 4, 3), (2, 2, 4, 3)), ((2, 2, 3), (2, 5, 3))]]
-    cases["layer_norm"] = [
-        ("layer_norm", f"{s}", lambda x, g, b: fused.layer_norm(x, g, b),
-         (_t(rng, s), _t(rng, s[-1:]), _t(rng, s[-1:])))
-        for s in [(5,), (3, 4), (2, 3, 5)]]
-    cases["gelu"] = _unary_cases("gelu", fused.gelu, rng)
-    # ==== embedding ====
+    return {"conv2d": cases}
+
+
+def _attention_cases(rng):
+    """The Transformer's fused ops: causal attention, layer norm, GELU."""
+    return {
+        "causal_attention": [
+            ("causal_attention", f"q {sq} k,v {sk}", fused.causal_attention,
+             (_t(rng, sq), _t(rng, sk), _t(rng, sk)))
+            for sq, sk in [((3, 4), (3, 4)), ((2, 2, 4, 3), (2, 2, 4, 3)), ((2, 2, 3), (2, 5, 3))]],
+        "layer_norm": [
+            ("layer_norm", f"{s}", lambda x, g, b: fused.layer_norm(x, g, b),
+             (_t(rng, s), _t(rng, s[-1:]), _t(rng, s[-1:])))
+            for s in [(5,), (3, 4), (2, 3, 5)]],
+        "gelu": _unary_cases("gelu", fused.gelu, rng),
+    }
+
+
+def _embedding_and_linear_cases(seed):
+    """fused.embedding (a repeated id: its row sums gradients) and fused.linear, with and without a bias."""
     ids = np.array([[1, 3, 1], [4, 0, 1]])                  # id 1 three times: its row sums 3 gradients
-    cases["embedding"] = [("embedding", "W (5, 3) ids (2, 3)", lambda w: fused.embedding(w, ids),
-                           (_t(np.random.default_rng(seed + 8), (5, 3)),))]
-    # ==== linear ====
     linear_rng = np.random.default_rng(seed + 9)
-    cases["linear"] = [("linear", "x (4, 3) W (2, 3) b (2,)", fused.linear,
-                        tuple(_t(linear_rng, s) for s in [(4, 3), (2, 3), (2,)])),
-                       ("linear", "x (4, 3) W (2, 3) no bias", fused.linear,
-                        tuple(_t(linear_rng, s) for s in [(4, 3), (2, 3)]))]
-    return cases
+    return {
+        "embedding": [("embedding", "W (5, 3) ids (2, 3)", lambda w: fused.embedding(w, ids),
+                       (_t(np.random.default_rng(seed + 8), (5, 3)),))],
+        "linear": [("linear", "x (4, 3) W (2, 3) b (2,)", fused.linear,
+                    tuple(_t(linear_rng, s) for s in [(4, 3), (2, 3), (2,)])),
+                   ("linear", "x (4, 3) W (2, 3) no bias", fused.linear,
+                    tuple(_t(linear_rng, s) for s in [(4, 3), (2, 3)]))],
+    }
 
 
 def functional_cases(seed=0):

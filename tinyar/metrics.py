@@ -70,11 +70,16 @@ from tinyar.tensor import no_grad
 
 def log_likelihoods(model, x, batch_size=1000):
     """log p(x_n) for every row of x, in nats, as a float64 array (no graph is built)."""
+    return _by_batches(model.log_prob, x, batch_size)
+
+
+def _by_batches(log_prob, x, batch_size):
+    """log_prob(rows) over the rows of x, batch_size rows at a time, as one float64 array (no graph)."""
     x = np.asarray(x)
     out = np.empty(len(x), dtype=np.float64)
     with no_grad():
         for start in range(0, len(x), batch_size):
-            out[start:start + batch_size] = model.log_prob(x[start:start + batch_size]).data
+            out[start:start + batch_size] = log_prob(x[start:start + batch_size]).data
     return out
 
 
@@ -90,12 +95,7 @@ def ensemble_nll(model, x, batch_size=1000):
 
     Every batch uses the same N members (the models draw their orderings from a fixed seed).
     """
-    x = np.asarray(x)
-    out = np.empty(len(x), dtype=np.float64)
-    with no_grad():
-        for start in range(0, len(x), batch_size):
-            out[start:start + batch_size] = model.ensemble_log_prob(x[start:start + batch_size]).data
-    return float(-out.mean())
+    return float(-_by_batches(model.ensemble_log_prob, x, batch_size).mean())
 
 
 def nll(model, x, batch_size=1000):
@@ -116,7 +116,7 @@ def bits_per_dim(nll_nats, n_dims, dequantized_levels=None):
     return nll_nats / (n_dims * math.log(2))
 
 
-# ==== KL divergence, the data-set view of MLE, ROC and AUROC (issue 9) ====
+# ---------------------------------------- KL divergence, the data-set view of MLE, ROC and AUROC
 
 KLEstimate = namedtuple("KLEstimate", ["value", "stderr", "n_samples"])
 MLEView = namedtuple("MLEView", ["nll", "data_entropy", "kl", "n_distinct", "n_examples"])

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyar import fused, functional as F
+from tinyar import fused
 from tinyar import ops
 from tinyar.rng import as_rng
-from tinyar.tensor import Tensor, is_grad_enabled
+from tinyar.tensor import Tensor
 
 
 class Parameter(Tensor):
@@ -153,7 +153,7 @@ class MaskedLinear(Linear):
 
 
 
-# ==== Embedding, LayerNorm, CausalSelfAttention, MLP, Block (Transformer) ====
+# ==== Embedding, LayerNorm (Transformer; its attention, MLP and Block live in models/transformer.py) ====
 
 
 class Embedding(Module):
@@ -183,7 +183,7 @@ class LayerNorm(Module):
     """y = (x - mean(x)) / sqrt(var(x) + eps) * gamma + beta, over the last axis.
 
     gamma = 1, beta = 0 at the start. `fused=True` calls fused.layer_norm (one op
-    with a hand-written VJP, gradchecked in checks.py); `fused=False` builds the
+    with a hand-written VJP, gradchecked in gradcheck_cases.py); `fused=False` builds the
     same function from primitives, for reading and for checking the fused op.
     """
 
@@ -202,156 +202,6 @@ class LayerNorm(Module):
         xc = x - mu                                               # (..., C)
         var = ops.mean(xc * xc, axis=-1, keepdims=True)           # (..., 1)
         return xc / ops.sqrt(var + self.eps) * self.gamma + self.beta
-
-
-def causal_attention_composite(q, k, v):
-    """softmax(q k^T / sqrt(d) + causal mask) v from primitives (no hand-written derivative).
-
-    q: (B, H, Tq, d), k and v: (B, H, Tk, d) with Tq <= Tk; query i sits at
-    position i + Tk - Tq and sees keys j <= i + Tk - Tq. The same function as
-    fused.causal_attention, which has a hand-written VJP; tests compare the two.
-    """
-    Tq, Tk, d = q.shape[-2], k.shape[-2], q.shape[-1]
-    scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (1.0 / np.sqrt(d))   # (B, H, Tq, Tk)
-    future = np.arange(Tk)[None, :] > np.arange(Tq)[:, None] + (Tk - Tq)         # (Tq, Tk) True above the diagonal
-    scores = ops.where(future, -np.inf, scores)                                  # (B, H, Tq, Tk)
-    P = F.softmax(scores, axis=-1)                                               # (B, H, Tq, Tk)
-    return ops.matmul(P, v)                                                      # (B, H, Tq, d)
-
-
-def _linear(layer, x, use_fused):
-    """layer(x) for a Linear layer and x (N, in): with fused=True as the one op fused.linear
-    (bias added in place), else as Linear's matmul and add. Same numbers."""
-    return fused.linear(x, layer.weight, layer.bias) if use_fused else layer(x)
-
-
-def _check_sequence_batch(x, d_model, layer):
-    """Attention layers take x of shape (B, T, d_model): say so, instead of failing inside."""
-    if x.ndim != 3 or x.shape[-1] != d_model:
-        raise ValueError(f"{layer}: expected input of shape (batch, time, {d_model}), got {x.shape}")
-
-
-class CausalSelfAttention(Module):
-    """Multi-head self-attention in which position t attends only to positions s <= t.
-
-    For each head h, with d = d_model / n_heads:
-        q = x Wq_h, k = x Wk_h, v = x Wv_h                    (B, T, d) each
-        S = q k^T / sqrt(d),  S_ts = -inf for s > t            (B, T, T)
-        P = softmax(S) over s (row t sums to 1 over s <= t)
-        y_h = P v                                              (B, T, d)
-    and y = concat_h(y_h) Wo + bo. The mask, T = 4 (1 = may attend; 0 = -inf):
-
-        query t \\ key s   0 1 2 3
-              0           1 0 0 0
-              1           1 1 0 0
-              2           1 1 1 0
-              3           1 1 1 1
-
-    All heads and all positions are computed at once with batched matmuls
-    (no Python loop over T or over heads): O(T^2 d_model) per sequence.
-
-    Key/value cache (sampling): `cache` is a dict that keeps k and v of the
-    positions seen so far. Given only the new positions x (B, n, C), the layer
-    appends their k and v and lets the new queries attend to all cached keys:
-    O(T d_model) per new token instead of O(T^2 d_model) for a recomputation.
-    The cache builds no graph: it is refused unless gradients are off (no_grad).
-    """
-
-    def __init__(self, d_model, n_heads, fused=True, rng=None, dtype=np.float32):
-        if d_model % n_heads:
-            raise ValueError(f"CausalSelfAttention: d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        rng = as_rng(rng)
-        self.d_model = d_model
-        self.n_heads = n_heads
-        self.query = Linear(d_model, d_model, rng=rng, dtype=dtype)    # all heads' Wq side by side
-        self.key = Linear(d_model, d_model, rng=rng, dtype=dtype)
-        self.value = Linear(d_model, d_model, rng=rng, dtype=dtype)
-        self.proj = Linear(d_model, d_model, rng=rng, dtype=dtype)     # Wo
-        self.fused = fused
-
-    def _heads(self, x):
-        """q, k, v of x (B, T, C), each (B, H, T, d)."""
-        B, T, C = x.shape
-        H = self.n_heads
-        x2 = ops.reshape(x, (B * T, C))                           # (B T, C)
-        split = []
-        for layer in (self.query, self.key, self.value):
-            a = ops.reshape(_linear(layer, x2, self.fused), (B, T, H, C // H))   # (B, T, H, d)
-            split.append(ops.transpose(a, (0, 2, 1, 3)))          # (B, H, T, d)
-        return split
-
-    def forward(self, x, cache=None):
-        _check_sequence_batch(x, self.d_model, "CausalSelfAttention")
-        B, T, C = x.shape
-        q, k, v = self._heads(x)                                  # (B, H, T, d)
-        if cache is not None:                                     # prepend the cached positions (no graph)
-            if is_grad_enabled():
-                raise RuntimeError("CausalSelfAttention: the key/value cache holds plain arrays, so no gradient "
-                                   "would reach the cached positions; use the cache under tensor.no_grad() "
-                                   "(sampling), or call without cache to train")
-            if "k" in cache:
-                k = Tensor(np.concatenate([cache["k"], k.data], axis=2))   # (B, H, Tk, d)
-                v = Tensor(np.concatenate([cache["v"], v.data], axis=2))   # (B, H, Tk, d)
-            cache["k"], cache["v"] = k.data, v.data
-        attend = fused.causal_attention if self.fused else causal_attention_composite
-        y = attend(q, k, v)                                       # (B, H, T, d)
-        y = ops.transpose(y, (0, 2, 1, 3))                        # (B, T, H, d)
-        y = ops.reshape(y, (B * T, C))                            # (B T, C)
-        return ops.reshape(_linear(self.proj, y, self.fused), (B, T, C))   # (B, T, C)
-
-    def weights(self, x):
-        """The attention probabilities P of every head, as an array (B, H, T, T) (no graph)."""
-        q, k, _ = self._heads(x)
-        d = q.shape[-1]
-        S = q.data @ np.swapaxes(k.data, -1, -2) / np.sqrt(d)    # (B, H, T, T)
-        T = S.shape[-1]
-        S = np.where(np.triu(np.ones((T, T), bool), 1), -np.inf, S)
-        S = np.exp(S - S.max(axis=-1, keepdims=True))
-        return S / S.sum(axis=-1, keepdims=True)
-
-
-class MLP(Module):
-    """y = GELU(x W1^T + b1) W2^T + b2, applied to each position on its own.
-
-    GELU(a) = a Phi(a) in its tanh form (functional.gelu); `fused=True` uses
-    fused.gelu, the same function as one op with a hand-written VJP, and fused.linear
-    for the two layers.
-    """
-
-    def __init__(self, d_model, d_hidden, fused=True, rng=None, dtype=np.float32):
-        rng = as_rng(rng)
-        self.fc1 = Linear(d_model, d_hidden, rng=rng, dtype=dtype)
-        self.fc2 = Linear(d_hidden, d_model, rng=rng, dtype=dtype)
-        self.fused = fused
-
-    def forward(self, x):
-        if not self.fused:
-            return self.fc2(F.gelu(self.fc1(x)))                  # (..., d_model)
-        x2 = x if x.ndim == 2 else ops.reshape(x, (-1, x.shape[-1]))                  # (N, d_model)
-        y = _linear(self.fc2, fused.gelu(_linear(self.fc1, x2, True)), True)          # (N, d_model)
-        return y if x.ndim == 2 else ops.reshape(y, x.shape)                          # (..., d_model)
-
-
-class Block(Module):
-    """A pre-LayerNorm residual block:  x <- x + attn(LN1(x));  x <- x + MLP(LN2(x)).
-
-    The residual stream x is never normalised itself, so the gradient reaches
-    the embeddings along an identity path through every block.
-    """
-
-    def __init__(self, d_model, n_heads, d_mlp, fused=True, rng=None, dtype=np.float32):
-        rng = as_rng(rng)
-        self.ln1 = LayerNorm(d_model, fused=fused, dtype=dtype)
-        self.attn = CausalSelfAttention(d_model, n_heads, fused=fused, rng=rng, dtype=dtype)
-        self.ln2 = LayerNorm(d_model, fused=fused, dtype=dtype)
-        self.mlp = MLP(d_model, d_mlp, fused=fused, rng=rng, dtype=dtype)
-
-    def forward(self, x, cache=None):
-        _check_sequence_batch(x, self.attn.d_model, "Block")
-        B, T, C = x.shape
-        x = x + self.attn(self.ln1(x), cache=cache)               # (B, T, C)
-        h = self.ln2(ops.reshape(x, (B * T, C)))                  # (B T, C)
-        return x + ops.reshape(self.mlp(h), (B, T, C))            # (B, T, C)
 
 
 # ==== recurrent cells (RNN) ====
@@ -376,7 +226,7 @@ class ElmanRNN(Module):
 
     n_inputs: the vocabulary size V when inputs are ids (x_t picks column x_t of
     W_xh), or the width D of dense input vectors. forward(x, h0) runs all T steps
-    in the numba kernel (fused.elman_rnn); step(x_t, h) is the same cell written with
+    as one fused op (fused.elman_rnn); step(x_t, h) is the same cell written with
     primitive ops, one step at a time (for sampling, and to look inside BPTT).
     Initialised as PyTorch's nn.RNN: W_xh, W_hh, b ~ U(-1/sqrt(H), 1/sqrt(H)).
     """
@@ -507,7 +357,7 @@ class MaskedConv2d(Module):
 
     (conv_mask draws the other shapes.) One image channel: the input channels are not
     ordered among themselves, as they would be for RGB. The mask goes to fused.conv2d as its
-    `taps`: the op computes conv(x, w * mask) and skips the masked-out taps' work (4 of 9 in a
+    `taps`: the op computes conv(x, w * mask), leaving out the masked-out taps (4 of 9 in a
     3x3 mask B, 25 of 49 in a 7x7 mask A). Masked-out weights still exist; they get zero
     gradient (the op's dw is zero there) and so never move.
     w ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = C_in kh kw (as in PyTorch), b = 0.

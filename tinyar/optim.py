@@ -1,6 +1,6 @@
 """Stochastic gradient descent, gradient clipping and learning-rate schedules.
 
-SGD with momentum mu, weight decay lambda and learning rate eta, per parameter p
+SGD with momentum mu, weight decay lambda and learning rate eta (lr), per parameter p
 with gradient g (the same conventions as PyTorch's torch.optim.SGD):
 
     g <- g + lambda p                       weight decay (L2 penalty lambda/2 |p|^2)
@@ -14,11 +14,12 @@ import math
 
 import numpy as np
 
-from tinyar.kernels import use_numba
-from tinyar.kernels.sgd import sgd_momentum_update
+from tinyar.kernels import sgd
 
 
 class SGD:
+    """Minibatch SGD with momentum, Nesterov momentum and weight decay over a list of Parameters."""
+
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         self.params = list(params)
         if not self.params:
@@ -33,36 +34,48 @@ class SGD:
         self.nesterov = nesterov
         self.weight_decay = weight_decay
         self.velocity = [None] * len(self.params)
-        self._update = [None] * len(self.params)     # scratch arrays for lr * g, reused every step
+        self._scratch = [None] * len(self.params)    # per parameter: an array for lr * g, reused every step
 
     def step(self):
+        """Update every parameter that has a gradient, by the equations of the module docstring."""
         for k, p in enumerate(self.params):
             if p.grad is None:
                 continue
             g = p.grad
             if self.weight_decay:
-                g = g + self.weight_decay * p.data
-            v = self.velocity[k]
-            if (self.momentum and not self.nesterov and v is not None and use_numba()
-                    and p.data.flags.c_contiguous and v.flags.c_contiguous and g.flags.c_contiguous
-                    and p.dtype == v.dtype == g.dtype):
-                # v <- mu v + g; p <- p - lr v in one pass (kernels/sgd.py; 4 NumPy passes cost ~1 ms in MADE)
-                sgd_momentum_update(p.data, v, g, p.dtype.type(self.lr), p.dtype.type(self.momentum))
-                continue
+                g = g + self.weight_decay * p.data                    # g <- g + lambda p
             if self.momentum:
+                v = self.velocity[k]
                 if v is None:
-                    v = self.velocity[k] = g.copy()
-                else:                                                     # v <- mu v + g, in place
-                    v *= self.momentum                                    # (v is the optimizer's own array)
-                    v += g
-                g = g + self.momentum * v if self.nesterov else v
-            # p <- p - lr g. lr * g goes into a scratch array kept per parameter: a fresh
-            # array the size of p on every step cost 7% of the MLP step in benchmarks/bench_autograd.py
-            update = self._update[k]
-            if update is None or update.shape != p.shape or update.dtype != p.dtype:
-                update = self._update[k] = np.empty_like(p.data)
-            np.multiply(g, self.lr, out=update)
-            p.data -= update
+                    v = self.velocity[k] = g.copy()                   # v = g on the first step
+                elif self._momentum_in_one_pass(p, v, g):
+                    continue                                          # the two updates, done by the kernel
+                else:
+                    v *= self.momentum                                # v <- mu v + g, in place
+                    v += g                                            # (v is the optimizer's own array)
+                g = g + self.momentum * v if self.nesterov else v     # Nesterov: g + mu v;  classical: v
+            self._descend(k, p, g)                                    # p <- p - eta g
+
+    def _descend(self, k, p, g):
+        """p <- p - eta g, with eta g written into an array kept for this parameter (not a fresh one)."""
+        update = self._scratch[k]
+        if update is None or update.shape != p.shape or update.dtype != p.dtype:
+            update = self._scratch[k] = np.empty_like(p.data)
+        np.multiply(g, self.lr, out=update)
+        p.data -= update
+
+    def _momentum_in_one_pass(self, p, v, g):
+        """Classical momentum after the first step, v <- mu v + g then p <- p - eta v, as one
+        compiled pass over the arrays (kernels/sgd.py), with the same numbers as step()'s lines.
+        Returns False, having done nothing, where step() does it itself: Nesterov momentum,
+        TINYAR_KERNELS=numpy, or arrays the kernel does not take (kernels.sgd.choose)."""
+        if self.nesterov:
+            return False
+        update = sgd.choose("sgd_momentum_update", p.data, v, g)
+        if update is sgd.sgd_momentum_update_numpy:
+            return False                                              # the twin is step()'s own lines
+        update(p.data, v, g, p.dtype.type(self.lr), p.dtype.type(self.momentum))
+        return True
 
     def zero_grad(self):
         for p in self.params:

@@ -1,8 +1,9 @@
-"""Pictures: a grid of samples, a learning curve, text samples.
+"""Pictures: a grid of samples, a learning curve, text samples, ROC curves.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no
 global backend switch), so this works without a display and leaves a user's own
-matplotlib settings alone.
+matplotlib settings alone. `figure` and `save` are the two steps of every picture,
+for any other module that draws one.
 """
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyar import metrics
 
-def _figure(width, height):
+
+def figure(width, height):
+    """A blank matplotlib Figure of width x height inches on the Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=(width, height))
@@ -20,7 +24,8 @@ def _figure(width, height):
     return fig
 
 
-def _save(fig, path, dpi=100):
+def save(fig, path, dpi=100):
+    """Write fig to path (PNG), making its folder; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
@@ -54,14 +59,14 @@ def sample_grid(samples, image_shape, path, n_cols=None, title=None, vmin=None, 
     width = 6.0                                          # inches; the image fills the width
     height = width * grid.shape[0] / grid.shape[1]        # square pixels
     title_height = 0.4 if title else 0.0
-    fig = _figure(width, height + title_height)
+    fig = figure(width, height + title_height)
     ax = fig.add_axes((0, 0, 1, height / (height + title_height)))
     ax.imshow(grid, cmap=_grey(), vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1, interpolation="nearest",
               aspect="auto")
     ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _grey():
@@ -72,7 +77,7 @@ def _grey():
 def learning_curve(history, path, title=None, unit="nats"):
     """Save the train and validation NLL per epoch (history from train.fit) to path (PNG)."""
     epochs = [e["epoch"] for e in history["epochs"]]
-    fig = _figure(6, 4)
+    fig = figure(6, 4)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(epochs, [e["train_nll"] for e in history["epochs"]], label="train (mean over the epoch's minibatches)")
     if any("valid_nll" in e for e in history["epochs"]):
@@ -91,16 +96,50 @@ def learning_curve(history, path, title=None, unit="nats"):
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def text_samples(lines, path, title=None):
     """Save text samples (a list of strings) as a PNG of monospaced lines."""
     shown = [line.replace("\n", "\u23ce").replace("\t", " ") for line in lines]
     width = max((len(s) for s in shown), default=10)
-    fig = _figure(max(4, 0.1 * width), 0.3 * (len(shown) + 1) + 0.3)
+    fig = figure(max(4, 0.1 * width), 0.3 * (len(shown) + 1) + 0.3)
     for k, line in enumerate(shown):
         fig.text(0.01, 1 - (k + 1.2) / (len(shown) + 1.5), line, family="monospace", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
+
+
+def roc_panels(scores, path, title=None, n_cols=None):
+    """Save ROC curves to path (PNG).
+
+    scores: {panel name (e.g. a model): (clean scores, {set name: scores of that set})}.
+    Each panel draws, for each set, the curve of flagging scores >= threshold (clean =
+    negatives, the set = positives), its AUROC in the legend, and the chance diagonal.
+    """
+    if not scores:
+        raise ValueError("roc_panels: nothing to draw")
+    n = len(scores)
+    n_cols = n_cols or min(n, 3)
+    n_rows = int(math.ceil(n / n_cols))
+    fig = figure(3.6 * n_cols, 3.4 * n_rows + (0.4 if title else 0.0))
+    for k, (panel, (clean, sets)) in enumerate(scores.items()):
+        ax = fig.add_subplot(n_rows, n_cols, k + 1)
+        for name, values in sets.items():
+            fpr, tpr, _ = metrics.roc_curve(clean, values)
+            ax.plot(fpr, tpr, label=f"{name} ({metrics.auroc(clean, values):.2f})", linewidth=1.5)
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        ax.set_aspect("equal")
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("false positive rate (clean flagged)", fontsize=8)
+        ax.set_ylabel("true positive rate", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, loc="lower right", title="set (AUROC)", title_fontsize=6)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save(fig, path)

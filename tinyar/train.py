@@ -6,10 +6,12 @@ up to the (constant) entropy of the data [1]:
 
     loss(theta) = -(1/B) sum_b log p_theta(x_b)          (nats per example)
 
-`fit` runs epochs of shuffled minibatches, measures the validation NLL after
-each epoch, keeps the best parameters, stops early after `patience` epochs
-without improvement, and stops (keeping the last good state) if the loss becomes
-NaN or inf. Given a folder, it writes two checkpoints after each epoch:
+`sgd_steps` is one epoch of the textbook loop (loss, backward, clip, step), and of
+truncated BPTT when the minibatches are pieces of parallel streams. `fit` runs epochs
+of shuffled minibatches through it, measures the validation NLL after each epoch,
+keeps the best parameters, stops early after `patience` epochs without improvement,
+and stops (keeping the last good state) if the loss becomes NaN or inf. Given a
+folder, it writes two checkpoints after each epoch:
 
     model.npz   the best model so far (lowest validation NLL): what `load` returns
     last.npz    the latest state: parameters, optimizer velocity, the RNG state,
@@ -35,6 +37,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +45,7 @@ import numpy as np
 from tinyar import data as data_
 from tinyar import metrics
 from tinyar.kernels.runtime import keep_freed_memory
-from tinyar.optim import clip_grad_norm_
+from tinyar.optim import SGD, CosineLR, clip_grad_norm_
 
 FORMAT = "tinyar-checkpoint"
 VERSION = 2                # 2: MADE numbers its hidden units by degree (MADE.upgrade_config rebuilds 1)
@@ -53,11 +56,12 @@ class CheckpointError(ValueError):
     """A file that is not a readable tinyar checkpoint."""
 
 
-def _to_jsonable(value):
+def to_jsonable(value):
+    """value with its NumPy arrays, scalars and dtypes turned into JSON types (lists, int, float, str)."""
     if isinstance(value, dict):
-        return {str(k): _to_jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.integer):
@@ -76,7 +80,7 @@ def save(model, path, optimizer=None, state=None):
         raise TypeError(f"save: {type(model).__name__} has no `config` (its constructor arguments); "
                         "every tinyar model sets self.config at the end of __init__")
     record = dict(format=FORMAT, version=VERSION, model=type(model).__name__,
-                  config=_to_jsonable(model.config), state=_to_jsonable(state or {}))
+                  config=to_jsonable(model.config), state=to_jsonable(state or {}))
     arrays = {f"param/{name}": value for name, value in model.state_dict().items()}
     if optimizer is not None:
         arrays.update({f"optim/{name}": value for name, value in optimizer.state_dict().items()})
@@ -162,12 +166,225 @@ def load(path):
 
 
 # ------------------------------------------------------------------ training
+def make_optimizer(model, recipe, n_train):
+    """SGD over model.parameters() as a recipe says (lr, momentum, nesterov, weight_decay), and
+    the cosine schedule over all the run's steps if it asks for one (schedule, warmup); else None."""
+    optimizer = SGD(model.parameters(), lr=recipe["lr"], momentum=recipe.get("momentum", 0.0),
+                    nesterov=bool(recipe.get("nesterov", False)), weight_decay=recipe.get("weight_decay", 0.0))
+    schedule = None
+    if recipe.get("schedule") == "cosine" or (recipe.get("warmup") and recipe.get("schedule") != "constant"):
+        total = recipe["epochs"] * math.ceil(n_train / recipe["batch_size"])
+        # a short run (a few epochs to try things) keeps at most half its steps for the warm-up
+        warmup = min(int(recipe.get("warmup") or 0), total // 2)
+        schedule = CosineLR(optimizer, total=total, warmup=warmup)
+    return optimizer, schedule
+
+
+class NonFiniteLoss(FloatingPointError):
+    """sgd_steps met a NaN or inf loss, at the minibatch numbered `minibatch` (from 1)."""
+
+    def __init__(self, value, minibatch):
+        super().__init__(f"the loss became {value} at minibatch {minibatch}")
+        self.value, self.minibatch = value, minibatch
+
+
+def sgd_steps(model, minibatches, optimizer, rng=None, clip=None, schedule=None, stream=False):
+    """One epoch of minibatch SGD, one step per minibatch x; yields (x, loss) after each update.
+
+        loss = -(1/B) sum_b log p(x_b)              the minibatch's mean NLL (nats per row)
+        g = d loss / d theta, scaled to norm <= clip; then optimizer.step(), schedule.step()
+
+    stream=True is truncated BPTT: the minibatches are consecutive pieces of B parallel
+    streams (data.stream_batches), and the model (one with log_prob_chunk, as models.RNN)
+    carries its state from each piece into the next, as a constant: the loss is
+    -(1/B) sum_b log p(x_b | its past), and gradients stop at the piece's boundary.
+    rng goes to model.before_batch (an order-agnostic model draws its ordering or mask there).
+    A NaN or inf loss raises NonFiniteLoss before anything is updated.
+    """
+    params = model.parameters()
+    carried = None                                           # stream: the state after the last piece
+    for step, x in enumerate(minibatches):
+        model.before_batch(rng)
+        optimizer.zero_grad()
+        if stream:                                           # -(1/B) sum_b log p(x_b | its past)
+            logp, carried = model.log_prob_chunk(x, carried)
+            loss = -logp.mean()
+        else:
+            loss = model.nll(x)                              # -(1/B) sum_b log p(x_b)
+        value = float(loss.data)
+        if not math.isfinite(value):
+            raise NonFiniteLoss(value, step + 1)
+        loss.backward()
+        if clip is not None:
+            clip_grad_norm_(params, clip)
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        yield x, value
+
+
 class Diverged(RuntimeError):
-    pass
+    """The loss, a parameter or the validation NLL became NaN or inf: fit stops."""
 
 
-def _rng_state(rng):
-    return rng.bit_generator.state
+class _Guard:
+    """The NaN guard: remembers the model and optimizer at the end of each good epoch; when
+    the loss, a parameter or the validation NLL becomes NaN or inf, it puts them back, says
+    why (history["stopped"], and log) and raises Diverged."""
+
+    def __init__(self, model, optimizer, history, log, out):
+        self.model, self.optimizer, self.history, self.log, self.out = model, optimizer, history, log, out
+        self.remember()
+
+    def remember(self):
+        self.params = self.model.state_dict()
+        self.optim = {k: v.copy() for k, v in self.optimizer.state_dict().items()}
+
+    def loss_failed(self, error, epoch):
+        kept = f" (the last good checkpoint, epoch {epoch - 1}, is in {self.out})" if self.out else ""
+        self.stop(f"the loss became {error.value} at epoch {epoch}, minibatch {error.minibatch}{kept}")
+
+    def check_parameters(self, epoch):
+        broken = [name for name, p in self.model.named_parameters() if not np.isfinite(p.data).all()]
+        if broken:                                   # the last step's update overflowed: never save it
+            self.stop(f"parameters {', '.join(broken)} became inf or NaN at the end of epoch {epoch}")
+
+    def check_valid(self, value, epoch):
+        if not math.isfinite(value):
+            self.stop(f"the validation NLL became {value} at epoch {epoch}")
+
+    def stop(self, what):
+        self.model.load_state_dict(self.params)
+        self.optimizer.load_state_dict(self.optim)
+        self.history["stopped"] = (f"{what}: training stopped, the model is back at its last good state. "
+                                   "Try a smaller learning rate (--lr) or gradient clipping (--clip).")
+        self.log(self.history["stopped"])
+        raise Diverged(self.history["stopped"])
+
+
+@dataclass
+class _RunState:
+    """What fit carries from epoch to epoch, and last.npz keeps for a resume."""
+    rng: np.random.Generator                 # shuffling and model.before_batch
+    history: dict = field(default_factory=lambda: dict(epochs=[], best_epoch=None, best_valid_nll=None,
+                                                       stopped=None, diverged=False))
+    bad_epochs: int = 0                      # epochs since the lowest validation NLL
+    best_params: dict | None = None          # the parameters of that epoch
+
+
+def _check_fit_arguments(model, train, valid, epochs, batch_size, stream):
+    """train and valid as arrays, or a clear error."""
+    train = np.asarray(train)
+    valid = None if valid is None else np.asarray(valid)
+    if len(train) == 0:
+        raise ValueError("fit: the training set is empty")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"fit: need epochs >= 1 and batch_size >= 1, got {epochs} and {batch_size}")
+    if stream and not hasattr(model, "log_prob_chunk"):
+        raise ValueError(f"fit: stream=True (truncated BPTT) needs a model that carries a state from one "
+                         f"piece to the next (log_prob_chunk, as models.RNN); {type(model).__name__} has none")
+    return train, valid
+
+
+def _resume(run, path, model, optimizer, schedule):
+    """Continue from a last.npz (or its folder): the parameters, the optimizer's velocity, the
+    rng, the schedule's step, the history, and the best parameters from model.npz beside it."""
+    path = path / "last.npz" if path.is_dir() else path
+    record, saved_params, saved_optim = read_checkpoint(path)
+    if record["model"] != type(model).__name__ or record["config"] != to_jsonable(model.config):
+        raise ValueError(f"fit: {path} holds {record['model']}({record['config']}), "
+                         f"not this {type(model).__name__}({to_jsonable(model.config)})")
+    model.load_state_dict(saved_params)
+    optimizer.load_state_dict(saved_optim)
+    state = record["state"]
+    run.rng.bit_generator.state = state["rng"]
+    run.history = state["history"]
+    run.history["stopped"], run.history["diverged"] = None, False
+    run.bad_epochs = state["bad_epochs"]
+    if schedule is not None and state.get("schedule_t") is not None:
+        schedule.t = state["schedule_t"]
+        optimizer.lr = schedule.lr_at(schedule.t)
+    else:
+        optimizer.lr = state.get("lr", optimizer.lr)
+    best_path = path.with_name("model.npz")
+    if run.history["best_epoch"] is not None and best_path.exists():
+        run.best_params = read_checkpoint(best_path)[1]
+
+
+def _train_epoch(model, train, optimizer, run, epoch, batch_size, clip, schedule, stream, guard, bar):
+    """One epoch of SGD over the rows of train; returns the epoch's entry of the history."""
+    t0 = time.perf_counter()
+    total, seen = 0.0, 0
+    minibatches = data_.stream_batches(train, batch_size) if stream else data_.batches(train, batch_size, run.rng)
+    try:
+        for x, value in sgd_steps(model, minibatches, optimizer, run.rng, clip, schedule, stream):
+            total += value * len(x)
+            seen += len(x)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{value:.3f}",
+                            ex_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
+    except NonFiniteLoss as e:
+        guard.loss_failed(e, epoch)
+    seconds = time.perf_counter() - t0
+    return dict(epoch=epoch, train_nll=total / seen, lr=optimizer.lr, seconds=seconds, examples_per_s=seen / seconds)
+
+
+def _evaluate_epoch(model, valid, entry, guard, eval_batch_size):
+    """Check the parameters are finite, and add the validation NLL to the epoch's entry."""
+    guard.check_parameters(entry["epoch"])
+    if valid is not None:
+        model.before_eval()                                  # e.g. MADE: score under mask 0
+        entry["valid_nll"] = metrics.nll(model, valid, batch_size=eval_batch_size)
+        guard.check_valid(entry["valid_nll"], entry["epoch"])
+
+
+def _keep_best(model, entry, run, out):
+    """Add the epoch to the history; keep (and write to model.npz) the parameters of the lowest
+    validation NLL so far, or, with no validation set, the latest ones."""
+    history, epoch = run.history, entry["epoch"]
+    history["epochs"].append(entry)
+    if "valid_nll" not in entry:
+        if out is not None:
+            save(model, out / "model.npz", state=dict(epoch=epoch))
+    elif history["best_valid_nll"] is None or entry["valid_nll"] < history["best_valid_nll"]:
+        history["best_epoch"], history["best_valid_nll"] = epoch, entry["valid_nll"]
+        run.best_params = model.state_dict()
+        run.bad_epochs = 0
+        if out is not None:
+            save(model, out / "model.npz", state=dict(epoch=epoch, valid_nll=entry["valid_nll"]))
+    else:
+        run.bad_epochs += 1
+
+
+def _early_stop(run, patience, epoch, log):
+    """Say in history["stopped"] that training ends, after `patience` epochs without a lower validation NLL."""
+    history = run.history
+    if patience is not None and run.bad_epochs >= patience:
+        history["stopped"] = (f"early stop at epoch {epoch}: no lower validation NLL for {patience} "
+                              f"epochs (best {history['best_valid_nll']:.4f} at epoch {history['best_epoch']})")
+        log(history["stopped"])
+
+
+def _save_last(model, optimizer, schedule, run, seed, out):
+    """last.npz: everything a resumed run needs to go on exactly as this one would."""
+    if out is None:
+        return
+    state = dict(rng=run.rng.bit_generator.state, history=run.history, bad_epochs=run.bad_epochs,
+                 lr=optimizer.lr, schedule_t=getattr(schedule, "t", None), seed=seed)
+    save(model, out / "last.npz", optimizer=optimizer, state=state)
+
+
+def _progress_bar(n_train, batch_size, stream, epochs, start, progress):
+    from tqdm.auto import tqdm
+    n_batches = n_train // min(batch_size, n_train) if stream else math.ceil(n_train / batch_size)
+    return tqdm(total=epochs * n_batches, initial=start * n_batches, unit="batch",
+                disable=None if progress else True,           # None: off when stderr is not a terminal
+                dynamic_ncols=True, leave=False, file=sys.stderr)
+
+
+def _show_epoch(bar, entry):
+    bar.set_postfix(epoch=entry["epoch"], train=f"{entry['train_nll']:.3f}",
+                    valid=f"{entry.get('valid_nll', float('nan')):.3f}", ex_s=f"{entry['examples_per_s']:.0f}")
 
 
 def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, patience=None, clip=None,
@@ -184,167 +401,81 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
     schedule    called after every step: schedule.step() (e.g. optim.CosineLR over
                 epochs * ceil(len(train) / batch_size) steps); its step count is checkpointed
     resume      a last.npz (or its folder) to continue from
-    callback    callback(epoch_record) after each epoch; raising from it stops training
-                (the tests use this to "kill" a run)
+    callback    callback(entry) after each epoch; raising from it stops training (as a kill does)
     log         a function of one string (default: write to stderr, above the progress bar)
-    stream      the rows of train are consecutive pieces of one stream (data.text()): train by
-                truncated BPTT, a model with log_prob_chunk (models.RNN) carrying its state
-                from each minibatch into the next along batch_size parallel streams
-                (data.stream_batches; gradients stop at the minibatch boundary). Each epoch
-                starts from <s>. The loss is still the mean NLL per row, now given the past.
+    stream      the rows of train are consecutive pieces of one stream (data.text()): truncated
+                BPTT along batch_size parallel streams, each epoch from <s> (sgd_steps)
 
-    History: {"epochs": [{"epoch", "train_nll", "valid_nll", "lr", "seconds", "examples_per_s"}, ...],
+    History: {"epochs": [{"epoch", "train_nll", "lr", "seconds", "examples_per_s", "valid_nll"}, ...],
     "best_epoch", "best_valid_nll", "stopped" (why it stopped early, or None), "diverged"}.
     After fit the model holds the best parameters (lowest validation NLL) if valid was given,
     else the last ones. A NaN or inf loss (or parameter, checked at the end of each epoch)
     stops training: the model is put back to its last good state, and "stopped" says why.
-    Scores (validation, and the model after fit) are taken after model.before_eval()
-    (MADE with several masks: mask 0).
-    fit asks glibc to keep freed memory for reuse (kernels.runtime.keep_freed_memory): every step
-    allocates the same arrays again, and fresh pages cost page faults.
+    Scores are taken after model.before_eval() (MADE with several masks: mask 0).
     """
     from tqdm.auto import tqdm
-
     log = log or (lambda message: tqdm.write(message, file=sys.stderr))     # above the progress bar
-    train = np.asarray(train)
-    valid = None if valid is None else np.asarray(valid)
-    if len(train) == 0:
-        raise ValueError("fit: the training set is empty")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"fit: need epochs >= 1 and batch_size >= 1, got {epochs} and {batch_size}")
-    if stream and not hasattr(model, "log_prob_chunk"):
-        raise ValueError(f"fit: stream=True (truncated BPTT) needs a model that carries a state from one "
-                         f"piece to the next (log_prob_chunk, as models.RNN); {type(model).__name__} has none")
+    train, valid = _check_fit_arguments(model, train, valid, epochs, batch_size, stream)
     out = Path(out) if out is not None else None
-    keep_freed_memory()
-    params = model.parameters()
-    rng = np.random.default_rng(seed)
-    history = dict(epochs=[], best_epoch=None, best_valid_nll=None, stopped=None, diverged=False)
-    best_state = None
-    bad_epochs = 0
-
+    keep_freed_memory()                  # every step allocates the same arrays again (kernels/runtime.py)
+    run = _RunState(rng=np.random.default_rng(seed))
     if resume is not None:
-        resume = Path(resume)
-        resume = resume / "last.npz" if resume.is_dir() else resume
-        record, saved_params, saved_optim = read_checkpoint(resume)
-        if record["model"] != type(model).__name__ or record["config"] != _to_jsonable(model.config):
-            raise ValueError(f"fit: {resume} holds {record['model']}({record['config']}), "
-                             f"not this {type(model).__name__}({_to_jsonable(model.config)})")
-        model.load_state_dict(saved_params)
-        optimizer.load_state_dict(saved_optim)
-        state = record["state"]
-        rng.bit_generator.state = state["rng"]
-        history = state["history"]
-        history["stopped"], history["diverged"] = None, False
-        bad_epochs = state["bad_epochs"]
-        if schedule is not None and state.get("schedule_t") is not None:
-            schedule.t = state["schedule_t"]
-            optimizer.lr = schedule.lr_at(schedule.t)
-        else:
-            optimizer.lr = state.get("lr", optimizer.lr)
-        best_path = resume.with_name("model.npz")             # the best model so far, beside last.npz
-        if history["best_epoch"] is not None and best_path.exists():
-            best_state = read_checkpoint(best_path)[1]
-    start = len(history["epochs"])
+        _resume(run, Path(resume), model, optimizer, schedule)
+    start = len(run.history["epochs"])
     if start >= epochs:
         log(f"fit: already trained {start} epochs (asked for {epochs}); nothing to do")
-
-    def save_last():
-        if out is None:
-            return
-        state = dict(rng=_rng_state(rng), history=history, bad_epochs=bad_epochs, lr=optimizer.lr,
-                     schedule_t=getattr(schedule, "t", None), seed=seed)
-        save(model, out / "last.npz", optimizer=optimizer, state=state)
-
-    n_batches = len(train) // min(batch_size, len(train)) if stream else math.ceil(len(train) / batch_size)
-    bar = tqdm(total=epochs * n_batches, initial=start * n_batches, unit="batch",
-               disable=None if progress else True,           # None: off when stderr is not a terminal
-               dynamic_ncols=True, leave=False, file=sys.stderr)
-    last_good = model.state_dict()
-    last_good_optim = {k: v.copy() for k, v in optimizer.state_dict().items()}
-
-    def diverge(what):
-        """Put the model and optimizer back at the last good epoch, say why, stop."""
-        model.load_state_dict(last_good)
-        optimizer.load_state_dict(last_good_optim)
-        history["stopped"] = (f"{what}: training stopped, the model is back at its last good state. "
-                              "Try a smaller learning rate (--lr) or gradient clipping (--clip).")
-        log(history["stopped"])
-        raise Diverged(history["stopped"])
-
+    guard = _Guard(model, optimizer, run.history, log, out)
+    bar = _progress_bar(len(train), batch_size, stream, epochs, start, progress)
     try:
         for epoch in range(start + 1, epochs + 1):
-            t0 = time.perf_counter()
-            total, seen, carried = 0.0, 0, None
-            minibatches = data_.stream_batches(train, batch_size) if stream else data_.batches(train, batch_size, rng)
-            for step, x in enumerate(minibatches):
-                model.before_batch(rng)
-                optimizer.zero_grad()
-                if stream:                                           # -(1/B) sum_b log p(x_b | its past)
-                    logp, carried = model.log_prob_chunk(x, carried)
-                    loss = -logp.mean()
-                else:
-                    loss = model.nll(x)                              # -(1/B) sum_b log p(x_b)
-                value = float(loss.data)
-                if not math.isfinite(value):
-                    kept = f" (the last good checkpoint, epoch {epoch - 1}, is in {out})" if out else ""
-                    diverge(f"the loss became {value} at epoch {epoch}, minibatch {step + 1}{kept}")
-                loss.backward()
-                if clip is not None:
-                    clip_grad_norm_(params, clip)
-                optimizer.step()
-                if schedule is not None:
-                    schedule.step()
-                total += value * len(x)
-                seen += len(x)
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{value:.3f}",
-                                ex_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
-            seconds = time.perf_counter() - t0
-            entry = dict(epoch=epoch, train_nll=total / seen, lr=optimizer.lr, seconds=seconds,
-                         examples_per_s=seen / seconds)
-            broken = [name for name, p in model.named_parameters() if not np.isfinite(p.data).all()]
-            if broken:                                # the last step's update overflowed: never save it
-                diverge(f"parameters {', '.join(broken)} became inf or NaN at the end of epoch {epoch}")
-            if valid is not None:
-                model.before_eval()                                  # e.g. MADE: score under mask 0
-                entry["valid_nll"] = metrics.nll(model, valid, batch_size=eval_batch_size)
-                if not math.isfinite(entry["valid_nll"]):
-                    diverge(f"the validation NLL became {entry['valid_nll']} at epoch {epoch}")
-            history["epochs"].append(entry)
-            improved = valid is not None and (history["best_valid_nll"] is None
-                                              or entry["valid_nll"] < history["best_valid_nll"])
-            if improved:
-                history["best_epoch"], history["best_valid_nll"] = epoch, entry["valid_nll"]
-                best_state = model.state_dict()
-                bad_epochs = 0
-                if out is not None:
-                    save(model, out / "model.npz", state=dict(epoch=epoch, valid_nll=entry["valid_nll"]))
-            elif valid is not None:
-                bad_epochs += 1
-            elif out is not None:
-                save(model, out / "model.npz", state=dict(epoch=epoch))
-            last_good = model.state_dict()
-            last_good_optim = {k: v.copy() for k, v in optimizer.state_dict().items()}
-            if patience is not None and bad_epochs >= patience:
-                history["stopped"] = (f"early stop at epoch {epoch}: no lower validation NLL for {patience} "
-                                      f"epochs (best {history['best_valid_nll']:.4f} at epoch {history['best_epoch']})")
-                log(history["stopped"])
-            save_last()
-            bar.set_postfix(epoch=epoch, train=f"{entry['train_nll']:.3f}",
-                            valid=f"{entry.get('valid_nll', float('nan')):.3f}",
-                            ex_s=f"{entry['examples_per_s']:.0f}")
+            entry = _train_epoch(model, train, optimizer, run, epoch, batch_size, clip, schedule, stream, guard, bar)
+            _evaluate_epoch(model, valid, entry, guard, eval_batch_size)
+            _keep_best(model, entry, run, out)
+            guard.remember()
+            _early_stop(run, patience, epoch, log)
+            _save_last(model, optimizer, schedule, run, seed, out)
+            _show_epoch(bar, entry)
             if callback is not None:
                 callback(entry)
-            if history["stopped"]:
+            if run.history["stopped"]:
                 break
     except Diverged:
-        history["diverged"] = True
+        run.history["diverged"] = True
     finally:
         bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if run.best_params is not None:
+        model.load_state_dict(run.best_params)
     model.before_eval()                                      # as a reloaded checkpoint would be
+    return run.history
+
+
+def fit_stream(model, ids, optimizer, seq_len=100, batch_size=32, epochs=1, clip=None, valid_ids=None,
+               log=print):
+    """Train a token RNN by truncated BPTT on one long (n,) stream of ids, of any length.
+
+    The stream becomes batch_size parallel streams (data.parallel_streams), and each epoch
+    walks them seq_len ids at a time (the last piece may be shorter): sgd_steps(stream=True),
+    as fit(stream=True) does on the equal rows of a text data set. clip: the gradient-norm
+    limit (0 or None: none). Returns a list of per-epoch dicts: train_bpc (the epoch's mean
+    loss in bits per id), valid_bpc (model.bits_per_char(valid_ids), if given), seconds.
+    """
+    rows = data_.parallel_streams(ids, batch_size)
+    history = []
+    for epoch in range(1, epochs + 1):
+        t0, total, count = time.time(), 0.0, 0
+        pieces = (rows[:, s:s + seq_len] for s in range(0, rows.shape[1], seq_len))
+        try:
+            for x, value in sgd_steps(model, pieces, optimizer, clip=clip or None, stream=True):
+                total += value * len(x)                              # nats: the piece's NLL summed over rows
+                count += x.size
+        except NonFiniteLoss as e:
+            raise FloatingPointError(f"fit_stream: {e} in epoch {epoch}") from None
+        record = {"epoch": epoch, "train_bpc": total / count / math.log(2), "seconds": time.time() - t0}
+        if valid_ids is not None:
+            record["valid_bpc"] = model.bits_per_char(valid_ids)
+        history.append(record)
+        if log:
+            log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
     return history
 
 

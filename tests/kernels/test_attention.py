@@ -1,4 +1,5 @@
-"""kernels/attention.py: every numba kernel agrees with its NumPy twin, in float32 and float64."""
+"""kernels/attention.py: every compiled kernel agrees with its NumPy twin, in float32 and float64;
+`choose` honours TINYAR_KERNELS=numpy."""
 import numpy as np
 import pytest
 
@@ -14,8 +15,8 @@ def test_causal_softmax_and_its_backward(shape, dtype, tol):
     S = (3 * rng.standard_normal(shape)).astype(dtype)
     dP = rng.standard_normal(shape).astype(dtype)
     offset = shape[2] - shape[1]
-    P_numba = K.causal_softmax_numba(S.copy(), offset)
-    P_numpy = K.causal_softmax_numpy(S.copy(), offset)
+    P_numba = K.causal_softmax_forward_numba(S.copy(), offset)
+    P_numpy = K.causal_softmax_forward_numpy(S.copy(), offset)
     assert P_numba.dtype == dtype
     np.testing.assert_allclose(P_numba, P_numpy, rtol=tol, atol=tol)
     np.testing.assert_allclose(P_numba.sum(axis=-1), 1.0, atol=10 * tol)
@@ -29,7 +30,7 @@ def test_causal_softmax_and_its_backward(shape, dtype, tol):
 
 def test_causal_softmax_is_stable_for_huge_scores():
     S = np.array([[[1000.0, 0, 0], [1000.0, -1000.0, 0], [-1000.0, 1000.0, 999.0]]])
-    for fn in (K.causal_softmax_numba, K.causal_softmax_numpy):
+    for fn in (K.causal_softmax_forward_numba, K.causal_softmax_forward_numpy):
         P = fn(S.copy(), 0)
         assert np.all(np.isfinite(P))
         np.testing.assert_allclose(P[0, 2], [0.0, 1 / (1 + np.exp(-1)), np.exp(-1) / (1 + np.exp(-1))])
@@ -81,11 +82,19 @@ def test_gelu_forward(shape, dtype, tol):
                                rtol=tol, atol=tol)
 
 
-def test_switch_selects_the_numpy_twins(monkeypatch):
+def test_causal_mask_marks_the_future():
+    np.testing.assert_array_equal(K.causal_mask(3, 3, 0), np.triu(np.ones((3, 3), bool), 1))
+    np.testing.assert_array_equal(K.causal_mask(2, 4, 2), [[False, False, False, True], [False] * 4])
+
+
+def test_choose_honours_the_numpy_switch(monkeypatch):
     monkeypatch.setenv("TINYAR_KERNELS", "numpy")
-    assert K.implementation("causal_softmax") is K.causal_softmax_numpy
-    assert K.implementation("causal_softmax_backward") is K.causal_softmax_backward_numpy
+    assert K.choose("causal_softmax") == (K.causal_softmax_forward_numpy, K.causal_softmax_backward_numpy)
+    assert K.choose("gelu") == (K.gelu_forward_numpy, K.gelu_backward_numpy)
     monkeypatch.setenv("TINYAR_KERNELS", "numba")
-    assert K.implementation("layer_norm_forward") is K.layer_norm_forward_numba
+    assert K.choose("layer_norm") == (K.layer_norm_forward_numba, K.layer_norm_backward_numba)
+    assert K.choose("causal_softmax") == (K.causal_softmax_forward_numba, K.causal_softmax_backward_numba)
     monkeypatch.setenv("TINYAR_KERNELS", "numpy")
-    assert K.implementation("gelu_forward") is K.gelu_forward_numpy
+    assert K.choose("layer_norm") == (K.layer_norm_forward_numpy, K.layer_norm_backward_numpy)
+    with pytest.raises(ValueError, match="causal_softmax"):
+        K.choose("softmax")

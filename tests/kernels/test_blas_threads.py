@@ -45,10 +45,10 @@ def test_rnn_kernels_restore_the_thread_count_and_agree_with_the_twins():
     u = rng.normal(size=(5, 3, 4)).astype(np.float64)
     W = rng.normal(size=(4, 4)) * 0.5
     h0 = rng.normal(size=(3, 4))
-    h = K.elman_forward(u, W, h0)
+    h = K.elman_forward_numba(u, W, h0)
     np.testing.assert_allclose(h, K.elman_forward_numpy(u, W, h0), rtol=1e-12)
     dh = rng.normal(size=h.shape)
-    for got, want in zip(K.elman_backward(W, h0, h, dh), K.elman_backward_numpy(W, h0, h, dh)):
+    for got, want in zip(K.elman_backward_numba(W, h0, h, dh), K.elman_backward_numpy(W, h0, h, dh)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     assert scipy_blas_threads() == before
 

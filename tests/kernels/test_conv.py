@@ -1,7 +1,7 @@
-"""The convolution kernels: shift-and-GEMM (numba + BLAS and its NumPy twin), im2col and the
-direct loops agree with each other and with the definition, with and without taps; the fused
-op fused.conv2d passes gradcheck through each implementation; MaskedConv2d's taps give what the
-masked weight gives."""
+"""The convolution kernels: the im2col reference, the shift-and-GEMM NumPy twin, its compiled
+version (numba + BLAS) and the direct loops agree with each other and with the definition, with
+and without taps; the fused op fused.conv2d passes gradcheck through each implementation; choose()
+honours TINYAR_KERNELS; MaskedConv2d's taps give what the masked weight gives."""
 import numba
 import numpy as np
 import pytest
@@ -87,9 +87,11 @@ def test_backward_matches_definition(impl):
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_implementations_agree(shape, dtype, tol):
-    """Every implementation against the im2col one, forward and backward, all taps and some."""
+    """Every implementation against the im2col reference, forward and backward: all taps, some
+    taps, and the causal masks A and B."""
     x, w, bias, dy = _arrays(shape, dtype, seed=2, zeros=True)
-    for taps in (None, _some_taps(*shape[5:], seed=7)):
+    kh, kw = shape[5:]
+    for taps in (None, _some_taps(kh, kw, seed=7), nn.conv_mask(kh, kw, "A") > 0, nn.conv_mask(kh, kw, "B") > 0):
         y_ref = conv.conv2d_forward_im2col(x, w, bias, taps)
         grads_ref = conv.conv2d_backward_im2col(x, w, dy, taps=taps)
         for impl in IMPLEMENTATIONS:
@@ -102,8 +104,8 @@ def test_implementations_agree(shape, dtype, tol):
                 np.testing.assert_allclose(g, g_ref, rtol=tol, atol=tol * np.abs(g_ref).max(), err_msg=impl)
 
 
-def test_shift_twins_agree_on_pixelcnn_layers():
-    """The numba shift-and-GEMM kernels and their NumPy twin at the layer shapes of a PixelCNN
+def test_compiled_and_twin_agree_on_pixelcnn_layers():
+    """The compiled shift-and-GEMM kernels and their NumPy twin at the layer shapes of a PixelCNN
     on 8x8 images (masks A and B), float32; many blocks of rows, both lanes of work used."""
     rng = np.random.default_rng(8)
     for C, O, k, mask in [(1, 8, 7, "A"), (18, 18, 3, "B"), (18, 1, 1, "B")]:
@@ -112,33 +114,33 @@ def test_shift_twins_agree_on_pixelcnn_layers():
         bias = rng.standard_normal(O).astype(np.float32)
         dy = rng.standard_normal((16, O, 8, 8)).astype(np.float32)
         taps = nn.conv_mask(k, k, mask) > 0
-        y = conv.conv2d_forward_shift(x, w, bias, taps)
-        y_ref = conv.conv2d_forward_shift_numpy(x, w, bias, taps)
+        y = conv.conv2d_forward_numba(x, w, bias, taps)
+        y_ref = conv.conv2d_forward_numpy(x, w, bias, taps)
         np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * np.abs(y_ref).max())
-        for g, g_ref in zip(conv.conv2d_backward_shift(x, w, dy, taps=taps),
-                            conv.conv2d_backward_shift_numpy(x, w, dy, taps=taps)):
+        for g, g_ref in zip(conv.conv2d_backward_numba(x, w, dy, taps=taps),
+                            conv.conv2d_backward_numpy(x, w, dy, taps=taps)):
             np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-5 * np.abs(g_ref).max())
 
 
-def test_shift_reuses_work_arrays_safely():
-    """The shift kernels reuse their work arrays between calls: calls with larger and smaller
+def test_compiled_reuses_work_arrays_safely():
+    """The compiled shift kernels reuse their work arrays between calls: calls with larger and smaller
     grids in between (whose pixels and borders fall on each other's rows), and a call on new
     values of the same shape, still give fresh results."""
     x, w, bias, dy = _arrays((3, 2, 6, 5, 4, 3, 3), np.float64, seed=9)
-    first = conv.conv2d_forward_shift(x, w, bias), conv.conv2d_backward_shift(x, w, dy)
+    first = conv.conv2d_forward_numba(x, w, bias), conv.conv2d_backward_numba(x, w, dy)
     for n, (H, W, kh, kw) in enumerate([(9, 7, 5, 3), (3, 4, 1, 1), (6, 5, 1, 5), (4, 4, 3, 3), (2, 3, 7, 7)]):
         xo, wo, bo, dyo = _arrays((2, 3, H, W, 3, kh, kw), np.float64, seed=n)
-        np.testing.assert_allclose(conv.conv2d_forward_shift(xo, wo, bo), definition(xo, wo, bo),
+        np.testing.assert_allclose(conv.conv2d_forward_numba(xo, wo, bo), definition(xo, wo, bo),
                                    rtol=1e-12, atol=1e-12)
-        conv.conv2d_backward_shift(xo, wo, dyo)
-    np.testing.assert_array_equal(conv.conv2d_forward_shift(x, w, bias), first[0])
-    for g, g_first in zip(conv.conv2d_backward_shift(x, w, dy), first[1]):
+        conv.conv2d_backward_numba(xo, wo, dyo)
+    np.testing.assert_array_equal(conv.conv2d_forward_numba(x, w, bias), first[0])
+    for g, g_first in zip(conv.conv2d_backward_numba(x, w, dy), first[1]):
         np.testing.assert_array_equal(g, g_first)
     x2 = -2.0 * x                                                    # same shape, other values
-    np.testing.assert_allclose(conv.conv2d_forward_shift(x2, w, bias), definition(x2, w, bias), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv.conv2d_forward_numba(x2, w, bias), definition(x2, w, bias), rtol=1e-12, atol=1e-12)
 
 
-def test_shift_independent_of_thread_count():
+def test_compiled_independent_of_thread_count():
     """Blocks are dealt to a fixed number of lanes: 1 or 2 numba threads give the same bits."""
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("numba has one thread here: nothing to compare")
@@ -148,7 +150,7 @@ def test_shift_independent_of_thread_count():
     try:
         for n in (1, 2):
             numba.set_num_threads(n)
-            results.append([conv.conv2d_forward_shift(x, w, bias)] + list(conv.conv2d_backward_shift(x, w, dy)))
+            results.append([conv.conv2d_forward_numba(x, w, bias)] + list(conv.conv2d_backward_numba(x, w, dy)))
     finally:
         numba.set_num_threads(before)
     for a, b in zip(results[0], results[-1]):
@@ -180,8 +182,7 @@ def test_no_taps_gives_the_bias():
 @pytest.mark.parametrize("shape", [(2, 2, 4, 5, 3, 3, 3), (1, 3, 5, 5, 2, 5, 5), (3, 1, 3, 4, 2, 1, 1),
                                    (2, 2, 4, 4, 2, 3, 1)])
 def test_op_gradcheck(monkeypatch, impl, shape):
-    monkeypatch.setattr(conv, "DEFAULT", impl)
-    monkeypatch.setenv("TINYAR_KERNELS", "numba")
+    monkeypatch.setattr(conv, "choose", lambda name="conv2d": conv.IMPLEMENTATIONS[impl])
     x, w, bias, _ = _arrays(shape, np.float64, seed=3)
     x, w, bias = (Tensor(a, requires_grad=True) for a in (x, w, bias))
     gradcheck(lambda x, w, b: fused.conv2d(x, w, b), x, w, bias)
@@ -190,13 +191,21 @@ def test_op_gradcheck(monkeypatch, impl, shape):
     gradcheck(lambda x, w, b: fused.conv2d(x, w, b, taps=taps), x, w, bias)
 
 
-def test_switch_to_numpy(monkeypatch):
-    monkeypatch.setattr(conv, "DEFAULT", "loops")
+def test_choose_honours_the_switch(monkeypatch):
+    """choose() gives the compiled pair, and the NumPy twins under TINYAR_KERNELS=numpy; the fused
+    op then computes exactly what the twin computes."""
     monkeypatch.setenv("TINYAR_KERNELS", "numba")
-    assert conv.implementation() == (conv.conv2d_forward_loops, conv.conv2d_backward_loops)
+    assert conv.choose("conv2d") == (conv.conv2d_forward_numba, conv.conv2d_backward_numba)
     monkeypatch.setenv("TINYAR_KERNELS", "numpy")
-    assert conv.implementation() == conv.IMPLEMENTATIONS[conv.NUMPY_DEFAULT]
-    assert conv.NUMPY_DEFAULT in ("shift_numpy", "im2col")          # NumPy only
+    assert conv.choose("conv2d") == (conv.conv2d_forward_numpy, conv.conv2d_backward_numpy)
+    x, w, bias, dy = _arrays((2, 3, 5, 4, 2, 3, 3), np.float32, seed=14)
+    taps = nn.conv_mask(3, 3, "B") > 0
+    xt, wt, bt = (Tensor(a, requires_grad=True) for a in (x, w, bias))
+    y = fused.conv2d(xt, wt, bt, taps=taps)
+    y.backward(dy)
+    np.testing.assert_array_equal(y.data, conv.conv2d_forward_numpy(x, w, bias, taps))
+    for got, want in zip((xt.grad, wt.grad, bt.grad), conv.conv2d_backward_numpy(x, w, dy, taps=taps)):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_masked_conv_matches_masked_weight():

@@ -37,12 +37,13 @@ def test_kernels_agree_with_twins(dtype, shape, kind):
     W = rng.standard_normal((n_out, n_in)).astype(dtype)
     b = rng.standard_normal(n_out).astype(dtype)
     dy = rng.standard_normal((B, n_out)).astype(dtype)
-    perm, start = K.mask_structure(M)
+    perm, start = K.mask_structure_numba(M)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
-    pairs = [(K.masked_matmul_forward(x, W, M, b, perm, start), K.masked_matmul_forward_numpy(x, W, M, b, perm, start)),
-             (K.masked_matmul_backward_input(dy, W, M, perm, start),
+    pairs = [(K.masked_matmul_forward_numba(x, W, M, b, perm, start),
+              K.masked_matmul_forward_numpy(x, W, M, b, perm, start)),
+             (K.masked_matmul_backward_input_numba(dy, W, M, perm, start),
               K.masked_matmul_backward_input_numpy(dy, W, M, perm, start)),
-             (K.masked_matmul_backward_weight(dy, x, M, perm, start),
+             (K.masked_matmul_backward_weight_numba(dy, x, M, perm, start),
               K.masked_matmul_backward_weight_numpy(dy, x, M, perm, start))]
     for got, want in pairs:
         assert got.dtype == dtype
@@ -66,16 +67,17 @@ def test_forward_kernel_propagates_nan_to_the_connected_outputs(dtype):
     x[1, j] = np.nan
     W = rng.standard_normal((12, 8)).astype(dtype)
     b = rng.standard_normal(12).astype(dtype)
-    y = K.masked_matmul_forward(x, W, M, b, *K.mask_structure(M))
+    y = K.masked_matmul_forward_numba(x, W, M, b, *K.mask_structure_numba(M))
     np.testing.assert_array_equal(np.isnan(y[1]), M[:, j] == 1)
     assert np.isfinite(y[[0, 2]]).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", MASKS)
-def test_mask_structure_twin_and_meaning(kind):
+def test_mask_structure_twin_and_meaning(kind, dtype):
     rng = np.random.default_rng(3)
-    M = make_mask(kind, 11, 8, rng).astype(np.float64)
-    perm, start = K.mask_structure(M)
+    M = make_mask(kind, 11, 8, rng).astype(dtype)
+    perm, start = K.mask_structure_numba(M)
     perm2, start2 = K.mask_structure_numpy(M)
     np.testing.assert_array_equal(perm, perm2)
     np.testing.assert_array_equal(start, start2)
@@ -89,7 +91,7 @@ def test_mask_structure_twin_and_meaning(kind):
 
 def test_random_mask_gets_no_skipping():
     M = np.array([[1, 0], [0, 1]], dtype=np.float64)       # rows not nested: no staircase
-    perm, start = K.mask_structure(M)
+    perm, start = K.mask_structure_numba(M)
     np.testing.assert_array_equal(start, [0, 0])
 
 
@@ -161,7 +163,7 @@ def test_staircase_kernels_agree_with_twins(dtype, shape, mask, block, monkeypat
         M = np.broadcast_to(np.arange(n_in) < n_in // 2, (n_out, n_in)).astype(dtype)
     else:
         M = np.full((n_out, n_in), mask == "ones", dtype)
-    perm, start = K.mask_structure(M)
+    perm, start = K.mask_structure_numba(M)
     assert K.staircase_in_place(M, perm, start)
     x = rng.standard_normal((B, n_in)).astype(dtype)
     W = rng.standard_normal((n_out, n_in)).astype(dtype)
@@ -182,7 +184,7 @@ def test_staircase_in_place_needs_sorted_rows_and_columns():
     rng = np.random.default_rng(0)
     M = sorted_made_mask(30, 40, rng)
     def in_place(M):
-        return K.staircase_in_place(M, *K.mask_structure(M))
+        return K.staircase_in_place(M, *K.mask_structure_numba(M))
     assert in_place(M) and in_place(np.ones((3, 4)))
     assert not in_place(M * 0.5)                                        # not 0/1
     assert not in_place(M[rng.permutation(30)])                         # rows out of order
@@ -230,7 +232,7 @@ def test_op_gradient_is_masked_for_masks_that_only_look_like_staircases(M):
 def test_staircase_kernels_take_any_layout_and_refuse_mixed_dtypes():
     rng = np.random.default_rng(3)
     M = sorted_made_mask(9, 7, rng).astype(np.float64)
-    perm, start = K.mask_structure(M)
+    perm, start = K.mask_structure_numba(M)
     x, W, b = rng.standard_normal((4, 7)), np.asfortranarray(rng.standard_normal((9, 7))), np.zeros(9)
     np.testing.assert_allclose(K.masked_matmul_forward_staircase(x, W, M, b, start), x @ (W * M).T, rtol=1e-12)
     with pytest.raises(TypeError, match="one dtype"):
@@ -242,5 +244,61 @@ def test_op_takes_mask_structure_pairs_too():
     M = sorted_made_mask(9, 7, rng).astype(np.float32)
     x = Tensor(rng.standard_normal((3, 7)).astype(np.float32))
     W = Tensor(rng.standard_normal((9, 7)).astype(np.float32))
-    got = fused.masked_matmul(x, W, M, structure=K.mask_structure(M))
+    got = fused.masked_matmul(x, W, M, structure=K.mask_structure_numba(M))
     np.testing.assert_allclose(got.data, x.data @ (W.data * M).T, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------- choose
+COMPILED = ["mask_structure_numba", "masked_matmul_forward_numba", "masked_matmul_backward_input_numba",
+            "masked_matmul_backward_weight_numba", "masked_matmul_forward_staircase",
+            "masked_matmul_backward_staircase"]
+
+
+def recording(ran, name, kernel):
+    """kernel, noting its name in `ran` at every call."""
+    def call(*args, **kwargs):
+        ran.append(name)
+        return kernel(*args, **kwargs)
+    return call
+
+
+def run_chosen_pairs(monkeypatch):
+    """Run choose's pair, forward and backward, on a staircase in place and on a MADE mask in another
+    order, both with a sparse input that the rules send to compiled code; return the compiled
+    kernels that ran and whether every result matched the twins."""
+    ran = []
+    for name in COMPILED:
+        monkeypatch.setattr(K, name, recording(ran, name, getattr(K, name)))
+    rng = np.random.default_rng(5)
+    agree = True
+    for M in (sorted_made_mask(20, 30, rng), made_mask(20, 30, rng)):
+        M = M.astype(np.float64)
+        x = np.zeros((50, 30))
+        x[0, 0] = 1.0                                        # 1 of 1,500 inputs nonzero: numba's side of the rule
+        W, b, dy = rng.standard_normal((20, 30)), rng.standard_normal(20), rng.standard_normal((50, 20))
+        forward, backward = K.choose("masked_matmul", x, M)
+        dx, dW = backward(dy, x, W, M, True, True)
+        perm, start = K.mask_structure_numpy(M)
+        agree &= np.allclose(forward(x, W, M, b), K.masked_matmul_forward_numpy(x, W, M, b, perm, start))
+        agree &= np.allclose(dx, K.masked_matmul_backward_input_numpy(dy, W, M, perm, start))
+        agree &= np.allclose(dW, K.masked_matmul_backward_weight_numpy(dy, x, M, perm, start))
+    return ran, agree
+
+
+def test_choose_honours_the_numpy_switch(monkeypatch):
+    """TINYAR_KERNELS=numpy: every implementation choose returns is a NumPy twin, where the
+    rules would otherwise pick the staircase kernels and the loops."""
+    monkeypatch.delenv("TINYAR_KERNELS", raising=False)
+    assert K.choose("mask_structure") is K.mask_structure_numba
+    ran, agree = run_chosen_pairs(monkeypatch)
+    assert agree and {"masked_matmul_forward_staircase", "masked_matmul_forward_numba"} <= set(ran)
+    monkeypatch.undo()
+    monkeypatch.setenv("TINYAR_KERNELS", "numpy")
+    assert K.choose("mask_structure") is K.mask_structure_numpy
+    ran, agree = run_chosen_pairs(monkeypatch)
+    assert agree and ran == []
+
+
+def test_choose_names_what_it_knows():
+    with pytest.raises(ValueError, match="no kernel"):
+        K.choose("masked_conv")

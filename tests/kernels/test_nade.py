@@ -1,14 +1,16 @@
-"""kernels/nade.py: every numba kernel agrees with its NumPy twin (float32 to 1e-5 relative,
-float64 to 1e-12), on binary, one-hot and real inputs, including B = 1 and D = 1; the
-backward agrees with a brute-force recomputation; the fused op fused.nade passes gradcheck
-through both implementations; the float32 sigmoid matches the exact one."""
+"""kernels/nade.py: every compiled kernel (`<name>_numba`) agrees with its NumPy twin
+(`<name>_numpy`; float32 to 1e-5 relative, float64 to 1e-12), on binary, one-hot and real
+inputs, including B = 1 and D = 1; the backward agrees with a brute-force recomputation; the
+fused op fused.nade passes gradcheck through both implementations; `choose` returns the twins
+under TINYAR_KERNELS=numpy; the float32 sigmoid of kernels/approx.py matches the exact one."""
 import numba
 import numpy as np
 import pytest
 
-from tinyar import fused, ops
+from tinyar import fused
 from tinyar.gradcheck import gradcheck
-from tinyar.kernels import nade as K
+from tinyar.kernels import approx, nade as K
+from tinyar.ops import stable_sigmoid
 from tinyar.tensor import Tensor
 
 # (B, D, K, H, P, kind of input)
@@ -47,11 +49,11 @@ def assert_agree(got, want, tol):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_forward_and_backward_agree_with_numpy_twin(shape, dtype, tol):
     x, order, W, c, V, b, dout = make(shape, dtype)
-    out, a_last = K.nade_forward(x, order, W, c, V, b)
+    out, a_last = K.nade_forward_numba(x, order, W, c, V, b)
     out_np, a_last_np = K.nade_forward_numpy(x, order, W, c, V, b)
     assert_agree(out, out_np, tol)
     assert_agree(a_last, a_last_np, tol)
-    grads = K.nade_backward(x, order, W, c, V, b, a_last_np, dout)
+    grads = K.nade_backward_numba(x, order, W, c, V, b, a_last_np, dout)
     grads_np = K.nade_backward_numpy(x, order, W, c, V, b, a_last_np, dout)
     for g, g_np, p in zip(grads, grads_np, (W, c, V, b)):
         assert g.shape == p.shape
@@ -61,10 +63,10 @@ def test_forward_and_backward_agree_with_numpy_twin(shape, dtype, tol):
 def test_forward_matches_the_definition_without_the_cache():
     """out[:, d] = b_d + V_d sigma(c + sum over dims before d of W_j^T x_j), each computed from scratch: O(D^2 H)."""
     x, order, W, c, V, b, _ = make((3, 6, 2, 5, 2, "real"), np.float64)
-    out, a_last = K.nade_forward(x, order, W, c, V, b)
+    out, a_last = K.nade_forward_numba(x, order, W, c, V, b)
     for i, d in enumerate(order):
         a = c + sum((x[:, j] @ W[j] for j in order[:i]), np.zeros((3, 5)))
-        np.testing.assert_allclose(out[:, d], K.sigmoid(a) @ V[d].T + b[d], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(out[:, d], stable_sigmoid(a) @ V[d].T + b[d], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(a_last, c + np.einsum("bdk,dkh->bh", x, W), rtol=1e-12, atol=1e-12)
 
 
@@ -72,8 +74,8 @@ def test_forward_matches_the_definition_without_the_cache():
 def test_backward_matches_finite_differences_of_forward(numba_path):
     """sum(dout * out) differentiated numerically w.r.t. every parameter equals the backward."""
     x, order, W, c, V, b, dout = make((3, 5, 3, 4, 2, "onehot"), np.float64, seed=3)
-    forward = K.nade_forward if numba_path else K.nade_forward_numpy
-    backward = K.nade_backward if numba_path else K.nade_backward_numpy
+    forward = K.nade_forward_numba if numba_path else K.nade_forward_numpy
+    backward = K.nade_backward_numba if numba_path else K.nade_backward_numpy
     _, a_last = forward(x, order, W, c, V, b)
     grads = backward(x, order, W, c, V, b, a_last, dout)
     params = [W, c, V, b]
@@ -99,6 +101,25 @@ def test_fused_op_gradcheck(numba_env, monkeypatch):
     assert result["max_rel_error"] < 1e-4
 
 
+@pytest.mark.parametrize("name, kernels", [("nade", ("nade_forward", "nade_backward")),
+                                           ("sample_bernoulli", "sample_bernoulli"),
+                                           ("sample_categorical", "sample_categorical"),
+                                           ("sample_mog", "sample_mog")])
+def test_choose_returns_the_twins_under_the_switch_and_the_compiled_kernels_otherwise(name, kernels, monkeypatch):
+    def implementations(suffix):
+        if isinstance(kernels, tuple):
+            return tuple(getattr(K, k + suffix) for k in kernels)
+        return getattr(K, kernels + suffix)
+    monkeypatch.setenv("TINYAR_KERNELS", "numpy")
+    assert K.choose(name) == implementations("_numpy")
+    monkeypatch.setenv("TINYAR_KERNELS", "numba")
+    assert K.choose(name) == implementations("_numba")
+    monkeypatch.delenv("TINYAR_KERNELS")
+    assert K.choose(name) == implementations("_numba")
+    with pytest.raises(ValueError, match="unknown kernel"):
+        K.choose("nade_forward")
+
+
 def test_fused_op_rejects_bad_arguments():
     x, order, W, c, V, b, _ = make((2, 4, 1, 3, 1, "binary"), np.float64)
     params = [Tensor(p, requires_grad=True) for p in (W, c, V, b)]
@@ -115,7 +136,7 @@ def test_fused_op_rejects_bad_arguments():
 def test_float32_sigmoid_is_accurate_and_finite_everywhere():
     a = np.concatenate([np.linspace(-100, 100, 20001), [-1e3, 1e3, -np.inf, np.inf, 0.0, -0.0]]).astype(np.float32)
     h = np.empty_like(a)
-    K._sigmoid_into(a, h)
+    approx.sigmoid_into(a, h)
     with np.errstate(over="ignore"):
         exact = 1.0 / (1.0 + np.exp(-a.astype(np.float64)))
     assert np.all(np.isfinite(h)) and np.all(h >= 0) and np.all(h <= 1)
@@ -130,8 +151,8 @@ def test_extreme_preactivations_stay_finite():
     """Pre-activations of +-1e3: the sigmoid saturates, nothing overflows, both paths agree."""
     for dtype in (np.float32, np.float64):
         x, order, W, c, V, b, dout = make((3, 6, 1, 5, 1, "binary"), dtype, scale=1e3)
-        out, a_last = K.nade_forward(x, order, W, c, V, b)
-        grads = K.nade_backward(x, order, W, c, V, b, a_last, dout)
+        out, a_last = K.nade_forward_numba(x, order, W, c, V, b)
+        grads = K.nade_backward_numba(x, order, W, c, V, b, a_last, dout)
         grads_np = K.nade_backward_numpy(x, order, W, c, V, b, a_last, dout)
         assert np.abs(a_last).max() > 500
         for g, g_np in zip(grads, grads_np):
@@ -150,8 +171,8 @@ def test_results_are_bitwise_the_same_on_one_and_two_threads(dtype):
     try:
         for threads in (1, 2):
             numba.set_num_threads(threads)
-            out, a_last = K.nade_forward(x, order, W, c, V, b)
-            results.append((out, a_last) + K.nade_backward(x, order, W, c, V, b, a_last, dout))
+            out, a_last = K.nade_forward_numba(x, order, W, c, V, b)
+            results.append((out, a_last) + K.nade_backward_numba(x, order, W, c, V, b, a_last, dout))
     finally:
         numba.set_num_threads(before)
     for one, two in zip(*results):
@@ -164,10 +185,10 @@ def test_backward_agrees_for_any_number_of_chunks(n_chunks, monkeypatch):
     rounding (50 > B: one example per chunk). A chunk that skipped or repeated an example
     would be far off."""
     x, order, W, c, V, b, dout = make((13, 8, 1, 9, 1, "binary"), np.float32)
-    _, a_last = K.nade_forward(x, order, W, c, V, b)
-    default = K.nade_backward(x, order, W, c, V, b, a_last, dout)
+    _, a_last = K.nade_forward_numba(x, order, W, c, V, b)
+    default = K.nade_backward_numba(x, order, W, c, V, b, a_last, dout)
     monkeypatch.setattr(K, "N_CHUNKS", n_chunks)
-    for g, g_default in zip(K.nade_backward(x, order, W, c, V, b, a_last, dout), default):
+    for g, g_default in zip(K.nade_backward_numba(x, order, W, c, V, b, a_last, dout), default):
         assert_agree(g, g_default, 1e-5)
 
 
@@ -189,7 +210,7 @@ def test_bernoulli_sampler_agrees_with_twin(dtype, n_inputs):
     rng, order, W, c, V, b, observed = sampler_inputs(50, 7, n_inputs, 6, 1, dtype)
     u = rng.random((50, 7))
     x_obs = (rng.random((50, 7)) < 0.5).astype(dtype)
-    x, log_w = K.sample_bernoulli(order, W, c, V, b, u, x_obs, observed)
+    x, log_w = K.sample_bernoulli_numba(order, W, c, V, b, u, x_obs, observed)
     x_np, log_w_np = K.sample_bernoulli_numpy(order, W, c, V, b, u, x_obs, observed)
     assert x.dtype == dtype and set(np.unique(x)) <= {0, 1}
     np.testing.assert_array_equal(x, x_np)
@@ -204,7 +225,7 @@ def test_categorical_sampler_agrees_with_twin(dtype, n_inputs):
     rng, order, W, c, V, b, observed = sampler_inputs(60, 5, n_inputs, 7, 4, dtype, seed=1)
     u = rng.random((60, 5))
     x_obs = rng.integers(0, 4, (60, 5))
-    x, log_w = K.sample_categorical(order, W, c, V, b, u, x_obs, observed)
+    x, log_w = K.sample_categorical_numba(order, W, c, V, b, u, x_obs, observed)
     x_np, log_w_np = K.sample_categorical_numpy(order, W, c, V, b, u, x_obs, observed)
     assert x.dtype == np.int64 and x.min() >= 0 and x.max() <= 3
     np.testing.assert_array_equal(x, x_np)
@@ -218,7 +239,7 @@ def test_mog_sampler_agrees_with_twin(dtype, n_inputs):
     rng, order, W, c, V, b, observed = sampler_inputs(40, 6, n_inputs, 5, 9, dtype, seed=2)
     u, z = rng.random((40, 6)), rng.standard_normal((40, 6))
     x_obs = rng.standard_normal((40, 6)).astype(dtype)
-    x, log_w = K.sample_mog(order, W, c, V, b, u, z, x_obs, observed, -3.0, 1.0)
+    x, log_w = K.sample_mog_numba(order, W, c, V, b, u, z, x_obs, observed, -3.0, 1.0)
     x_np, log_w_np = K.sample_mog_numpy(order, W, c, V, b, u, z, x_obs, observed, -3.0, 1.0)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(x, x_np, rtol=tol, atol=tol)
@@ -240,7 +261,7 @@ def test_bernoulli_log_weights_are_exact_at_extreme_logits(logit, dtype):
         want = -tiny if likely else -abs(logit) - tiny
         args = (np.zeros((1, 1), np.int64), W, c, V, b, np.array([[0.5]]), np.array([[x_obs]], dtype),
                 np.array([[True]]))
-        for sampler in (K.sample_bernoulli, K.sample_bernoulli_numpy):
+        for sampler in (K.sample_bernoulli_numba, K.sample_bernoulli_numpy):
             x, log_w = sampler(*args)
             assert x[0, 0] == x_obs and np.isfinite(log_w[0])
             np.testing.assert_allclose(log_w[0], want, rtol=1e-14, atol=0)
@@ -249,4 +270,4 @@ def test_bernoulli_log_weights_are_exact_at_extreme_logits(logit, dtype):
 def test_samplers_reject_mismatched_shapes():
     rng, order, W, c, V, b, observed = sampler_inputs(4, 5, 1, 3, 1, np.float64)
     with pytest.raises(ValueError, match="per-row"):
-        K.sample_bernoulli(order, W, c, V, b, rng.random((4, 4)), np.zeros((4, 5)), observed)
+        K.sample_bernoulli_numba(order, W, c, V, b, rng.random((4, 4)), np.zeros((4, 5)), observed)

@@ -6,6 +6,7 @@ from tinyar import fused, nn, ops
 from tinyar.gradcheck_cases import op_cases
 from tinyar.gradcheck import gradcheck
 from tinyar.kernels import rnn as K
+from tinyar.kernels.approx import tanh_rational
 from tinyar.tensor import Tensor
 
 SHAPES = [(1, 1, 1), (5, 3, 4), (17, 2, 9), (40, 8, 16)]        # (T, B, H)
@@ -25,7 +26,7 @@ def _inputs(T, B, H, dtype, seed=0):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_forward_matches_twin(shape, dtype):
     u, W_hh, h0, _ = _inputs(*shape, dtype)
-    h = K.elman_forward(u, W_hh, h0)
+    h = K.elman_forward_numba(u, W_hh, h0)
     h_twin = K.elman_forward_numpy(u, W_hh, h0)
     assert h.dtype == dtype and h.shape == shape
     np.testing.assert_allclose(h, h_twin, **TOL[dtype])
@@ -38,7 +39,7 @@ def test_forward_matches_twin(shape, dtype):
 def test_backward_matches_twin(shape, dtype):
     u, W_hh, h0, dh = _inputs(*shape, dtype)
     h = K.elman_forward_numpy(u, W_hh, h0)
-    got = K.elman_backward(W_hh, h0, h, dh)
+    got = K.elman_backward_numba(W_hh, h0, h, dh)
     want = K.elman_backward_numpy(W_hh, h0, h, dh)
     for name, g, w in zip(["da", "dW_hh", "db", "dh0"], got, want):
         assert g.dtype == dtype and g.shape == w.shape, name
@@ -64,12 +65,12 @@ def test_backward_twin_is_the_chain_rule_on_two_steps():
 def test_tanh_rational_is_float32_exact():
     x = np.linspace(-12, 12, 200001).astype(np.float32)
     exact = np.tanh(x.astype(np.float64))
-    approx = np.array([K.tanh_rational(v) for v in x[::50]])
+    approx = np.array([tanh_rational(v) for v in x[::50]])
     inside = np.abs(x[::50]) <= 9
     assert np.abs(approx - exact[::50])[inside].max() < 1e-8                 # the fit: below float32's rounding
     assert np.abs(approx[~inside] - np.sign(x[::50][~inside])).max() < 6e-8  # clamped: within 1 ulp of +-1
     u = x.reshape(-1, 1, 1)
-    h = K.elman_forward(u, np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32))
+    h = K.elman_forward_numba(u, np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32))
     assert np.abs(h.ravel() - exact).max() <= 6e-8                           # = np.tanh's own float32 error
     assert np.abs(h).max() <= 1
 
@@ -116,7 +117,7 @@ def test_gradcheck_catches_a_wrong_derivative(monkeypatch):
     def broken(W_hh, h0, h, dh_out):
         da = dh_out * (1 - h * h)                                            # forgets da_{t+1} @ W_hh
         return da, np.einsum("tbi,tbj->ij", da, np.concatenate([h0[None], h[:-1]])), da.sum((0, 1)), da[0] @ W_hh
-    monkeypatch.setattr(K, "elman_backward", broken)
+    monkeypatch.setattr(K, "elman_backward_numba", broken)
     monkeypatch.setattr(K, "elman_backward_numpy", broken)
     name, shapes, fn, inputs = op_cases()["elman_rnn"][0]
     with pytest.raises(AssertionError):
@@ -138,6 +139,13 @@ def test_numpy_switch_gives_the_same_numbers(monkeypatch, dtype):
     for a, b in zip(*results):
         assert a.dtype == dtype
         np.testing.assert_allclose(a, b, **TOL[dtype])
+
+
+def test_choose_honours_the_numpy_switch(monkeypatch):
+    monkeypatch.setenv("TINYAR_KERNELS", "numpy")
+    assert K.choose("elman") == (K.elman_forward_numpy, K.elman_backward_numpy)
+    monkeypatch.setenv("TINYAR_KERNELS", "numba")
+    assert K.choose("elman") == (K.elman_forward_numba, K.elman_backward_numba)
 
 
 def test_backward_through_2000_steps():

@@ -1,8 +1,8 @@
-"""The fused SGD-momentum kernel (numba) gives exactly the NumPy twin's numbers, and optim.SGD uses it."""
+"""The one-pass SGD-momentum kernel (numba) gives exactly the NumPy twin's numbers, and optim.SGD uses it."""
 import numpy as np
 import pytest
 
-from tinyar.kernels import sgd as K
+from tinyar.kernels import sgd
 from tinyar.optim import SGD
 from tinyar.tensor import Tensor
 
@@ -14,12 +14,21 @@ def test_kernel_equals_twin_exactly(dtype, shape):
     p, v, g = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
     lr, mu = dtype(0.01), dtype(0.9)
     p1, v1, p2, v2 = p.copy(), v.copy(), p.copy(), v.copy()
-    K.sgd_momentum_update(p1, v1, g, lr, mu)
-    K.sgd_momentum_update_numpy(p2, v2, g, lr, mu)
+    sgd.sgd_momentum_update_numba(p1, v1, g, lr, mu)
+    sgd.sgd_momentum_update_numpy(p2, v2, g, lr, mu)
     np.testing.assert_array_equal(v1, v2)
     np.testing.assert_array_equal(p1, p2)
     np.testing.assert_allclose(v2, mu * v + g, rtol=1e-6)              # the equations themselves
     np.testing.assert_allclose(p2, p - lr * (mu * v + g), rtol=1e-5, atol=1e-7)
+
+
+def test_choose_takes_the_loop_only_for_contiguous_arrays_of_one_dtype(monkeypatch):
+    a = np.zeros((4, 3), np.float32)
+    assert sgd.choose("sgd_momentum_update", a, a.copy(), a.copy()) is sgd.sgd_momentum_update_numba
+    assert sgd.choose("sgd_momentum_update", a, a.copy(), a.T.copy().T) is sgd.sgd_momentum_update_numpy
+    assert sgd.choose("sgd_momentum_update", a, a.copy(), a.astype(np.float64)) is sgd.sgd_momentum_update_numpy
+    monkeypatch.setenv("TINYAR_KERNELS", "numpy")
+    assert sgd.choose("sgd_momentum_update", a, a.copy(), a.copy()) is sgd.sgd_momentum_update_numpy
 
 
 @pytest.mark.parametrize("kernels", ["numba", "numpy"])

@@ -301,10 +301,11 @@ def test_bad_input_is_a_clear_error():
 
 
 def test_registry_and_cli_options():
+    from tinyar.cli import MODEL_OPTIONS
     assert REGISTRY["made"] is MADE and REGISTRY["made-categorical"] is CategoricalMADE
-    kwarg, parse, _ = MADE.cli_options["--hidden"]
+    kwarg, parse, _ = MODEL_OPTIONS["made"]["--hidden"]
     assert kwarg == "n_hidden" and parse("500,500") == [500, 500]
-    assert MADE.cli_options["--masks"][0] == "n_masks"
+    assert MODEL_OPTIONS["made"]["--masks"][0] == "n_masks"
     assert parse_sizes("0") == []
     model = MADE(4, n_hidden=parse("3,2"), n_masks=2)
     assert [layer.weight.shape for layer in model.layers] == [(3, 4), (2, 3)]

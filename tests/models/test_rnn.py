@@ -9,8 +9,6 @@ import pytest
 from tinyar import ops
 from tinyar.gradcheck import gradcheck
 from tinyar.models import REGISTRY, PixelRNN, RNN
-from tinyar.models.rnn import fit_stream, streams
-from tinyar.optim import SGD
 from tinyar.tensor import Tensor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,19 +173,6 @@ def test_registry_names_and_bad_inputs():
         pix.log_prob(np.zeros((2, 5)))
 
 
-def test_fit_stream_learns_a_periodic_text_with_clipping():
-    """Truncated BPTT over 'abcabc...': 3 chunks of 8 per epoch, state carried; bits/char falls near 0."""
-    text = np.tile([0, 1, 2], 400)
-    model = RNN(3, n_hidden=8, rng=0)
-    before = model.bits_per_char(text[:60])
-    opt = SGD(model.parameters(), lr=0.05, momentum=0.9)
-    history = fit_stream(model, text, opt, seq_len=8, batch_size=4, epochs=6, clip=1.0, log=None)
-    after = model.bits_per_char(text[:60])
-    assert before > 1.3                                                       # ~ log2(3) = 1.58 untrained
-    assert after < 0.1 and history[-1]["train_bpc"] < history[0]["train_bpc"]
-    assert streams(np.arange(10), 3).tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
-
-
 def test_for_dataset_picks_sizes():
     from tinyar.data import Dataset
     d = Dataset("toy", "tokens", np.zeros((4, 6), np.int64), np.zeros((2, 6), np.int64),
@@ -238,46 +223,3 @@ def test_lstm_cell_gradcheck_and_memory():
     assert gradcheck(lambda *p: last(cell.unrolled(ids)), *cell.parameters())["max_rel_error"] < 1e-5
     x = Tensor(np.random.default_rng(0).standard_normal((2, 4, 3)), requires_grad=True)
     assert gradcheck(lambda x: last(cell.unrolled(x)), x)["max_rel_error"] < 1e-5
-
-
-def test_fit_with_stream_is_fit_stream():
-    """train.fit(stream=True) on a text's rows trains exactly as fit_stream on the text itself:
-    the same parallel streams, chunks, carried states, clipping and updates, bit for bit."""
-    from tinyar.train import fit
-    ids = np.random.default_rng(0).integers(0, 5, 4 * 3 * 10)         # 4 streams x 3 chunks of 10
-    a, b = RNN(5, n_hidden=6, rng=1, dtype=np.float64), RNN(5, n_hidden=6, rng=1, dtype=np.float64)
-    opt_a = SGD(a.parameters(), lr=0.05, momentum=0.9)
-    opt_b = SGD(b.parameters(), lr=0.05, momentum=0.9)
-    fit_stream(a, ids, opt_a, seq_len=10, batch_size=4, epochs=2, clip=1.0, log=None)
-    fit(b, ids.reshape(-1, 10), None, opt_b, epochs=2, batch_size=4, clip=1.0, progress=False,
-        log=lambda m: None, stream=True)
-    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
-        np.testing.assert_array_equal(pa.data, pb.data, err_msg=name)
-    c = RNN(5, n_hidden=6, rng=1, dtype=np.float64)                    # rows read apart: another run
-    fit(c, ids.reshape(-1, 10), None, SGD(c.parameters(), lr=0.05, momentum=0.9), epochs=2, batch_size=4,
-        clip=1.0, progress=False, log=lambda m: None)
-    assert not np.allclose(c.head.weight.data, a.head.weight.data)
-
-
-def test_stream_batches_continue_row_by_row():
-    from tinyar.data import stream_batches
-    rows = np.arange(11)[:, None] * np.ones((1, 2), int)              # row r holds r
-    got = [x[:, 0].tolist() for x in stream_batches(rows, 3)]
-    assert got == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]                    # rows 9, 10 left out
-    assert [x[:, 0].tolist() for x in stream_batches(rows[:2], 5)] == [[0, 1]]   # fewer rows than streams
-
-
-def test_fit_stream_needs_a_stateful_model_and_evaluate_reads_the_stream():
-    from tinyar.data import Dataset
-    from tinyar.models import Transformer
-    from tinyar.train import evaluate, fit
-    rows = np.random.default_rng(0).integers(0, 3, (6, 5))
-    tf = Transformer.for_dataset(Dataset("t", "tokens", rows, rows, rows, n_dims=5, n_levels=3), rng=0)
-    with pytest.raises(ValueError, match="log_prob_chunk"):
-        fit(tf, rows, None, SGD(tf.parameters(), lr=0.01), epochs=1, batch_size=2, stream=True, progress=False)
-    text = Dataset("t", "tokens", rows, rows[:2], rows[2:4], n_dims=5, n_levels=3, stream=True)
-    model = RNN(3, n_hidden=4, rng=0)
-    results = evaluate(model, text)
-    assert results["test"]["stream_bits_per_char"] == pytest.approx(model.bits_per_char(rows[2:4].reshape(-1)))
-    assert "stream_bits_per_char" not in evaluate(model, Dataset("t", "tokens", rows, rows, rows, n_dims=5,
-                                                                 n_levels=3))["test"]

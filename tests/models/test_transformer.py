@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tinyar import functional as F
+from tinyar.cli import MODEL_OPTIONS
 from tinyar.gradcheck import gradcheck
 from tinyar.models import REGISTRY, Transformer
 from tinyar.optim import SGD, clip_grad_norm_
@@ -39,7 +40,8 @@ def test_registry_interface_and_recipe():
     assert REGISTRY["transformer"] is Transformer
     assert Transformer.data_kind == "tokens"
     assert {"lr", "momentum", "batch_size", "epochs", "model"} <= set(Transformer.recipe)
-    for flag, (kwarg, parse, help_text) in Transformer.cli_options.items():
+    assert MODEL_OPTIONS["transformer"]                              # the command line's flags of the model
+    for flag, (kwarg, parse, help_text) in MODEL_OPTIONS["transformer"].items():
         assert flag.startswith("--") and kwarg in Transformer(2, max_len=4).config and parse("4") == 4
 
 

@@ -9,8 +9,12 @@ exact library functions. Tests compare each with NumPy over the whole float32 ra
 """
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
+
+from tinyar.kernels.runtime import FASTMATH
 
 
 # tanh in float32. numba calls libm's scalar tanh (~16 ns an element), while NumPy's
@@ -37,3 +41,66 @@ def tanh_rational(v):
     P = ((((((_P[6] * z + _P[5]) * z + _P[4]) * z + _P[3]) * z + _P[2]) * z + _P[1]) * z + _P[0])
     Q = ((_Q[3] * z + _Q[2]) * z + _Q[1]) * z + _Q[0]
     return x * P / Q
+
+
+# sigmoid in float32. numba has no vectorised exp either: math.exp is a libm call per
+# element, and in a plain loop the sigmoid's exp takes most of a NADE kernel's time. For
+# float32 the kernels use instead the classic Cephes expf scheme, arithmetic only:
+#     e^-t = 2^-k e^r,   k = round(t / ln 2),   r = k ln 2 - t in [-ln2/2, ln2/2]
+#     e^r  = 1 + r + r^2 P(r),   P of degree 5   (relative error ~1e-7)
+# with 2^-k written straight into the float32's exponent bits. float64 keeps the exact exp.
+_jit = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+
+
+@_jit
+def exp_parts32(a):
+    """For a float32 a: t = min(|a|, 87), k = round(t / ln 2) and e^r with r = k ln 2 - t, so that
+    e^-t = e^r 2^-k, r in [-ln2/2, ln2/2]; e^r = 1 + r + r^2 P(r), P of degree 5 (Cephes expf,
+    relative error ~1e-7). The cap at 87 keeps 2^-k a normal float32: for a < -87 sigma(a)
+    comes out as e^-87 ~ 2e-38 instead of a smaller number, which changes nothing downstream."""
+    t = min(abs(a), np.float32(87.0))
+    k = np.floor(t * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = k * np.float32(0.693359375) - t + k * np.float32(-2.12194440e-4)    # ln 2 in two parts
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    return k, p * r * r + r + np.float32(1.0)
+
+
+@_jit
+def sigmoid32_into(a, h):
+    """h[j] = sigma(a[j]) in float32, with an exp that LLVM vectorises (no libm call).
+
+    Pass 1 writes the float32 2^-k into h, built from its bits (exponent field 127 - k) through
+    an int32 view of h; pass 2 multiplies it by e^r to get e = e^-|a| and forms
+    sigma(a) = 1 / (1 + e) for a >= 0, e / (1 + e) for a < 0 (never overflows).
+    """
+    bits = h.view(np.int32)
+    for j in range(a.shape[0]):
+        k, _ = exp_parts32(a[j])
+        bits[j] = (np.int32(127) - np.int32(k)) << 23             # the float32 2^-k
+    for j in range(a.shape[0]):
+        k, e_r = exp_parts32(a[j])
+        e = e_r * h[j]                                            # e^-|a| = e^r 2^-k
+        one_over = np.float32(1.0) / (np.float32(1.0) + e)
+        h[j] = one_over if a[j] >= 0 else e * one_over
+
+
+@_jit
+def sigmoid64(a):
+    """sigma(a) for a float64 a, with the exact exp."""
+    e = math.exp(-abs(a))
+    return 1.0 / (1.0 + e) if a >= 0 else e / (1.0 + e)
+
+
+@_jit
+def sigmoid_into(a, h):
+    """h[j] = sigma(a[j]) for a 1-d a (float32: sigmoid32_into; float64: exact)."""
+    if a.itemsize == 4:
+        sigmoid32_into(a, h)
+    else:
+        for j in range(a.shape[0]):
+            h[j] = sigmoid64(a[j])

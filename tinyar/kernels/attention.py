@@ -1,42 +1,51 @@
-"""The elementwise and row-wise parts of a Transformer block: numba kernels and NumPy twins.
+"""Causal softmax, LayerNorm and GELU: what a Transformer block computes between its matrix products.
 
-The matrix products of attention and of the Linear layers go to BLAS (NumPy's @).
-What is left are passes over big arrays that NumPy does one ufunc at a time,
-each allocating a temporary: the masked softmax of the attention scores and its
-backward pass, and LayerNorm. Each numba kernel does its whole formula in one
-sweep per row, and the softmax kernels never touch the masked half of the
-scores; each NumPy twin (`*_numpy`, same signature) reads like the equations and
-is the kernel's specification (tests/kernels/test_attention.py asserts they agree).
+Each function comes as a forward and its backward pass, on plain arrays; the fused ops
+fused.causal_attention, fused.layer_norm and fused.gelu wrap them as graph nodes.
 
-GELU's backward, dx = dy (0.5 (1 + t) + 0.5 x (1 - t^2) du/dx) with t = tanh(u) saved,
-is one pass here. Where a formula needs exp or tanh (the softmax, GELU's forward),
-the numba loops do the arithmetic around it and leave the transcendental function
-to one NumPy call over the whole array in between: NumPy's vectorised exp and tanh
-are several times faster than the scalar libm calls a numba loop makes. The sums
-over a row are compiled with fastmath "reassoc" (SIMD partial sums: the same
-value up to rounding). The token embedding's backward, a scatter-add of rows, is
-a loop here instead of NumPy's slower np.add.at. The kernels are single-threaded:
-numba's thread pool and OpenBLAS's, both spinning on 2 cores, slowed the whole
-step down.
+Causal softmax. Scores S (N, Tq, Tk), one row per query. Query i sits at position
+i + offset (offset = Tk - Tq: 0 in training, > 0 when the earlier keys come from a
+key/value cache) and may see the keys j <= i + offset only:
 
-Causal softmax, rows i of S (N, Tq, Tk); query i may see keys j <= i + offset
-(offset = Tk - Tq: 0 in training, > 0 with a key/value cache):
+    m_i  = max_{l <= i + offset} S_il                                    (exp never overflows)
+    P_ij = exp(S_ij - m_i) / sum_{l <= i + offset} exp(S_il - m_i)       for j <= i + offset
+    P_ij = 0                                                             for j >  i + offset
 
-    P_ij = exp(S_ij - m_i) / sum_{l <= i + offset} exp(S_il - m_i),   m_i = max_{l <= i + offset} S_il
-    P_ij = 0  for j > i + offset                                       (the -inf of the mask)
+The zeros are the softmax of S_ij = -inf. For T = 4, offset = 0 (1 = may attend):
 
-    T = 4, offset = 0:   1 0 0 0      the numba kernel never reads the zeros:
-                         1 1 0 0      it loops over j <= i + offset only
-                         1 1 1 0
-                         1 1 1 1
+    query i \\ key j   0 1 2 3
+          0           1 0 0 0
+          1           1 1 0 0
+          2           1 1 1 0
+          3           1 1 1 1
 
-Its backward (derivation in fused.causal_attention): dS_ij = P_ij (dP_ij - sum_l P_il dP_il).
+Its backward, one row at a time. Softmax's Jacobian is dP_l/dS_j = P_l ([l = j] - P_j)
+(diag(p) - p p^T), so with dP = dL/dP given:
 
-LayerNorm over the last axis of x (N, C): xhat = (x - mu) r, r = 1 / sqrt(var + eps),
-y = xhat gamma + beta; backward dx = r (g - mean(g) - xhat mean(g xhat)), g = dy gamma,
-with xhat recomputed from x, mu and r (the forward keeps no (N, C) array of its own).
+    dS_ij = sum_l dP_il dP_il/dS_ij = sum_l dP_il P_il ([l = j] - P_ij)
+          = P_ij (dP_ij - sum_l P_il dP_il)
 
-`implementation(name)` returns the numba kernel or, with TINYAR_KERNELS=numpy, its twin.
+A masked entry has P_ij = 0, hence dS_ij = 0: no gradient crosses the mask. (The rest of
+attention's backward, through q k^T / sqrt(d) and P v, is in fused.causal_attention.)
+
+LayerNorm over the last axis of x (N, C), one row at a time:
+
+    mu = mean(x),   r = 1 / sqrt(mean((x - mu)^2) + eps),   xhat = (x - mu) r,   y = xhat gamma + beta
+
+Its backward, with g = dy gamma = dL/dxhat, d mu/dx_i = 1/C and d r/dx_i = -r^3 (x_i - mu) / C:
+
+    dxhat_j/dx_i = r ([i = j] - 1/C) - xhat_j r xhat_i / C
+    dx_i   = sum_j g_j dxhat_j/dx_i = r (g_i - mean(g) - xhat_i mean(g xhat))
+    dgamma = sum over rows of dy xhat,   dbeta = sum over rows of dy
+
+The forward keeps mu and r (N, 1); the backward recomputes xhat from x.
+
+GELU in its tanh form, elementwise, with t saved by the forward:
+
+    u = sqrt(2/pi) (x + 0.044715 x^3),   t = tanh(u),   y = 0.5 x (1 + t)
+    dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,   du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+
+`choose(name)` returns the (forward, backward) pair a fused op calls.
 """
 from __future__ import annotations
 
@@ -45,22 +54,73 @@ import math
 import numba
 import numpy as np
 
-from tinyar.kernels import use_numba
+from tinyar.kernels import pick
 
-GELU_C = math.sqrt(2.0 / math.pi)
+GELU_C = math.sqrt(2.0 / math.pi)                                         # u = GELU_C (x + GELU_A x^3)
 GELU_A = 0.044715
 
 
 # ------------------------------------------------------------- causal softmax
-def causal_softmax_numpy(S, offset):
+def causal_mask(Tq, Tk, offset):
+    """(Tq, Tk) booleans, True where key j lies in the future of query i (j > i + offset): the -inf entries."""
+    return np.arange(Tk)[None, :] > np.arange(Tq)[:, None] + offset
+
+
+def causal_softmax_forward_numpy(S, offset):
     """Overwrite S (N, Tq, Tk) with its causal softmax P (zeros above the diagonal); returns S."""
-    Tq, Tk = S.shape[-2], S.shape[-1]
-    future = np.arange(Tk)[None, :] > np.arange(Tq)[:, None] + offset     # (Tq, Tk) True where masked
-    S[..., future] = -np.inf
-    S -= S.max(axis=-1, keepdims=True)                                    # m_i: key 0 is always seen
+    S[..., causal_mask(S.shape[-2], S.shape[-1], offset)] = -np.inf
+    S -= S.max(axis=-1, keepdims=True)                                    # S_ij - m_i: key 0 is always seen
     np.exp(S, out=S)                                                      # exp(-inf) = 0
     S /= S.sum(axis=-1, keepdims=True)
     return S
+
+
+def causal_softmax_backward_numpy(P, dP):
+    """Overwrite dP (N, Tq, Tk) with dS = P (dP - sum_l P_il dP_il); returns it."""
+    dP -= (dP * P).sum(axis=-1, keepdims=True)
+    dP *= P                                                               # zero where P = 0 (masked)
+    return dP
+
+
+# ------------------------------------------------------------------ LayerNorm
+def layer_norm_forward_numpy(x, gamma, beta, eps):
+    """x (N, C) -> y = xhat gamma + beta (N, C), mu (N, 1), r = 1 / sqrt(var + eps) (N, 1)."""
+    mu = x.mean(axis=-1, keepdims=True)
+    xc = x - mu                                                           # x - mu
+    r = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
+    return xc * r * gamma + beta, mu, r
+
+
+def layer_norm_backward_numpy(dy, x, mu, r, gamma):
+    """-> dx (N, C), dgamma (C,), dbeta (C,)."""
+    xhat = (x - mu) * r
+    g = dy * gamma                                                        # dL/dxhat
+    dx = g - g.mean(axis=-1, keepdims=True)
+    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    dx *= r                                                               # r (g - mean(g) - xhat mean(g xhat))
+    return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
+
+
+# ----------------------------------------------------------------------- GELU
+def gelu_forward_numpy(x):
+    """x (any shape) -> y = 0.5 x (1 + t) and t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3)
+    (t is kept for the backward)."""
+    t = np.tanh(GELU_C * (x + GELU_A * x * x * x))                        # t = tanh(u)
+    return 0.5 * x * (1.0 + t), t                                         # y, t
+
+
+def gelu_backward_numpy(x, t, dy):
+    """dx = dy (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)), t = tanh(u) saved
+    by the forward."""
+    du = GELU_C * (1.0 + 3.0 * GELU_A * x * x)                           # du/dx
+    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+
+
+# ---- compiled fast path: safe to skip on a first reading ----
+# One sweep per row does a whole formula, with no temporaries. exp and tanh stay NumPy calls
+# over the whole array between two sweeps: in a numba loop they would be scalar library calls.
+# Row sums may be reassociated (SIMD partial sums); no other fastmath flag, so no FMA contraction.
+_SUMS = {"reassoc"}
 
 
 @numba.njit(cache=True)
@@ -81,7 +141,7 @@ def _causal_shift_numba(S, offset):
     return S
 
 
-@numba.njit(cache=True, fastmath={"reassoc"})                            # reassoc: a SIMD sum
+@numba.njit(cache=True, fastmath=_SUMS)
 def _normalize_rows_numba(E, offset):
     """E_ij <- E_ij / sum_{l <= last} E_il (the masked E_ij are already 0)."""
     N, Tq, Tk = E.shape
@@ -98,24 +158,15 @@ def _normalize_rows_numba(E, offset):
     return E
 
 
-def causal_softmax_numba(S, offset):
-    """The kernel of causal_softmax_numpy, in three sweeps: numba shifts each row by
-    its max (and puts -inf on the mask), NumPy's SIMD exp exponentiates the whole
-    array in place (several times faster than the scalar exp a numba loop calls),
-    numba divides each row by its sum."""
+def causal_softmax_forward_numba(S, offset):
+    """causal_softmax_forward_numpy in three sweeps: numba shifts each row by its max (and puts
+    -inf on the mask), NumPy exponentiates the whole array in place, numba divides each row by its sum."""
     _causal_shift_numba(S, offset)
     np.exp(S, out=S)                                                      # exp(S_ij - m_i); masked -> 0
     return _normalize_rows_numba(S, offset)
 
 
-def causal_softmax_backward_numpy(P, dP):
-    """Overwrite dP (N, Tq, Tk) with dS = P (dP - sum_l P_il dP_il); returns it."""
-    dP -= (dP * P).sum(axis=-1, keepdims=True)
-    dP *= P                                                               # zero where P = 0 (masked)
-    return dP
-
-
-@numba.njit(cache=True, fastmath={"reassoc"})
+@numba.njit(cache=True, fastmath=_SUMS)
 def causal_softmax_backward_numba(P, dP):
     N, Tq, Tk = P.shape
     offset = Tk - Tq
@@ -132,17 +183,7 @@ def causal_softmax_backward_numba(P, dP):
     return dP
 
 
-# ------------------------------------------------------------------ LayerNorm
-def layer_norm_forward_numpy(x, gamma, beta, eps):
-    """x (N, C) -> y = xhat gamma + beta (N, C), mu (N, 1), r = 1 / sqrt(var + eps) (N, 1).
-    The backward recomputes xhat = (x - mu) r from x: one (N, C) array fewer to keep."""
-    mu = x.mean(axis=-1, keepdims=True)
-    xc = x - mu                                                           # x - mu
-    r = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
-    return xc * r * gamma + beta, mu, r
-
-
-@numba.njit(cache=True, fastmath={"reassoc"})
+@numba.njit(cache=True, fastmath=_SUMS)
 def layer_norm_forward_numba(x, gamma, beta, eps):
     N, C = x.shape
     y = np.empty_like(x)
@@ -165,17 +206,7 @@ def layer_norm_forward_numba(x, gamma, beta, eps):
     return y, mu, r
 
 
-def layer_norm_backward_numpy(dy, x, mu, r, gamma):
-    """-> dx (N, C), dgamma (C,), dbeta (C,)."""
-    xhat = (x - mu) * r
-    g = dy * gamma                                                        # dL/dxhat
-    dx = g - g.mean(axis=-1, keepdims=True)
-    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
-    dx *= r
-    return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
-
-
-@numba.njit(cache=True, fastmath={"reassoc"})
+@numba.njit(cache=True, fastmath=_SUMS)
 def layer_norm_backward_numba(dy, x, mu, r, gamma):
     N, C = dy.shape
     dx = np.empty_like(dy)
@@ -199,14 +230,6 @@ def layer_norm_backward_numba(dy, x, mu, r, gamma):
     return dx, dgamma, dbeta
 
 
-# -------------------------------------------------------------- GELU forward
-def gelu_forward_numpy(x):
-    """x (any shape) -> y = 0.5 x (1 + t) and t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3)
-    (t is kept for the backward)."""
-    t = np.tanh(GELU_C * (x + GELU_A * x * x * x))                        # t = tanh(u) (x ** 3: 60x slower)
-    return 0.5 * x * (1.0 + t), t                                         # y, t
-
-
 @numba.njit(cache=True)
 def _gelu_u_numba(x, u):
     for k in range(x.size):                                               # u = sqrt(2/pi) x (1 + 0.044715 x^2)
@@ -223,9 +246,8 @@ def _gelu_y_numba(x, t, y):
 
 
 def gelu_forward_numba(x):
-    """The kernel of gelu_forward_numpy in three sweeps instead of eight: numba computes u,
-    NumPy's SIMD tanh turns it into t in place (a numba loop would call a scalar tanh,
-    several times slower), numba computes y."""
+    """gelu_forward_numpy in three sweeps: numba computes u, NumPy's tanh turns it into t in
+    place, numba computes y."""
     xf = np.ascontiguousarray(x).reshape(-1)                             # flat (0-d inputs too)
     t = _gelu_u_numba(xf, np.empty_like(xf))                              # u
     np.tanh(t, out=t)                                                     # t = tanh(u), in place
@@ -233,36 +255,26 @@ def gelu_forward_numba(x):
     return y.reshape(np.shape(x)), t.reshape(np.shape(x))
 
 
-# ------------------------------------------------------------- GELU backward
-def gelu_backward_numpy(x, t, dy):
-    """dx = dy (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)), t = tanh(u) saved
-    by the forward."""
-    du = GELU_C * (1.0 + 3.0 * GELU_A * x * x)                           # du/dx
-    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
-
-
 @numba.njit(cache=True)
 def gelu_backward_numba(x, t, dy):
     xf, tf, dyf = x.reshape(-1), t.reshape(-1), dy.reshape(-1)
     dx = np.empty_like(xf)
-    for k in range(xf.size):                                              # one pass instead of ~10
+    for k in range(xf.size):                                              # one pass over the arrays
         v, tk = xf[k], tf[k]
         du = GELU_C * (1.0 + 3.0 * GELU_A * v * v)
         dx[k] = dyf[k] * (0.5 * (1.0 + tk) + 0.5 * v * (1.0 - tk * tk) * du)
     return dx.reshape(x.shape)
 
 
-_KERNELS = {
-    "causal_softmax": (causal_softmax_numba, causal_softmax_numpy),
-    "causal_softmax_backward": (causal_softmax_backward_numba, causal_softmax_backward_numpy),
-    "layer_norm_forward": (layer_norm_forward_numba, layer_norm_forward_numpy),
-    "layer_norm_backward": (layer_norm_backward_numba, layer_norm_backward_numpy),
-    "gelu_forward": (gelu_forward_numba, gelu_forward_numpy),
-    "gelu_backward": (gelu_backward_numba, gelu_backward_numpy),
-}
+# ------------------------------------------------------------------ the choice
+# The compiled kernels are used for every shape and dtype: no measured threshold below which
+# the twins win. They are single-threaded. Figures: benchmarks/README.md, section "Transformer".
+PAIRS = ("causal_softmax", "layer_norm", "gelu")
 
 
-def implementation(name):
-    """The numba kernel called `name`, or its NumPy twin when TINYAR_KERNELS=numpy."""
-    numba_fn, numpy_fn = _KERNELS[name]
-    return numba_fn if use_numba() else numpy_fn
+def choose(name):
+    """The (forward, backward) kernels of `name`, one of PAIRS: `<name>_forward_numba` and
+    `<name>_backward_numba`, or the NumPy twins under TINYAR_KERNELS=numpy."""
+    if name not in PAIRS:
+        raise ValueError(f"kernels.attention.choose: expected one of {PAIRS}, got {name!r}")
+    return pick(globals(), name + "_forward"), pick(globals(), name + "_backward")

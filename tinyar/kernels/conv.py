@@ -1,4 +1,4 @@
-"""2-D convolution, stride 1, "same" padding, odd kernel sizes, NCHW: three implementations.
+"""2-D convolution, stride 1, "same" padding, odd kernel sizes, NCHW.
 
     y[b, o, i, j] = bias[o] + sum_{c, u, v} w[o, c, u, v] x_pad[b, c, i + u, j + v]
 
@@ -6,7 +6,7 @@
     w     (O, C, kh, kw)      kh and kw odd; ph = kh // 2, pw = kw // 2
     bias  (O,)
     x_pad (B, C, H + 2 ph, W + 2 pw)   x with ph rows of zeros above and below and pw columns
-                                       left and right, so that y has x's height and width
+                                       left and right ("same" padding: y has x's height and width)
     y     (B, O, H, W)
 
 (This is a cross-correlation, as in every deep-learning library: the kernel is not flipped.)
@@ -26,10 +26,24 @@ Derivation of the vector-Jacobian product (dy = dL/dy, shape (B, O, H, W)):
 Taps. Every function takes an optional boolean (kh, kw) array `taps` (None: all taps): the
 convolution then uses the kernel restricted to those taps, y = conv(x, w * taps) + bias, and
 so dw = (the dw above) * taps (zero at the other taps, whatever w holds there). A masked
-convolution (nn.MaskedConv2d) passes its mask: shift-and-GEMM skips the work of the taps the
-mask removes (a 3x3 mask B keeps 5 of 9 taps, a 7x7 mask A 24 of 49); the others multiply.
+convolution (nn.MaskedConv2d) passes its mask; the shift-and-GEMM form below simply leaves
+out the products of the taps that are off (a 3x3 mask B keeps 5 of 9 taps, a 7x7 mask A 24
+of 49).
 
-Shift-and-GEMM (the default). Lay the images out channels-last on a flat grid of rows,
+Every implementation has the same signatures:
+    forward(x, w, bias, taps=None) -> y
+    backward(x, w, dy, need_dx=True, taps=None) -> (dx, dw, dbias)    (need_dx=False: dx is None)
+
+The reference: im2col, the textbook form (conv2d_forward_im2col, conv2d_backward_im2col).
+Unfold every kh x kw patch of x_pad into one column of a matrix X_col (C kh kw, B H W), row
+(c, u, v) of column (b, i, j) holding x_pad[b, c, i+u, j+v]; the whole layer is then one
+matrix product, and the weight gradient another:
+
+    Y = W_mat X_col,    dW_mat = dY X_col^T,     W_mat = w reshaped (O, C kh kw)
+
+The NumPy twin: shift-and-GEMM (conv2d_forward_numpy, conv2d_backward_numpy), the same sums
+with no unfolded copy of x; the compiled kernels below the fence compute exactly these.
+Lay the images out channels-last on a flat grid of rows,
     row base + q(b, i, j) holds x[b, :, i, j]      (C values),
     q(b, i, j) = b Hp Wp + i Wp + j,   Hp = H + ph,  Wp = W + pw,   base = ph Wp + pw,
 every other row zero: each image row is followed by pw zero columns and each image by ph
@@ -44,43 +58,26 @@ zero rows, shared by neighbours as the right border of one row and the left of t
         . . . .
 
 Then tap (u, v) of output pixel (i, j), x_pad[b, :, i+u, j+v], sits in row
-base + q(b, i+u-ph, j+v-pw) = q(b, i, j) + u Wp + v: a shift s_uv = u Wp + v that is the
-same for every pixel. With X the grid as a matrix (rows, C) and W_uv = w[:, :, u, v]^T (C, O),
+base + q(b, i+u-ph, j+v-pw) = q(b, i, j) + u Wp + v: each tap is a row shift s_uv = u Wp + v
+of the grid, the same for every pixel. With X the grid as a matrix (rows, C) and
+W_uv = w[:, :, u, v]^T (C, O),
 
     Y[q] = sum_{u,v} X[q + s_uv] W_uv        for q = 0 .. L-1, L = B Hp Wp
     y[b, :, i, j] = Y[q(b, i, j)] + bias     (the other rows of Y are thrown away)
 
-one matrix product (L, C) x (C, O) per tap, on a shifted contiguous block of X: no
-unfolded copy of x. The cost of the shared borders: L / (B H W) = (1 + ph/H)(1 + pw/W) times
-the work (1.07 for 3x3 on 28x28, 1.27 on 8x8). The gradients, with D the grid of dy
-(D[base + q(b,i,j)] = dy[b, :, i, j], zero elsewhere):
+one matrix product (L, C) x (C, O) per tap, on a shifted contiguous block of X. The shared
+borders cost L / (B H W) = (1 + ph/H)(1 + pw/W) times the work (1.07 for 3x3 on 28x28,
+1.27 on 8x8). The gradients, with D the grid of dy (D[base + q(b,i,j)] = dy[b, :, i, j],
+zero elsewhere):
 
     dW_uv = sum_{q < L} X[q + s_uv]^T D[base + q]                    (D is zero where q is no pixel)
     dx:     dX[q] = sum_{u,v} D[q + s_{kh-1-u, kw-1-v}] W_uv^T        (the forward of D with the
             flipped kernel: base + q(b, i+ph-u, j+pw-v) = q(b, i, j) + s_{kh-1-u, kw-1-v})
 
-Implementations of the same signatures (forward(x, w, bias, taps=None) -> y,
-backward(x, w, dy, need_dx=True, taps=None) -> (dx, dw, dbias)):
-
-  shift (numba + BLAS, `*_shift`): the sums above, cut into blocks of rows small enough for
-      the cache (and for BLAS's small-matrix path, see block_rows) and spread over the cores
-      by numba (prange); per block, one BLAS gemm per tap called directly through SciPy's
-      cython_blas (one BLAS thread per numba thread), accumulating the taps in place
-      (beta = 1): Y_block += X[block + s_uv] W_uv, and for dW, G_uv += X[block + s_uv]^T D_block.
-      With few input channels (C < STACK_BELOW: the 1-channel first layer) a block instead
-      copies its taps side by side, rows [X[q + s_1], X[q + s_2], ...] (the block's im2col
-      matrix), for one product with K = n_taps C instead of n_taps products with K = C.
-  shift NumPy twin (`*_shift_numpy`): the same sums, one whole-grid product per tap.
-  im2col (NumPy, `*_im2col`): unfold every kh x kw patch of x_pad into one column of a matrix
-      X_col (C kh kw, B H W) with stride tricks (a view, then one copy), so the whole layer is
-      one matrix product   Y = W_mat X_col,   W_mat = w reshaped (O, C kh kw),
-      and the weight gradient another:   dW_mat = dY X_col^T.
-  direct loops (numba, `*_loops`): the seven nested sums written out, one output pixel at a
-      time, with the innermost loop over the output channels (channels-last copies of x and w
-      make it contiguous, so it compiles to vector instructions); zero inputs are skipped.
-
-`implementation()` returns the pair that fused.conv2d calls (see the choice at the end of
-this file, made by benchmarks/bench_pixelcnn.py); TINYAR_KERNELS=numpy gives the NumPy twin.
+Below the fence: conv2d_forward_numba / conv2d_backward_numba, the twin's sums compiled, and
+the direct loops (conv2d_forward_loops / conv2d_backward_loops), the definition's sums written
+out one output pixel at a time. The tests check that all of them agree with the reference;
+fused.conv2d calls the pair that choose() returns.
 """
 from __future__ import annotations
 
@@ -89,9 +86,8 @@ import threading
 import numba
 import numpy as np
 
-from tinyar.kernels import use_numba
-from tinyar.kernels.runtime import single_thread_numba_blas
-from tinyar.kernels.runtime import blas_gemm, gemm_block
+from tinyar.kernels import pick
+from tinyar.kernels.runtime import blas_gemm, gemm_block, single_thread_numba_blas
 
 
 def check_shapes(x, w, bias=None, taps=None):
@@ -129,7 +125,7 @@ def restrict(w, taps):
     return w if taps is None else w * np.asarray(taps, dtype=bool).astype(w.dtype)
 
 
-# --------------------------------------------------------------- im2col (NumPy)
+# ------------------------------------------------------- the reference: im2col (the textbook form)
 def im2col(x, kh, kw):
     """(B, C, H, W) -> X_col (C kh kw, B H W): column (b, i, j) holds the kh x kw patch
     of x_pad centred on pixel (i, j) of image b, row (c, u, v) its tap x_pad[b, c, i+u, j+v]."""
@@ -167,113 +163,7 @@ def conv2d_backward_im2col(x, w, dy, need_dx=True, taps=None):
     return dx, dw, dbias
 
 
-# -------------------------------------------------------------- direct loops (numba)
-@numba.njit(cache=True)
-def _to_channels_last(x, ph, pw):
-    """(B, C, H, W) -> x_pad in channels-last order (B, H + 2 ph, W + 2 pw, C), zero borders."""
-    B, C, H, W = x.shape
-    xt = np.zeros((B, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
-    for b in range(B):
-        for c in range(C):
-            for i in range(H):
-                for j in range(W):
-                    xt[b, i + ph, j + pw, c] = x[b, c, i, j]
-    return xt
-
-
-@numba.njit(cache=True)
-def _forward_loops(x, w, bias):
-    """y[b,o,i,j] = bias[o] + sum_{u,v,c} w[o,c,u,v] x_pad[b,c,i+u,j+v], one output pixel at a time.
-
-    The image and the kernel are first copied to channels-last order, so that the innermost
-    loop runs over the O output channels of one pixel, contiguous in memory (the compiler turns
-    it into vector instructions): for each tap x_pad[b,c,i+u,j+v], add x times w[:, c, u, v] to
-    the O accumulators of pixel (i, j). Taps that are exactly zero (padding, ReLU zeros, zero
-    pixels of a binary image) are skipped.
-    """
-    B, C, H, W = x.shape
-    O, _, kh, kw = w.shape
-    ph, pw = kh // 2, kw // 2
-    xt = _to_channels_last(x, ph, pw)                       # (B, H+2ph, W+2pw, C)
-    wt = np.empty((kh, kw, C, O), dtype=w.dtype)            # wt[u, v, c, :] = w[:, c, u, v]
-    for o in range(O):
-        for c in range(C):
-            for u in range(kh):
-                for v in range(kw):
-                    wt[u, v, c, o] = w[o, c, u, v]
-    y = np.empty((B, O, H, W), dtype=x.dtype)
-    acc = np.empty(O, dtype=x.dtype)                        # y[b, :, i, j]
-    for b in range(B):
-        for i in range(H):
-            for j in range(W):
-                acc[:] = bias
-                for u in range(kh):
-                    for v in range(kw):
-                        for c in range(C):
-                            x_tap = xt[b, i + u, j + v, c]
-                            if x_tap == 0:
-                                continue
-                            for o in range(O):
-                                acc[o] += wt[u, v, c, o] * x_tap    # y[o] += w[o,c,u,v] x_pad[c,i+u,j+v]
-                for o in range(O):
-                    y[b, o, i, j] = acc[o]
-    return y
-
-
-def conv2d_forward_loops(x, w, bias, taps=None):
-    """y = conv(x, w) + bias by the direct loops (_forward_loops)."""
-    return _forward_loops(x, np.ascontiguousarray(restrict(w, taps)), bias)
-
-
-def conv2d_backward_loops(x, w, dy, need_dx=True, taps=None):
-    """(dx, dw, dbias) for y = conv(x, w) + bias, given dy = dL/dy; need_dx=False: dx is None.
-
-    dw, dbias from the loops below; dx = conv(dy, flip(w) with O <-> C) by the forward loops
-    (the derivation in the module docstring)."""
-    dw, dbias, w_flipped = _conv2d_backward_loops(x, np.ascontiguousarray(restrict(w, taps)), dy)
-    dw = restrict(dw, taps)
-    if not need_dx:
-        return None, dw, dbias
-    return _forward_loops(dy, w_flipped, np.zeros(x.shape[1], dtype=dy.dtype)), dw, dbias
-
-
-@numba.njit(cache=True)
-def _conv2d_backward_loops(x, w, dy):
-    """dw[o,c,u,v] = sum_{b,i,j} dy[b,o,i,j] x_pad[b,c,i+u,j+v];  dbias[o] = sum_{b,i,j} dy[b,o,i,j];
-    and the flipped kernel flip(w)[c,o,u,v] = w[o,c,kh-1-u,kw-1-v] that dx needs."""
-    B, C, H, W = x.shape
-    O, _, kh, kw = w.shape
-    ph, pw = kh // 2, kw // 2
-    xt = _to_channels_last(x, ph, pw)                       # (B, H+2ph, W+2pw, C)
-    dwt = np.zeros((kh, kw, C, O), dtype=w.dtype)           # dwt[u, v, c, :] = dw[:, c, u, v]
-    dbias = np.zeros(O, dtype=w.dtype)
-    dy_ij = np.empty(O, dtype=dy.dtype)                     # dy[b, :, i, j]
-    for b in range(B):
-        for i in range(H):
-            for j in range(W):
-                for o in range(O):
-                    dy_ij[o] = dy[b, o, i, j]
-                    dbias[o] += dy_ij[o]
-                for u in range(kh):
-                    for v in range(kw):
-                        for c in range(C):
-                            x_tap = xt[b, i + u, j + v, c]
-                            if x_tap == 0:
-                                continue
-                            for o in range(O):
-                                dwt[u, v, c, o] += x_tap * dy_ij[o]
-    dw = np.empty_like(w)
-    w_flipped = np.empty((C, O, kh, kw), dtype=w.dtype)     # flip(w)[c, o, u, v] = w[o, c, kh-1-u, kw-1-v]
-    for o in range(O):
-        for c in range(C):
-            for u in range(kh):
-                for v in range(kw):
-                    dw[o, c, u, v] = dwt[u, v, c, o]
-                    w_flipped[c, o, u, v] = w[o, c, kh - 1 - u, kw - 1 - v]
-    return dw, dbias, w_flipped
-
-
-# ------------------------------------------------------------ the grid (shift-and-GEMM)
+# ------------------------------------------------------- the NumPy twin: shift-and-GEMM on the grid
 def grid_geometry(H, W, kh, kw):
     """(Hp, Wp, base, Hp Wp) of the flat channels-last grid (module docstring): row base + q(b, i, j)
     holds pixel (i, j) of image b, q(b, i, j) = b Hp Wp + i Wp + j. A batch of B images takes
@@ -303,7 +193,7 @@ def from_grid_numpy(Y, B, H, W, kh, kw):
     return np.ascontiguousarray(Y[:B * L1].reshape(B, Hp, Wp, -1)[:, :H, :W].transpose(0, 3, 1, 2))
 
 
-def conv2d_forward_shift_numpy(x, w, bias, taps=None):
+def conv2d_forward_numpy(x, w, bias, taps=None):
     """y = conv(x, w) + bias as one product per tap:  Y[q] = sum_{u,v} X[q + s_uv] W_uv."""
     B, C, H, W = x.shape
     O, _, kh, kw = w.shape
@@ -317,7 +207,7 @@ def conv2d_forward_shift_numpy(x, w, bias, taps=None):
     return from_grid_numpy(Y, B, H, W, kh, kw) + bias[:, None, None]   # (B, O, H, W)
 
 
-def conv2d_backward_shift_numpy(x, w, dy, need_dx=True, taps=None):
+def conv2d_backward_numpy(x, w, dy, need_dx=True, taps=None):
     """(dx, dw, dbias) on the grid:  dW_uv = sum_q X[q + s_uv]^T D[base + q],
     dX[q] = sum_{u,v} D[q + s_{kh-1-u, kw-1-v}] W_uv^T  (module docstring); need_dx=False: dx is None."""
     B, C, H, W = x.shape
@@ -341,9 +231,14 @@ def conv2d_backward_shift_numpy(x, w, dy, need_dx=True, taps=None):
     return from_grid_numpy(dX, B, H, W, kh, kw), dw, dbias
 
 
-# ------------------------------------------------------- shift-and-GEMM (numba + BLAS)
-# BLAS's gemm on blocks, called from compiled code: kernels/runtime.py.
-
+# ---- compiled fast path: safe to skip on a first reading ----
+# conv2d_forward_numba / conv2d_backward_numba compute the twin's sums in blocks of grid rows,
+# dealt to numba's threads; per block one BLAS gemm per tap, called from compiled code
+# (kernels/runtime.py) with beta = 1 so that the taps accumulate in place:
+#     Y_block += X[block + s_uv] W_uv,      G_uv += X[block + s_uv]^T D_block.
+# With few input channels (C < STACK_BELOW: the 1-channel first layer) a block instead gathers
+# its taps side by side, rows [X[q + s_1], X[q + s_2], ...] (the block's im2col rows), for one
+# product with K = n_taps C instead of n_taps thin ones.
 
 @numba.njit(cache=True, parallel=True)
 def _to_grid(x, kh, kw, X):
@@ -410,8 +305,7 @@ def _shift_products(gemm, X, Wt, shifts, Y, block, P):
     n_blocks = (L + block - 1) // block
     for lane in numba.prange(n_lanes):
         for bi in range(lane, n_blocks, n_lanes):
-            r0 = bi * block
-            m = min(block, L - r0)
+            r0, m = bi * block, min(block, L - bi * block)  # the block's first row, its number of rows
             if stack:
                 _gather_taps(X, shifts, r0, m, P[lane])         # P[r] = [X[r0+r+s_1], X[r0+r+s_2], ...]
                 gemm_block(gemm, False, False, m, O, n_taps * C, P[lane], 0, n_taps * C, Wt, 0, O, 0.0, Y, r0 * O, O)
@@ -439,8 +333,7 @@ def _shift_weight_grad(gemm, X, D, d_start, shifts, L, block, P):
     partial = np.zeros((n_lanes, n_taps * C, O), dtype=X.dtype)
     for lane in numba.prange(n_lanes):
         for bi in range(lane, n_blocks, n_lanes):
-            r0 = bi * block
-            m = min(block, L - r0)
+            r0, m = bi * block, min(block, L - bi * block)  # the block's first row, its number of rows
             if stack:
                 _gather_taps(X, shifts, r0, m, P[lane])         # P[r] = [X[r0+r+s_1], X[r0+r+s_2], ...]
                 gemm_block(gemm, True, False, n_taps * C, O, m, P[lane], 0, n_taps * C, D, (d_start + r0) * O, O, 1.0,
@@ -455,11 +348,9 @@ def _shift_weight_grad(gemm, X, D, d_start, shifts, L, block, P):
     return G.reshape(n_taps, C, O)
 
 
-# Block size. OpenBLAS (0.3.31 here, SkylakeX kernels) multiplies small matrices, M N K below
-# 10^6, without first packing them into its tile layout; for the thin products of a block
-# that is 1.3x to 2x faster here (the forward and dW of a 3x3, 64-channel layer on 28x28
-# images: 17.5 and 23.0 ms with blocks of 512 rows, 13.7 and 16.2 ms with 240 rows). So a
-# block has as many rows as keep its products under that size, a multiple of 16, 16 to 1024.
+# Block size: OpenBLAS multiplies small matrices (M N K below 10^6) without first packing them
+# into its tile layout, which is faster for a block's thin products; so a block has as many rows
+# as keep its products under that size, a multiple of 16, 16 to 1024.
 SMALL_GEMM = 10 ** 6
 STACK_BELOW = 16      # gather the taps into one product when the input has fewer channels
 N_LANES = 4           # blocks are dealt to this many lanes (fixed: results do not depend on the threads)
@@ -470,10 +361,9 @@ def block_rows(n, k):
     return int(min(1024, max(16, (SMALL_GEMM - 1) // (n * k) // 16 * 16)))
 
 
-# Work arrays, reused from call to call: allocating (and first touching) several megabytes of
-# fresh memory per call cost more than the arithmetic (page faults: 19 -> 13 ms for the
-# backward pass of a 3x3, 32-channel layer on 64 images of 28x28). One buffer per role and
-# thread, grown when a call needs more; every call writes all of the part it uses.
+# Work arrays, reused from call to call (fresh multi-megabyte arrays cost page faults on every
+# call). One buffer per role and thread, grown when a call needs more; every call writes all of
+# the part it uses.
 _workspace = threading.local()
 
 
@@ -497,46 +387,54 @@ def _grid(role, a, kh, kw):
     return _to_grid(a, kh, kw, _work_array(role, (2 * base + B * L1, C), a.dtype))
 
 
+def _tap_lanes(n_taps, C, O, dtype):
+    """(block, P): rows per block, and the lanes' room for gathered taps (empty unless C < STACK_BELOW)."""
+    K = n_taps * C if C < STACK_BELOW else C                # gathered taps, or one tap per product
+    block = block_rows(O, K)
+    return block, _work_array("taps", (N_LANES, block, K if C < STACK_BELOW else 0), dtype)
+
+
 def _products(X, Wt, shifts, L):
     """Y (L, O), Y[q] = sum_k X[q + s_k] Wt[k] (a cached array, valid until the next call)."""
     n_taps, C, O = Wt.shape
-    K = n_taps * C if C < STACK_BELOW else C                # gathered taps, or one tap per product
-    block = block_rows(O, K)
-    P = _work_array("taps", (N_LANES, block, K if C < STACK_BELOW else 0), X.dtype)
+    block, P = _tap_lanes(n_taps, C, O, X.dtype)
     Y = _work_array("products", (L, O), X.dtype)
     with single_thread_numba_blas():                   # numba's threads share the cores, BLAS one each
         return _shift_products(blas_gemm(X.dtype), X, Wt, shifts, Y, block, P)
 
 
-def conv2d_forward_shift(x, w, bias, taps=None):
+def _no_blas(x, n_taps):
+    """True when there is nothing to multiply, or no BLAS gemm for x's dtype: the twin then serves."""
+    return n_taps == 0 or x.dtype not in (np.float32, np.float64)
+
+
+def conv2d_forward_numba(x, w, bias, taps=None):
     """y = conv(x, w) + bias: Y[q] = sum_{u,v} X[q + s_uv] W_uv in blocks of rows, BLAS per block."""
     B, C, H, W = x.shape
     O, _, kh, kw = w.shape
     Hp, Wp, base, L1 = grid_geometry(H, W, kh, kw)
     us, vs = live_taps(kh, kw, taps)
-    if us.size == 0 or x.dtype not in (np.float32, np.float64):            # nothing to multiply; or no BLAS for it
-        return conv2d_forward_shift_numpy(x, w, bias, taps)
+    if _no_blas(x, us.size):
+        return conv2d_forward_numpy(x, w, bias, taps)
     Wt = np.ascontiguousarray(w[:, :, us, vs].transpose(2, 1, 0))          # (n_taps, C, O): W_uv
     Y = _products(_grid("x", x, kh, kw), Wt, tap_shifts(us, vs, Wp), B * L1)   # (L, O)
     return _from_grid(Y, B, H, W, kh, kw, bias)                           # (B, O, H, W)
 
 
-def conv2d_backward_shift(x, w, dy, need_dx=True, taps=None):
-    """(dx, dw, dbias): dW_uv = sum_q X[q + s_uv]^T D[base + q] (gathered taps, BLAS per block),
+def conv2d_backward_numba(x, w, dy, need_dx=True, taps=None):
+    """(dx, dw, dbias): dW_uv = sum_q X[q + s_uv]^T D[base + q] (BLAS per block),
     dx = the forward of D with the flipped kernel (module docstring); need_dx=False: dx is None."""
     B, C, H, W = x.shape
     O, _, kh, kw = w.shape
     Hp, Wp, base, L1 = grid_geometry(H, W, kh, kw)
     L = B * L1
     us, vs = live_taps(kh, kw, taps)
-    if us.size == 0 or x.dtype not in (np.float32, np.float64):
-        return conv2d_backward_shift_numpy(x, w, dy, need_dx, taps)
+    if _no_blas(x, us.size):
+        return conv2d_backward_numpy(x, w, dy, need_dx, taps)
     X = _grid("x", x, kh, kw)                                              # (L + 2 base, C)
     D = _grid("dy", dy, kh, kw)                                            # (L + 2 base, O)
     dbias = dy.sum(axis=(0, 2, 3))                                         # (O,)
-    K = us.size * C if C < STACK_BELOW else C              # gathered taps, or one tap per product
-    block = block_rows(O, K)
-    P = _work_array("taps", (N_LANES, block, K if C < STACK_BELOW else 0), x.dtype)
+    block, P = _tap_lanes(us.size, C, O, x.dtype)
     with single_thread_numba_blas():
         G = _shift_weight_grad(blas_gemm(x.dtype), X, D, base, tap_shifts(us, vs, Wp), L, block, P)
     dw = np.zeros_like(w)
@@ -548,23 +446,134 @@ def conv2d_backward_shift(x, w, dy, need_dx=True, taps=None):
     return _from_grid(dX, B, H, W, kh, kw, np.zeros(C, dtype=x.dtype)), dw, dbias
 
 
-# ------------------------------------------------------------------ the choice
-# benchmarks/bench_pixelcnn.py times the four on the sizes PixelCNN meets (8x8 digits and 28x28
-# images, batch 64, 1 to 64 channels, forward + backward; figures in benchmarks/README.md).
-# Shift-and-GEMM is the fastest at every one of them: 1.6x to 13x faster than im2col per
-# convolution and 1.7x to 3.6x per whole model; it takes 1.1x to 1.7x PyTorch's time for a
-# plain convolution and 0.7x to 1.1x for the masked ones (it skips their zero taps). So
-# fused.conv2d calls it. Under TINYAR_KERNELS=numpy it calls the shift NumPy twin, faster than
-# im2col on three of the four whole models (and on every 3x3 layer), though 2x to 3x slower
-# on the unmasked 1-channel first layer, whose one-tap products are outer products.
-IMPLEMENTATIONS = {"shift": (conv2d_forward_shift, conv2d_backward_shift),
-                   "shift_numpy": (conv2d_forward_shift_numpy, conv2d_backward_shift_numpy),
+# -------------------------------------------------------------- the direct loops (numba)
+# The definition's sums written out, one output pixel at a time: a second, independent check
+# of the shift kernels, and a column of benchmarks/bench_pixelcnn.py. Nothing else calls them.
+# x and w are copied channels-last so that the innermost loop runs over the O output channels,
+# contiguous in memory; taps whose input is exactly zero (padding, ReLU zeros, binary pixels)
+# are skipped.
+
+@numba.njit(cache=True)
+def _to_channels_last(x, ph, pw):
+    """(B, C, H, W) -> x_pad in channels-last order (B, H + 2 ph, W + 2 pw, C), zero borders."""
+    B, C, H, W = x.shape
+    xt = np.zeros((B, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
+    for b in range(B):
+        for c in range(C):
+            for i in range(H):
+                for j in range(W):
+                    xt[b, i + ph, j + pw, c] = x[b, c, i, j]
+    return xt
+
+
+@numba.njit(cache=True)
+def _patches(x, kh, kw):
+    """(xt, index, value): x_pad channels-last, and room for one pixel's patch for _patch_nonzeros."""
+    xt = _to_channels_last(x, kh // 2, kw // 2)             # (B, H+2ph, W+2pw, C)
+    n_taps = kh * kw * x.shape[1]
+    return xt, np.empty(n_taps, dtype=np.int64), np.empty(n_taps, dtype=x.dtype)
+
+
+@numba.njit(cache=True)
+def _patch_nonzeros(xt, b, i, j, kh, kw, index, value):
+    """The nonzero taps x_pad[b, c, i+u, j+v] of output pixel (i, j), in (u, v, c) order: their
+    flat numbers (u kw + v) C + c into index, their values into value; returns how many."""
+    C = xt.shape[3]
+    n = 0
+    for u in range(kh):
+        for v in range(kw):
+            for c in range(C):
+                x_tap = xt[b, i + u, j + v, c]
+                if x_tap != 0:
+                    index[n] = (u * kw + v) * C + c
+                    value[n] = x_tap
+                    n += 1
+    return n
+
+
+@numba.njit(cache=True)
+def _forward_loops(x, w, bias):
+    """y[b,o,i,j] = bias[o] + sum_{u,v,c} w[o,c,u,v] x_pad[b,c,i+u,j+v], one output pixel at a time."""
+    B, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    xt, index, value = _patches(x, kh, kw)
+    wt = np.empty((kh * kw * C, O), dtype=w.dtype)          # wt[(u kw + v) C + c, :] = w[:, c, u, v]
+    for o in range(O):
+        for c in range(C):
+            for u in range(kh):
+                for v in range(kw):
+                    wt[(u * kw + v) * C + c, o] = w[o, c, u, v]
+    y = np.empty((B, O, H, W), dtype=x.dtype)
+    acc = np.empty(O, dtype=x.dtype)                        # y[b, :, i, j]
+    for b in range(B):
+        for i in range(H):
+            for j in range(W):
+                n = _patch_nonzeros(xt, b, i, j, kh, kw, index, value)
+                acc[:] = bias
+                for k in range(n):
+                    for o in range(O):
+                        acc[o] += wt[index[k], o] * value[k]    # y[o] += w[o,c,u,v] x_pad[c,i+u,j+v]
+                for o in range(O):
+                    y[b, o, i, j] = acc[o]
+    return y
+
+
+@numba.njit(cache=True)
+def _weight_grad_loops(x, w, dy):
+    """dw[o,c,u,v] = sum_{b,i,j} dy[b,o,i,j] x_pad[b,c,i+u,j+v];  dbias[o] = sum_{b,i,j} dy[b,o,i,j];
+    and the flipped kernel flip(w)[c,o,u,v] = w[o,c,kh-1-u,kw-1-v] that dx needs."""
+    B, C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    xt, index, value = _patches(x, kh, kw)
+    dwt = np.zeros((kh * kw * C, O), dtype=w.dtype)         # dwt[(u kw + v) C + c, :] = dw[:, c, u, v]
+    dbias = np.zeros(O, dtype=w.dtype)
+    dy_ij = np.empty(O, dtype=dy.dtype)                     # dy[b, :, i, j]
+    for b in range(B):
+        for i in range(H):
+            for j in range(W):
+                for o in range(O):
+                    dy_ij[o] = dy[b, o, i, j]
+                    dbias[o] += dy_ij[o]
+                n = _patch_nonzeros(xt, b, i, j, kh, kw, index, value)
+                for k in range(n):
+                    for o in range(O):
+                        dwt[index[k], o] += value[k] * dy_ij[o]   # dw[o,c,u,v] += dy[o] x_pad[c,i+u,j+v]
+    dw = np.empty_like(w)
+    w_flipped = np.empty((C, O, kh, kw), dtype=w.dtype)     # flip(w)[c, o, u, v] = w[o, c, kh-1-u, kw-1-v]
+    for o in range(O):
+        for c in range(C):
+            for u in range(kh):
+                for v in range(kw):
+                    dw[o, c, u, v] = dwt[(u * kw + v) * C + c, o]
+                    w_flipped[c, o, u, v] = w[o, c, kh - 1 - u, kw - 1 - v]
+    return dw, dbias, w_flipped
+
+
+def conv2d_forward_loops(x, w, bias, taps=None):
+    """y = conv(x, w) + bias by the direct loops."""
+    return _forward_loops(x, np.ascontiguousarray(restrict(w, taps)), bias)
+
+
+def conv2d_backward_loops(x, w, dy, need_dx=True, taps=None):
+    """(dx, dw, dbias) by the direct loops: dw and dbias as summed above, dx = conv(dy, flip(w)
+    with O <-> C) by the forward loops (module docstring); need_dx=False: dx is None."""
+    dw, dbias, w_flipped = _weight_grad_loops(x, np.ascontiguousarray(restrict(w, taps)), dy)
+    dw = restrict(dw, taps)
+    if not need_dx:
+        return None, dw, dbias
+    return _forward_loops(dy, w_flipped, np.zeros(x.shape[1], dtype=dy.dtype)), dw, dbias
+
+
+# -------------------------------------------------------------- the choice
+# Every implementation by name, for the tests and for benchmarks/bench_pixelcnn.py, which times
+# them side by side on the sizes PixelCNN meets (figures in benchmarks/README.md).
+IMPLEMENTATIONS = {"shift": (conv2d_forward_numba, conv2d_backward_numba),
+                   "shift_numpy": (conv2d_forward_numpy, conv2d_backward_numpy),
                    "im2col": (conv2d_forward_im2col, conv2d_backward_im2col),
                    "loops": (conv2d_forward_loops, conv2d_backward_loops)}
-DEFAULT = "shift"           # what fused.conv2d calls
-NUMPY_DEFAULT = "shift_numpy"   # what it calls under TINYAR_KERNELS=numpy
 
 
-def implementation():
-    """(forward, backward) used by fused.conv2d: DEFAULT's pair, or NUMPY_DEFAULT's under TINYAR_KERNELS=numpy."""
-    return IMPLEMENTATIONS[DEFAULT if use_numba() else NUMPY_DEFAULT]
+def choose(name="conv2d"):
+    """(forward, backward) of `name` (only "conv2d") for fused.conv2d: the compiled shift-and-GEMM,
+    the fastest of the four at every size measured; its NumPy twin under TINYAR_KERNELS=numpy."""
+    return pick(globals(), name + "_forward"), pick(globals(), name + "_backward")

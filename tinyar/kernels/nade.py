@@ -1,12 +1,12 @@
-"""NADE's cached recursion: forward, backward and sampling kernels, each with a NumPy twin.
+"""NADE's cached recursion: the forward pass, its backward pass and the samplers.
 
 NADE [1, 2] models p(x) = prod_i p(x_{o_i} | x_{o_<i}) for an ordering o of the D
 dimensions, with one hidden layer per conditional whose weights are shared:
 
-    a_1     = c                                          (H,)
-    h_i     = sigmoid(a_i)                               (H,)
-    out_{o_i} = b_{o_i} + V_{o_i} h_i                    (P,)   the parameters of p(x_{o_i} | x_{o_<i})
-    a_{i+1} = a_i + W_{o_i}^T x_{o_i}                    (H,)   O(H K) per step: the cache
+    a_1       = c                                          (H,)
+    h_i       = sigmoid(a_i)                               (H,)
+    out_{o_i} = b_{o_i} + V_{o_i} h_i                      (P,)   the parameters of p(x_{o_i} | x_{o_<i})
+    a_{i+1}   = a_i + W_{o_i}^T x_{o_i}                    (H,)   O(H K) per step: the cache
 
 so one likelihood costs O(D H (K + P)) instead of the O(D^2 H) of D separate networks.
 The kernels are generic over what a dimension feeds in and what comes out:
@@ -22,33 +22,13 @@ The kernels are generic over what a dimension feeds in and what comes out:
     out  (B, D, P)   indexed by dimension d (not by step i)
 
 What the forward keeps. The backward needs h_i and a_i at every step, but storing them
-would cost B D H numbers (157 MB at B = 100, D = 784, H = 500 in float32). Instead the
-forward returns only the last pre-activation a_{D+1} (B, H), and the backward walks the
-recursion in reverse, a_i = a_{i+1} - W_{o_i}^T x_{o_i}, recomputing h_i = sigmoid(a_i) as
-it goes: memory O(B H) beyond the inputs and outputs. The subtraction undoes the addition
-only up to one rounding per step, and that rounding is relative to the LARGEST |a| the sum
-reaches later, not to the a_i being recovered: each recomputed a_i is off by about
-sqrt(D) ulp(max_j |a_j|). A small a_i recovered from a large later a (large inputs x, or one
-large x_d visited late) can lose all its digits; h_i = sigmoid(a_i) and every gradient with it.
-Measured (D = 64, H = 16, W ~ N(0, 1/D), x uniform up to the given size or one large x_d
-visited last; the kernel's gradients vs a float64 backward that stores every a_i; error relative
-to each gradient's largest entry):
-    data of order 1..17 (digits, binary, one-hot, RNADE's (k + u) / 17):  float32 <= 5e-7
-    data up to 255..1e3: float32 1e-6 .. 7e-6           data up to 1e4 .. 1e5:  float32 1e-4 .. 4e-4
-    data up to 1e7:      float32 1e-2 .. 5e-2           data up to 1e9:         float32 0.6 .. 0.9 (useless)
-    float64, all of the above: <= 7e-9 (1e-15 for data of order 1)
-(also D = 784, H = 100 binary digits: float32 within 8e-7 of float64). So float32 is fine
-for data of order 1 and float64 is exact to ~1e-9 even at 1e9; RNADE, whose inputs are real,
-refuses float32 data beyond |x| = RNADE.MAX_ABS_FLOAT32 = 1e3 (rescale the data, or use
-dtype=np.float64). For binary and one-hot inputs (x is 0 or 1, W x exact) the kernel and
-its twin make the same roundings, so they agree to the last bits of the sigmoid; for real
-inputs (RNADE) FMA contraction makes them differ at rounding level. (Keeping every a_i
-instead, B D H numbers, would remove the drift; for data of order 1 it is not needed.)
-
-Parallelism and memory. The kernels split the batch into at most N_CHUNKS chunks run in
-parallel by numba.prange; in the backward each chunk adds into its own copy of dW, dc, dV, db
-(N_CHUNKS copies: the main extra memory, 12 MB for D = 784, H = 500), summed at the end in a
-fixed order so that the result does not depend on the number of threads.
+would cost B D H numbers. Instead the forward returns only the last pre-activation
+a_{D+1} (B, H), and the backward walks the recursion in reverse, a_i = a_{i+1} - W_{o_i}^T x_{o_i},
+recomputing h_i = sigmoid(a_i) as it goes: memory O(B H) beyond the inputs and outputs.
+Each subtraction undoes its addition only up to one rounding, relative to the largest |a|
+the sum reaches later, so a recomputed a_i is off by about sqrt(D) ulp(max_j |a_j|): nothing
+for data of order 1 (binary, one-hot, intensities) in float32, but large real inputs need
+float64 (RNADE refuses float32 data beyond |x| = RNADE.MAX_ABS_FLOAT32).
 
 Backward (the chain rule through the recursion; g_i = dL/dout_{o_i}, a (P,) vector):
     dV_{o_i} += g_i h_i^T,   db_{o_i} += g_i                    (out = b + V h)
@@ -59,18 +39,13 @@ Backward (the chain rule through the recursion; g_i = dL/dout_{o_i}, a (P,) vect
     dc        = dL/da_1
 so one reverse sweep with a running G = dL/da_{i+1} gives every gradient in O(D H (K + P)).
 
-Speed. In a plain loop the sigmoid's exp takes ~90% of the time: numba has no vectorised
-exp (no SVML here), so each exp is a libm call. In float32 the kernels use `_sigmoid32_into`,
-a branch-free exp (range reduction e^-t = 2^-k e^r and a polynomial for e^r, the classic
-Cephes expf scheme; relative error ~2e-7) that LLVM vectorises; float64 uses the
-exact math.exp (float64 is for checking, not speed). error_model="numpy" removes Python's
-division-by-zero check (which stops vectorisation); fastmath is limited to FASTMATH below.
-
 Sampling (`sample_bernoulli`, `sample_categorical`, `sample_mog`) runs the same recursion,
 O(D H (K + P)) per sample, with the uniform / normal numbers drawn by the caller in NumPy
 (so a seed fixes the result). Each row has its own ordering, and dimensions marked
 `observed` keep their given values (conditional completion); the samplers return the log
 probability of the observed values under the model's conditionals (importance weights).
+Input features past the data's own (W[d, n_data:], if any) are mask inputs [4]: constant 1
+once dimension d has been visited, so h can tell "x_d = 0" from "x_d not seen yet".
 
 References
     [1] S. Ermon, A. Grover, CS236 notes: Autoregressive models.
@@ -87,91 +62,14 @@ import math
 import numba
 import numpy as np
 
-# fastmath flags of the compiled kernels: "reassoc" lets LLVM vectorise the dot products
-# V_d . h (it may sum in another order: a rounding-level change), "contract" lets it fuse
-# a * b + c into one FMA. Not "nnan"/"ninf": the kernels must stay right at +-inf.
-FASTMATH = {"reassoc", "contract"}
-_jit = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
-_jit_parallel = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH, parallel=True)
-
-# The batch is cut into at most N_CHUNKS contiguous chunks that run in parallel (numba.prange).
-N_CHUNKS = 4
+from tinyar.kernels import pick
+from tinyar.kernels.approx import sigmoid64, sigmoid_into
+from tinyar.kernels.runtime import FASTMATH
+from tinyar.ops import stable_sigmoid, stable_softplus
 
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-# --------------------------------------------------------------------- sigmoid
-def sigmoid(a):
-    """sigma(a) = 1 / (1 + e^-a), elementwise, never overflowing (the twins' version)."""
-    e = np.exp(-np.abs(a))                      # in (0, 1]
-    return np.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(a.dtype, copy=False)
-
-
-@_jit
-def _exp_parts32(a):
-    """For a float32 a: t = min(|a|, 87), k = round(t / ln 2) and e^r with r = k ln 2 - t, so that
-    e^-t = e^r 2^-k, r in [-ln2/2, ln2/2]; e^r = 1 + r + r^2 P(r), P of degree 5 (Cephes expf,
-    relative error ~1e-7). The cap at 87 keeps 2^-k a normal float32: for a < -87 sigma(a)
-    comes out as e^-87 ~ 2e-38 instead of a smaller number, which changes nothing downstream."""
-    t = min(abs(a), np.float32(87.0))
-    k = np.floor(t * np.float32(1.4426950408889634) + np.float32(0.5))
-    r = k * np.float32(0.693359375) - t + k * np.float32(-2.12194440e-4)    # ln 2 in two parts
-    p = np.float32(1.9875691500e-4)
-    p = p * r + np.float32(1.3981999507e-3)
-    p = p * r + np.float32(8.3334519073e-3)
-    p = p * r + np.float32(4.1665795894e-2)
-    p = p * r + np.float32(1.6666665459e-1)
-    p = p * r + np.float32(5.0000001201e-1)
-    return k, p * r * r + r + np.float32(1.0)
-
-
-@_jit
-def _sigmoid32_into(a, h):
-    """h[j] = sigma(a[j]) in float32, with an exp that LLVM vectorises (no libm call).
-
-    Pass 1 writes the float32 2^-k into h, built from its bits (exponent field 127 - k) through
-    an int32 view of h; pass 2 multiplies it by e^r to get e = e^-|a| and forms
-    sigma(a) = 1 / (1 + e) for a >= 0, e / (1 + e) for a < 0 (never overflows).
-    """
-    bits = h.view(np.int32)
-    for j in range(a.shape[0]):
-        k, _ = _exp_parts32(a[j])
-        bits[j] = (np.int32(127) - np.int32(k)) << 23             # the float32 2^-k
-    for j in range(a.shape[0]):
-        k, e_r = _exp_parts32(a[j])
-        e = e_r * h[j]                                            # e^-|a| = e^r 2^-k
-        one_over = np.float32(1.0) / (np.float32(1.0) + e)
-        h[j] = one_over if a[j] >= 0 else e * one_over
-
-
-@_jit
-def _sigmoid64(a):
-    """sigma(a) for a float64 a, with the exact exp."""
-    e = math.exp(-abs(a))
-    return 1.0 / (1.0 + e) if a >= 0 else e / (1.0 + e)
-
-
-@_jit
-def _sigmoid_into(a, h):
-    """h[j] = sigma(a[j]) for j < H (float32: the vectorised exp; float64: exact)."""
-    if a.itemsize == 4:
-        _sigmoid32_into(a, h)
-    else:
-        for j in range(a.shape[0]):
-            h[j] = _sigmoid64(a[j])
-
-
-@_jit
-def _outputs_into(V_d, b_d, h, out):
-    """out[p] = b_d[p] + V_d[p] . h   (P,) from V_d (P, H), b_d (P,), h (H,)."""
-    for p in range(V_d.shape[0]):
-        s = V_d.dtype.type(0.0)                        # accumulate in the arrays' dtype
-        for j in range(h.shape[0]):
-            s += V_d[p, j] * h[j]
-        out[p] = b_d[p] + s
-
-
-# --------------------------------------------------------------------- forward
 def _check_shapes(x, order, W, c, V, b):
     B, D, K = x.shape
     H = c.shape[0]
@@ -183,8 +81,19 @@ def _check_shapes(x, order, W, c, V, b):
     return B, D, K, H, P
 
 
+def _check_sampler(order, W, c, V, b, *per_row):
+    n, D = order.shape
+    if W.shape[0] != D or V.shape[0] != D or b.shape[0] != D:
+        raise ValueError(f"nade samplers: order {order.shape} does not match W {W.shape}, V {V.shape}, b {b.shape}")
+    for arr in per_row:
+        if arr.shape != (n, D):
+            raise ValueError(f"nade samplers: per-row arrays must have shape {(n, D)}, got {arr.shape}")
+    return n, D
+
+
+# ------------------------------------------------------------ forward, backward
 def nade_forward_numpy(x, order, W, c, V, b):
-    """The output parameters of every dimension, and a_{D+1}.   NumPy twin of nade_forward.
+    """The output parameters of every dimension, and a_{D+1}.
 
     Returns out (B, D, P) and a_last (B, H) (what the backward starts from).
     """
@@ -192,10 +101,150 @@ def nade_forward_numpy(x, order, W, c, V, b):
     out = np.empty((B, D, P), dtype=c.dtype)
     a = np.broadcast_to(c, (B, H)).copy()              # (B, H)   a_1 = c
     for d in order:                                    # d = o_i
-        h = sigmoid(a)                                 # (B, H)   h_i = sigma(a_i)
+        h = stable_sigmoid(a)                          # (B, H)   h_i = sigma(a_i)
         out[:, d] = h @ V[d].T + b[d]                  # (B, P)   out_d = b_d + V_d h_i
         a += x[:, d] @ W[d]                            # (B, H)   a_{i+1} = a_i + W_d^T x_d
     return out, a
+
+
+def nade_backward_numpy(x, order, W, c, V, b, a_last, dout):
+    """dW, dc, dV, db given dout = dL/dout (B, D, P).
+
+    Runs the recursion in reverse from a_last = a_{D+1}; G holds dL/da_{i+1}.
+    """
+    B, D, K, H, P = _check_shapes(x, order, W, c, V, b)
+    dW, dV, db = np.zeros_like(W), np.zeros_like(V), np.zeros_like(b)
+    G = np.zeros((B, H), dtype=c.dtype)                # (B, H)   dL/da_{D+1} = 0
+    a = a_last.copy()                                  # (B, H)   a_{D+1}
+    for d in order[::-1]:                              # i = D, ..., 1;  d = o_i
+        dW[d] += x[:, d].T @ G                         # (K, H)   dW_d = sum_n x_d (dL/da_{i+1})^T
+        a -= x[:, d] @ W[d]                            # (B, H)   a_i = a_{i+1} - W_d^T x_d
+        h = stable_sigmoid(a)                          # (B, H)   h_i
+        g = dout[:, d]                                 # (B, P)   dL/dout_d
+        dV[d] += g.T @ h                               # (P, H)   dV_d = sum_n g h_i^T
+        db[d] += g.sum(axis=0)                         # (P,)
+        G += (g @ V[d]) * h * (1.0 - h)                # (B, H)   dL/da_i = V_d^T g * h (1 - h) + dL/da_{i+1}
+    dc = G.sum(axis=0)                                 # (H,)     dc = sum_n dL/da_1
+    return dW, dc, dV, db
+
+
+# -------------------------------------------------------------------- sampling
+# Every sampler: order (n, D) one ordering per row; x_obs (n, D) values kept where
+# observed (n, D) is True; random numbers drawn by the caller. Returns the samples and
+# log_w (n,) = sum over observed dimensions of log p(x_d | x_<d) (float64).
+
+def sample_bernoulli_numpy(order, W, c, V, b, u, x_obs, observed):
+    """Binary NADE (W (D, 1, H), V (D, 1, H), b (D, 1)): x_d = [u < sigma(logit_d)].
+
+    For the logit z and x_d in {0, 1}, log p(x_d) = x_d z - softplus(z) = -softplus((1 - 2 x_d) z)
+    (log sigma(z) = -softplus(-z), log(1 - sigma(z)) = -softplus(z)): no cancellation for either
+    value. log(sigma(z)) or log1p(-sigma(z)) would go wrong once sigma(z) is near 1: -30.001
+    instead of -30 at z = 30, and -inf for an observed 0 once sigma(z) rounds to 1.
+    """
+    n, D = _check_sampler(order, W, c, V, b, u, x_obs, observed)
+    rows = np.arange(n)
+    x = np.zeros((n, D), dtype=c.dtype)
+    log_w = np.zeros(n)
+    a = np.broadcast_to(c, (n, c.shape[0])).copy()                  # (n, H)   a_1 = c
+    for i in range(D):
+        d = order[:, i]                                             # (n,)     each row's o_i
+        h = stable_sigmoid(a)                                       # (n, H)
+        logit = (np.einsum("nh,nh->n", V[d, 0], h) + b[d, 0]).astype(np.float64)      # (n,)
+        p = stable_sigmoid(logit)                                   # p(x_d = 1 | x_<d), in float64
+        obs = observed[rows, d]
+        x_d = np.where(obs, x_obs[rows, d], (u[rows, d] < p).astype(c.dtype))
+        log_p = -stable_softplus((1.0 - 2.0 * x_d) * logit)         # log p(x_d) = x_d z - softplus(z)
+        log_w += np.where(obs, log_p, 0.0)
+        x[rows, d] = x_d
+        a += x_d[:, None] * W[d, 0] + W[d, 1:].sum(axis=1)          # a_{i+1} = a_i + W_d x_d (+ mask inputs)
+    return x, log_w
+
+
+def _log_softmax_rows(z):
+    z = z.astype(np.float64) - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def sample_categorical_numpy(order, W, c, V, b, u, x_obs, observed):
+    """Categorical NADE (W (D, K, H) one row per level, V (D, K, H)): x_d = the first k with
+    u < sum_{l<=k} softmax(logits_d)_l.  Returns integer samples."""
+    n, D = _check_sampler(order, W, c, V, b, u, x_obs, observed)
+    rows = np.arange(n)
+    K = V.shape[1]
+    x = np.zeros((n, D), dtype=np.int64)
+    log_w = np.zeros(n)
+    a = np.broadcast_to(c, (n, c.shape[0])).copy()                  # (n, H)
+    for i in range(D):
+        d = order[:, i]
+        h = stable_sigmoid(a)                                       # (n, H)
+        logits = np.einsum("nkh,nh->nk", V[d], h) + b[d]            # (n, K)
+        log_p = _log_softmax_rows(logits)                           # (n, K)
+        cdf = np.cumsum(np.exp(log_p), axis=1)                      # (n, K)
+        drawn = np.minimum((u[rows, d, None] >= cdf).sum(axis=1), K - 1)
+        obs = observed[rows, d]
+        x_d = np.where(obs, x_obs[rows, d], drawn).astype(np.int64)
+        log_w += np.where(obs, log_p[rows, x_d], 0.0)
+        x[rows, d] = x_d
+        a += W[d, x_d] + W[d, K:].sum(axis=1)                       # a_{i+1} = a_i + W_d^T onehot(x_d) (+ mask)
+    return x, log_w
+
+
+def mog_log_scales(raw, log_scale_min, log_scale_max):
+    """log s = lo + (hi - lo) sigma(raw): scales positive and bounded, s in [e^lo, e^hi]."""
+    return log_scale_min + (log_scale_max - log_scale_min) * stable_sigmoid(raw)
+
+
+def sample_mog_numpy(order, W, c, V, b, u, z, x_obs, observed, log_scale_min, log_scale_max):
+    """RNADE (W (D, 1, H), V (D, 3M, H): weight logits, means, raw scales): pick component m
+    with u against the cumulative weights, then x_d = mu_m + s_m z."""
+    n, D = _check_sampler(order, W, c, V, b, u, z, x_obs, observed)
+    rows = np.arange(n)
+    M = V.shape[1] // 3
+    x = np.zeros((n, D), dtype=c.dtype)
+    log_w = np.zeros(n)
+    a = np.broadcast_to(c, (n, c.shape[0])).copy()
+    for i in range(D):
+        d = order[:, i]
+        h = stable_sigmoid(a)
+        params = (np.einsum("nph,nh->np", V[d], h) + b[d]).astype(np.float64)          # (n, 3M)
+        log_pi = _log_softmax_rows(params[:, :M])                                       # (n, M)
+        mu = params[:, M:2 * M]
+        log_s = mog_log_scales(params[:, 2 * M:], log_scale_min, log_scale_max)
+        m = np.minimum((u[rows, d, None] >= np.cumsum(np.exp(log_pi), axis=1)).sum(axis=1), M - 1)
+        drawn = mu[rows, m] + np.exp(log_s[rows, m]) * z[rows, d]
+        obs = observed[rows, d]
+        x_d = np.where(obs, x_obs[rows, d], drawn)                                      # (n,)
+        zz = (x_d[:, None] - mu) * np.exp(-log_s)
+        comp = log_pi - 0.5 * zz * zz - log_s - 0.5 * LOG_2PI                          # (n, M)
+        top = comp.max(axis=1)
+        log_p = top + np.log(np.exp(comp - top[:, None]).sum(axis=1))
+        log_w += np.where(obs, log_p, 0.0)
+        x_d = x_d.astype(c.dtype)
+        x[rows, d] = x_d
+        a += x_d[:, None] * W[d, 0] + W[d, 1:].sum(axis=1)          # a_{i+1} = a_i + W_d x_d (+ mask inputs)
+    return x, log_w
+
+
+# ---- compiled fast path: safe to skip on a first reading ----
+# Plain loops with the twins' equations. error_model="numpy" drops the division-by-zero
+# check that stops loops vectorising; the float32 sigmoid is approx.sigmoid32_into.
+_jit = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH)
+_jit_parallel = numba.njit(cache=True, error_model="numpy", fastmath=FASTMATH, parallel=True)
+
+# The batch is cut into at most N_CHUNKS contiguous chunks that run in parallel (numba.prange);
+# in the backward each chunk adds into its own copy of dW, dc, dV, db, and the copies are
+# summed in a fixed order, so the results do not depend on the number of threads.
+N_CHUNKS = 4
+
+
+@_jit
+def _outputs_into(V_d, b_d, h, out):
+    """out[p] = b_d[p] + V_d[p] . h   (P,) from V_d (P, H), b_d (P,), h (H,)."""
+    for p in range(V_d.shape[0]):
+        s = V_d.dtype.type(0.0)                        # accumulate in the arrays' dtype
+        for j in range(h.shape[0]):
+            s += V_d[p, j] * h[j]
+        out[p] = b_d[p] + s
 
 
 @_jit_parallel
@@ -210,7 +259,7 @@ def _nade_forward(x, order, W, c, V, b, out, a_last):
             a[:] = c                                   # a_1 = c
             for i in range(D):
                 d = order[i]
-                _sigmoid_into(a, h)                    # h_i = sigma(a_i)
+                sigmoid_into(a, h)                     # h_i = sigma(a_i)
                 _outputs_into(V[d], b[d], h, out[n, d])     # out_d = b_d + V_d h_i
                 for k in range(K):                     # a_{i+1} = a_i + W_d^T x_d
                     x_k = x[n, d, k]
@@ -220,35 +269,13 @@ def _nade_forward(x, order, W, c, V, b, out, a_last):
             a_last[n] = a
 
 
-def nade_forward(x, order, W, c, V, b):
-    """The output parameters of every dimension, and a_{D+1}: numba kernel (see the twin)."""
+def nade_forward_numba(x, order, W, c, V, b):
+    """The output parameters of every dimension, and a_{D+1}: compiled (see nade_forward_numpy)."""
     B, D, K, H, P = _check_shapes(x, order, W, c, V, b)
     out = np.empty((B, D, P), dtype=c.dtype)
     a_last = np.empty((B, H), dtype=c.dtype)
     _nade_forward(x, order, W, c, V, b, out, a_last)
     return out, a_last
-
-
-# -------------------------------------------------------------------- backward
-def nade_backward_numpy(x, order, W, c, V, b, a_last, dout):
-    """dW, dc, dV, db given dout = dL/dout (B, D, P).   NumPy twin of nade_backward.
-
-    Runs the recursion in reverse from a_last = a_{D+1}; G holds dL/da_{i+1}.
-    """
-    B, D, K, H, P = _check_shapes(x, order, W, c, V, b)
-    dW, dV, db = np.zeros_like(W), np.zeros_like(V), np.zeros_like(b)
-    G = np.zeros((B, H), dtype=c.dtype)                # (B, H)   dL/da_{D+1} = 0
-    a = a_last.copy()                                  # (B, H)   a_{D+1}
-    for d in order[::-1]:                              # i = D, ..., 1;  d = o_i
-        dW[d] += x[:, d].T @ G                         # (K, H)   dW_d = sum_n x_d (dL/da_{i+1})^T
-        a -= x[:, d] @ W[d]                            # (B, H)   a_i = a_{i+1} - W_d^T x_d
-        h = sigmoid(a)                                 # (B, H)   h_i
-        g = dout[:, d]                                 # (B, P)   dL/dout_d
-        dV[d] += g.T @ h                               # (P, H)   dV_d = sum_n g h_i^T
-        db[d] += g.sum(axis=0)                         # (P,)
-        G += (g @ V[d]) * h * (1.0 - h)                # (B, H)   dL/da_i = V_d^T g * h (1 - h) + dL/da_{i+1}
-    dc = G.sum(axis=0)                                 # (H,)     dc = sum_n dL/da_1
-    return dW, dc, dV, db
 
 
 @_jit_parallel
@@ -280,7 +307,7 @@ def _nade_backward(x, order, W, V, a_last, dout, dW, dc, dV, db):
                         for j in range(H):
                             dW_[d, k, j] += x_k * G[m, j]      # dW_d += x_d (dL/da_{i+1})^T
                             a[m, j] -= W[d, k, j] * x_k        # a_i = a_{i+1} - W_d^T x_d
-                _sigmoid_into(a[m], h)                 # h_i
+                sigmoid_into(a[m], h)                  # h_i
                 dh[:] = 0.0
                 for p in range(P):
                     g = dout[n, d, p]
@@ -295,8 +322,8 @@ def _nade_backward(x, order, W, V, a_last, dout, dW, dc, dV, db):
                 dc_[j] += G[m, j]                      # dc = sum over examples of dL/da_1
 
 
-def nade_backward(x, order, W, c, V, b, a_last, dout):
-    """dW, dc, dV, db given dout = dL/dout (B, D, P): numba kernel (see the twin)."""
+def nade_backward_numba(x, order, W, c, V, b, a_last, dout):
+    """dW, dc, dV, db given dout = dL/dout (B, D, P): compiled (see nade_backward_numpy)."""
     B = _check_shapes(x, order, W, c, V, b)[0]
     n_chunks = max(1, min(B, N_CHUNKS))
     parts = [np.zeros((n_chunks,) + p.shape, dtype=p.dtype) for p in (W, c, V, b)]
@@ -304,132 +331,61 @@ def nade_backward(x, order, W, c, V, b, a_last, dout):
     return tuple(part.sum(axis=0) for part in parts)
 
 
-# -------------------------------------------------------------------- sampling
-# Every sampler: order (n, D) one ordering per row; x_obs (n, D) values kept where
-# observed (n, D) is True; random numbers drawn by the caller. Returns the samples and
-# log_w (n,) = sum over observed dimensions of log p(x_d | x_<d) (float64).
-# Input features past the data's own (W[d, n_data:], if any) are mask inputs [4]: constant 1
-# once dimension d has been visited, so h can tell "x_d = 0" from "x_d not seen yet".
+# ------------------------------------------------------------ compiled samplers
+# One row at a time; each step is: the conditional's parameters from h_i, a draw (or the
+# observed value and its log-probability), then the input added to a.
 
 @_jit
-def _add_mask_inputs(W_d, n_data, a):
-    """a += sum of the rows W_d[n_data:] (the mask inputs, whose feature value is 1)."""
-    for k in range(n_data, W_d.shape[0]):
+def _conditional_into(a, h, V_d, b_d, out):
+    """h = sigma(a) (h_i), then out = b_d + V_d h: the parameters of p(x_d | x_<d)."""
+    sigmoid_into(a, h)
+    _outputs_into(V_d, b_d, h, out)
+
+
+@_jit
+def _add_input(a, W_d, k, value, n_data):
+    """a += W_d[k] value (nothing when value is 0), then the mask inputs: a += W_d[n_data:]
+    summed (their feature is 1 once d is visited)."""
+    if value != 0:
         for j in range(a.shape[0]):
-            a[j] += W_d[k, j]
-
-
-def softplus(z):
-    """softplus(z) = log(1 + e^z) = max(z, 0) + log1p(e^-|z|), elementwise, never overflowing.
-
-    The Bernoulli log-probabilities come from it: for the logit z and x_d in {0, 1},
-        log p(x_d) = x_d z - softplus(z) = -softplus((1 - 2 x_d) z)
-    (log sigma(z) = -softplus(-z), log(1 - sigma(z)) = -softplus(z)); the samplers use the second
-    form, which has no cancellation for x_d = 1 either. Computing log(sigma(z)) or log1p(-sigma(z))
-    instead goes wrong once sigma(z) is near 1: already -30.001 instead of -30 at z = 30, and -inf
-    (log1p(-1)) for an observed 0 once sigma(z) rounds to 1 (z > ~37 in float64)."""
-    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+            a[j] += W_d[k, j] * value
+    for mask_row in range(n_data, W_d.shape[0]):
+        for j in range(a.shape[0]):
+            a[j] += W_d[mask_row, j]
 
 
 @_jit
 def _softplus64(z):
-    """softplus(z) for a float64 z (see softplus)."""
+    """softplus(z) = max(z, 0) + log1p(e^-|z|) for a float64 z (see sample_bernoulli_numpy)."""
     return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
-
-
-def _check_sampler(order, W, c, V, b, *per_row):
-    n, D = order.shape
-    if W.shape[0] != D or V.shape[0] != D or b.shape[0] != D:
-        raise ValueError(f"nade samplers: order {order.shape} does not match W {W.shape}, V {V.shape}, b {b.shape}")
-    for arr in per_row:
-        if arr.shape != (n, D):
-            raise ValueError(f"nade samplers: per-row arrays must have shape {(n, D)}, got {arr.shape}")
-    return n, D
-
-
-def sample_bernoulli_numpy(order, W, c, V, b, u, x_obs, observed):
-    """Binary NADE (W (D, 1, H), V (D, 1, H), b (D, 1)): x_d = [u < sigma(logit_d)].   NumPy twin."""
-    n, D = _check_sampler(order, W, c, V, b, u, x_obs, observed)
-    rows = np.arange(n)
-    x = np.zeros((n, D), dtype=c.dtype)
-    log_w = np.zeros(n)
-    a = np.broadcast_to(c, (n, c.shape[0])).copy()                  # (n, H)   a_1 = c
-    for i in range(D):
-        d = order[:, i]                                             # (n,)     each row's o_i
-        h = sigmoid(a)                                              # (n, H)
-        logit = (np.einsum("nh,nh->n", V[d, 0], h) + b[d, 0]).astype(np.float64)      # (n,)
-        p = sigmoid(logit)                                          # p(x_d = 1 | x_<d), in float64
-        obs = observed[rows, d]
-        x_d = np.where(obs, x_obs[rows, d], (u[rows, d] < p).astype(c.dtype))
-        log_p = -softplus((1.0 - 2.0 * x_d) * logit)                # log p(x_d) = x_d z - softplus(z), see softplus
-        log_w += np.where(obs, log_p, 0.0)
-        x[rows, d] = x_d
-        a += x_d[:, None] * W[d, 0] + W[d, 1:].sum(axis=1)          # a_{i+1} = a_i + W_d x_d (+ mask inputs)
-    return x, log_w
 
 
 @_jit
 def _sample_bernoulli(order, W, c, V, b, u, x_obs, observed, x, log_w):
     n, D = order.shape
     H = c.shape[0]
-    a = np.empty(H, dtype=c.dtype)
-    h = np.empty(H, dtype=c.dtype)
-    logit = np.empty(1, dtype=c.dtype)
+    a, h, logit = np.empty(H, dtype=c.dtype), np.empty(H, dtype=c.dtype), np.empty(1, dtype=c.dtype)
     for r in range(n):
-        a[:] = c
+        a[:] = c                                       # a_1 = c
         for i in range(D):
             d = order[r, i]
-            _sigmoid_into(a, h)
-            _outputs_into(V[d], b[d], h, logit)
+            _conditional_into(a, h, V[d], b[d], logit)
             z = np.float64(logit[0])
-            p = _sigmoid64(z)                        # p(x_d = 1 | x_<d), in float64
             if observed[r, d]:
                 x_d = x_obs[r, d]
-                log_w[r] -= _softplus64((1.0 - 2.0 * x_d) * z)   # log p(x_d) = x_d z - softplus(z), see softplus
+                log_w[r] -= _softplus64((1.0 - 2.0 * x_d) * z)    # log p(x_d) = -softplus((1 - 2 x_d) z)
             else:
-                x_d = 1.0 if u[r, d] < p else 0.0
+                x_d = 1.0 if u[r, d] < sigmoid64(z) else 0.0      # p(x_d = 1 | x_<d), in float64
             x[r, d] = x_d
-            if x_d != 0:
-                for j in range(H):
-                    a[j] += W[d, 0, j]
-            _add_mask_inputs(W[d], 1, a)
+            _add_input(a, W[d], 0, x[r, d], 1)         # a_{i+1} = a_i + W_d x_d (+ mask inputs)
 
 
-def sample_bernoulli(order, W, c, V, b, u, x_obs, observed):
-    """Binary NADE samples: numba kernel (see the twin)."""
+def sample_bernoulli_numba(order, W, c, V, b, u, x_obs, observed):
+    """Binary NADE samples: compiled (see sample_bernoulli_numpy)."""
     n, D = _check_sampler(order, W, c, V, b, u, x_obs, observed)
     x = np.zeros((n, D), dtype=c.dtype)
     log_w = np.zeros(n)
     _sample_bernoulli(order, W, c, V, b, u, x_obs, observed, x, log_w)
-    return x, log_w
-
-
-def _log_softmax_rows(z):
-    z = z.astype(np.float64) - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def sample_categorical_numpy(order, W, c, V, b, u, x_obs, observed):
-    """Categorical NADE (W (D, K, H) one row per level, V (D, K, H)): x_d = the first k with
-    u < sum_{l<=k} softmax(logits_d)_l.   NumPy twin.  Returns integer samples."""
-    n, D = _check_sampler(order, W, c, V, b, u, x_obs, observed)
-    rows = np.arange(n)
-    K = V.shape[1]
-    x = np.zeros((n, D), dtype=np.int64)
-    log_w = np.zeros(n)
-    a = np.broadcast_to(c, (n, c.shape[0])).copy()                  # (n, H)
-    for i in range(D):
-        d = order[:, i]
-        h = sigmoid(a)                                              # (n, H)
-        logits = np.einsum("nkh,nh->nk", V[d], h) + b[d]            # (n, K)
-        log_p = _log_softmax_rows(logits)                           # (n, K)
-        cdf = np.cumsum(np.exp(log_p), axis=1)                      # (n, K)
-        drawn = np.minimum((u[rows, d, None] >= cdf).sum(axis=1), K - 1)
-        obs = observed[rows, d]
-        x_d = np.where(obs, x_obs[rows, d], drawn).astype(np.int64)
-        log_w += np.where(obs, log_p[rows, x_d], 0.0)
-        x[rows, d] = x_d
-        a += W[d, x_d] + W[d, K:].sum(axis=1)                       # a_{i+1} = a_i + W_d^T onehot(x_d) (+ mask)
     return x, log_w
 
 
@@ -438,39 +394,35 @@ def _sample_categorical(order, W, c, V, b, u, x_obs, observed, x, log_w):
     n, D = order.shape
     H = c.shape[0]
     K = V.shape[1]
-    a = np.empty(H, dtype=c.dtype)
-    h = np.empty(H, dtype=c.dtype)
-    logits = np.empty(K, dtype=c.dtype)
+    a, h, logits = np.empty(H, dtype=c.dtype), np.empty(H, dtype=c.dtype), np.empty(K, dtype=c.dtype)
+    one = c.dtype.type(1.0)
     for r in range(n):
         a[:] = c
         for i in range(D):
             d = order[r, i]
-            _sigmoid_into(a, h)
-            _outputs_into(V[d], b[d], h, logits)
+            _conditional_into(a, h, V[d], b[d], logits)
             m = np.float64(logits.max())
             total = 0.0
             for k in range(K):
                 total += math.exp(np.float64(logits[k]) - m)
-            log_total = math.log(total)
+            log_total = math.log(total)                # log softmax_k = logits_k - m - log_total
             if observed[r, d]:
                 x_d = x_obs[r, d]
                 log_w[r] += np.float64(logits[x_d]) - m - log_total
             else:
                 x_d = K - 1
                 cdf = 0.0
-                for k in range(K):
+                for k in range(K):                     # the first k with u < sum_{l<=k} softmax_l
                     cdf += math.exp(np.float64(logits[k]) - m - log_total)
                     if u[r, d] < cdf:
                         x_d = k
                         break
             x[r, d] = x_d
-            for j in range(H):
-                a[j] += W[d, x_d, j]
-            _add_mask_inputs(W[d], K, a)
+            _add_input(a, W[d], x_d, one, K)           # a_{i+1} = a_i + W_d^T onehot(x_d) (+ mask)
 
 
-def sample_categorical(order, W, c, V, b, u, x_obs, observed):
-    """Categorical NADE samples: numba kernel (see the twin)."""
+def sample_categorical_numba(order, W, c, V, b, u, x_obs, observed):
+    """Categorical NADE samples: compiled (see sample_categorical_numpy)."""
     n, D = _check_sampler(order, W, c, V, b, u, x_obs, observed)
     x = np.zeros((n, D), dtype=np.int64)
     log_w = np.zeros(n)
@@ -478,40 +430,34 @@ def sample_categorical(order, W, c, V, b, u, x_obs, observed):
     return x, log_w
 
 
-def mog_log_scales(raw, log_scale_min, log_scale_max):
-    """log s = lo + (hi - lo) sigma(raw): scales positive and bounded, s in [e^lo, e^hi]."""
-    return log_scale_min + (log_scale_max - log_scale_min) * sigmoid(raw)
+@_jit
+def _mog_log_density(x_d, mu, log_pi, log_s):
+    """log sum_m pi_m N(x_d; mu_m, s_m^2), by log-sum-exp over the M components (float64)."""
+    M = log_pi.shape[0]
+    top = -np.inf
+    for m in range(M):
+        zz = (x_d - mu[m]) * math.exp(-log_s[m])
+        top = max(top, log_pi[m] - 0.5 * zz * zz - log_s[m] - 0.5 * LOG_2PI)
+    total = 0.0
+    for m in range(M):
+        zz = (x_d - mu[m]) * math.exp(-log_s[m])
+        total += math.exp(log_pi[m] - 0.5 * zz * zz - log_s[m] - 0.5 * LOG_2PI - top)
+    return top + math.log(total)
 
 
-def sample_mog_numpy(order, W, c, V, b, u, z, x_obs, observed, log_scale_min, log_scale_max):
-    """RNADE (W (D, 1, H), V (D, 3M, H): weight logits, means, raw scales): pick component m
-    with u against the cumulative weights, then x_d = mu_m + s_m z.   NumPy twin."""
-    n, D = _check_sampler(order, W, c, V, b, u, z, x_obs, observed)
-    rows = np.arange(n)
-    M = V.shape[1] // 3
-    x = np.zeros((n, D), dtype=c.dtype)
-    log_w = np.zeros(n)
-    a = np.broadcast_to(c, (n, c.shape[0])).copy()
-    for i in range(D):
-        d = order[:, i]
-        h = sigmoid(a)
-        params = (np.einsum("nph,nh->np", V[d], h) + b[d]).astype(np.float64)          # (n, 3M)
-        log_pi = _log_softmax_rows(params[:, :M])                                       # (n, M)
-        mu = params[:, M:2 * M]
-        log_s = mog_log_scales(params[:, 2 * M:], log_scale_min, log_scale_max)
-        m = np.minimum((u[rows, d, None] >= np.cumsum(np.exp(log_pi), axis=1)).sum(axis=1), M - 1)
-        drawn = mu[rows, m] + np.exp(log_s[rows, m]) * z[rows, d]
-        obs = observed[rows, d]
-        x_d = np.where(obs, x_obs[rows, d], drawn)                                      # (n,)
-        zz = (x_d[:, None] - mu) * np.exp(-log_s)
-        comp = log_pi - 0.5 * zz * zz - log_s - 0.5 * LOG_2PI                          # (n, M)
-        top = comp.max(axis=1)
-        log_p = top + np.log(np.exp(comp - top[:, None]).sum(axis=1))
-        log_w += np.where(obs, log_p, 0.0)
-        x_d = x_d.astype(c.dtype)
-        x[rows, d] = x_d
-        a += x_d[:, None] * W[d, 0] + W[d, 1:].sum(axis=1)          # a_{i+1} = a_i + W_d x_d (+ mask inputs)
-    return x, log_w
+@_jit
+def _mixture_into(params, log_scale_min, log_scale_max, log_pi, log_s):
+    """log_pi = log softmax(params[:M]) and log_s = lo + (hi - lo) sigma(params[2M:]), in float64."""
+    M = log_pi.shape[0]
+    top = -np.inf
+    for m in range(M):
+        top = max(top, np.float64(params[m]))
+    total = 0.0
+    for m in range(M):
+        total += math.exp(np.float64(params[m]) - top)
+    for m in range(M):
+        log_pi[m] = np.float64(params[m]) - top - math.log(total)
+        log_s[m] = log_scale_min + (log_scale_max - log_scale_min) * sigmoid64(np.float64(params[2 * M + m]))
 
 
 @_jit
@@ -519,57 +465,50 @@ def _sample_mog(order, W, c, V, b, u, z, x_obs, observed, log_scale_min, log_sca
     n, D = order.shape
     H = c.shape[0]
     M = V.shape[1] // 3
-    a = np.empty(H, dtype=c.dtype)
-    h = np.empty(H, dtype=c.dtype)
-    params = np.empty(3 * M, dtype=c.dtype)
-    log_pi = np.empty(M)
-    log_s = np.empty(M)
+    a, h, params = np.empty(H, dtype=c.dtype), np.empty(H, dtype=c.dtype), np.empty(3 * M, dtype=c.dtype)
+    log_pi, log_s = np.empty(M), np.empty(M)
     for r in range(n):
         a[:] = c
         for i in range(D):
             d = order[r, i]
-            _sigmoid_into(a, h)
-            _outputs_into(V[d], b[d], h, params)
-            top = -np.inf
-            for m in range(M):
-                top = max(top, np.float64(params[m]))
-            total = 0.0
-            for m in range(M):
-                total += math.exp(np.float64(params[m]) - top)
-            for m in range(M):
-                log_pi[m] = np.float64(params[m]) - top - math.log(total)
-                log_s[m] = log_scale_min + (log_scale_max - log_scale_min) * _sigmoid64(np.float64(params[2 * M + m]))
+            _conditional_into(a, h, V[d], b[d], params)
+            _mixture_into(params, log_scale_min, log_scale_max, log_pi, log_s)
             if observed[r, d]:
                 x_d = np.float64(x_obs[r, d])
-                top = -np.inf
-                for m in range(M):
-                    zz = (x_d - params[M + m]) * math.exp(-log_s[m])
-                    top = max(top, log_pi[m] - 0.5 * zz * zz - log_s[m] - 0.5 * LOG_2PI)
-                total = 0.0
-                for m in range(M):
-                    zz = (x_d - params[M + m]) * math.exp(-log_s[m])
-                    total += math.exp(log_pi[m] - 0.5 * zz * zz - log_s[m] - 0.5 * LOG_2PI - top)
-                log_w[r] += top + math.log(total)
+                log_w[r] += _mog_log_density(x_d, params[M:2 * M], log_pi, log_s)
             else:
                 chosen = M - 1
                 cdf = 0.0
-                for m in range(M):
+                for m in range(M):                     # the first m with u < sum_{l<=m} pi_l
                     cdf += math.exp(log_pi[m])
                     if u[r, d] < cdf:
                         chosen = m
                         break
-                x_d = np.float64(params[M + chosen]) + math.exp(log_s[chosen]) * z[r, d]
+                x_d = np.float64(params[M + chosen]) + math.exp(log_s[chosen]) * z[r, d]    # mu_m + s_m z
             x[r, d] = x_d
-            x_c = x[r, d]                              # in the model's dtype, as the twin uses it
-            for j in range(H):
-                a[j] += W[d, 0, j] * x_c
-            _add_mask_inputs(W[d], 1, a)
+            _add_input(a, W[d], 0, x[r, d], 1)         # a_{i+1} = a_i + W_d x_d (in the model's dtype, + mask)
 
 
-def sample_mog(order, W, c, V, b, u, z, x_obs, observed, log_scale_min, log_scale_max):
-    """RNADE samples: numba kernel (see the twin)."""
+def sample_mog_numba(order, W, c, V, b, u, z, x_obs, observed, log_scale_min, log_scale_max):
+    """RNADE samples: compiled (see sample_mog_numpy)."""
     n, D = _check_sampler(order, W, c, V, b, u, z, x_obs, observed)
     x = np.zeros((n, D), dtype=c.dtype)
     log_w = np.zeros(n)
     _sample_mog(order, W, c, V, b, u, z, x_obs, observed, float(log_scale_min), float(log_scale_max), x, log_w)
     return x, log_w
+
+
+# ------------------------------------------------------------------- the choice
+def choose(name):
+    """The implementation a caller runs: "nade" -> (nade_forward, nade_backward);
+    "sample_bernoulli", "sample_categorical", "sample_mog" -> that sampler.
+
+    The rule: always the compiled loops; the NumPy twins under TINYAR_KERNELS=numpy. (The
+    twins loop in Python over the D steps: see benchmarks/README.md, "NADE", for the figures.)
+    """
+    if name == "nade":
+        return pick(globals(), "nade_forward"), pick(globals(), "nade_backward")
+    if name in ("sample_bernoulli", "sample_categorical", "sample_mog"):
+        return pick(globals(), name)
+    raise ValueError(f"kernels.nade.choose: unknown kernel {name!r} (expected 'nade', 'sample_bernoulli', "
+                     "'sample_categorical' or 'sample_mog')")

@@ -26,20 +26,69 @@ and from dL/du_t the fused op finishes: dW_xh[:, k] += da_t[b] where x_t[b] = k
 (one-hot ids), or dW_xh = sum_t da_t^T @ x_t and dx_t = da_t @ W_xh (dense).
 The factor (1 - h_t^2) W_hh applied once per step back is why gradients over
 many steps vanish (its norm below 1) or explode (above 1).
-
-Each numba kernel has a NumPy twin of the same signature (a Python loop over time
-that reads like the equations); tests assert they agree in float32 and float64.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
 
+from tinyar.kernels import pick
 from tinyar.kernels.approx import tanh_rational
 from tinyar.kernels.runtime import single_thread_numba_blas
 
 
-# ------------------------------------------------------------------- forward
+def elman_forward_numpy(u, W_hh, h0):
+    """h_t = tanh(u_t + h_{t-1} @ W_hh^T) for t = 1..T.
+
+    u: (T, B, H) input terms W_xh x_t + b;  W_hh: (H, H);  h0: (B, H).
+    Returns h: (T, B, H), the states h_1..h_T.
+    """
+    h = np.empty_like(u)                                     # (T, B, H)
+    h_prev = h0                                              # (B, H)
+    for t in range(u.shape[0]):
+        h[t] = np.tanh(u[t] + h_prev @ W_hh.T)               # h_t = tanh(u_t + W_hh h_{t-1})
+        h_prev = h[t]
+    return h
+
+
+def elman_backward_numpy(W_hh, h0, h, dh_out):
+    """Backpropagation through time for elman_forward_numpy: min-char-rnn's loop, one chain-rule step per line.
+
+    h: (T, B, H) the forward states; dh_out: (T, B, H) dL/dh_t from the outputs.
+    Returns (da, dW_hh, db, dh0): da (T, B, H) = dL/da_t = dL/du_t, dW_hh (H, H),
+    db (H,) = sum of da over time and batch, dh0 (B, H).
+    """
+    T = h.shape[0]
+    da = np.empty_like(h)
+    dW_hh = np.zeros_like(W_hh)
+    db = np.zeros(W_hh.shape[0], h.dtype)
+    dh_next = np.zeros_like(h0)
+    for t in reversed(range(T)):
+        dh = dh_out[t] + dh_next                             # dL/dh_t: from the output and from step t+1
+        da[t] = dh * (1 - h[t] * h[t])                       # through tanh
+        h_prev = h[t - 1] if t > 0 else h0
+        dW_hh += da[t].T @ h_prev                            # a_t = ... + h_{t-1} W_hh^T
+        db += da[t].sum(axis=0)
+        dh_next = da[t] @ W_hh                               # dL/dh_{t-1} from step t
+    return da, dW_hh, db, dh_next
+
+
+# ---- compiled fast path: safe to skip on a first reading ----
+# The per-step products are small (B x H x H): numba's BLAS is held to one thread while a
+# kernel runs, so its pool and NumPy's do not compete for the cores (kernels/runtime.py).
+def elman_forward_numba(u, W_hh, h0):
+    """Compiled elman_forward_numpy: same arguments, same result (float32 uses tanh_rational)."""
+    with single_thread_numba_blas():
+        return _elman_forward(u, W_hh, h0, u.dtype == np.float32)
+
+
+def elman_backward_numba(W_hh, h0, h, dh_out):
+    """Compiled elman_backward_numpy: same arguments, same results."""
+    with single_thread_numba_blas():
+        return _elman_backward(W_hh, h0, h, dh_out)
+
+
+# error_model="numpy": no zero-division check per element, so the loops vectorize
 @numba.njit(cache=True, error_model="numpy")
 def _elman_forward(u, W_hh, h0, rational):
     T, B, H = u.shape
@@ -52,7 +101,7 @@ def _elman_forward(u, W_hh, h0, rational):
         np.dot(h_prev, W_hhT, a)                            # (B, H)  W_hh h_{t-1}
         u_t = u[t].reshape(B * H)
         h_t = h[t].reshape(B * H)
-        if rational:
+        if rational:                                        # float32: a tanh the compiler vectorizes
             for k in range(B * H):
                 h_t[k] = tanh_rational(u_t[k] + a_flat[k])  # h_t = tanh(u_t + W_hh h_{t-1})
         else:
@@ -60,38 +109,6 @@ def _elman_forward(u, W_hh, h0, rational):
                 h_t[k] = np.tanh(u_t[k] + a_flat[k])
         h_prev = h[t]
     return h
-
-
-def elman_forward(u, W_hh, h0):
-    """h_t = tanh(u_t + h_{t-1} @ W_hh^T) for t = 1..T (numba; float32 uses tanh_rational).
-
-    u: (T, B, H) input terms W_xh x_t + b;  W_hh: (H, H);  h0: (B, H).
-    Returns h: (T, B, H), the states h_1..h_T.
-    """
-    with single_thread_numba_blas():                         # see kernels/__init__.py
-        return _elman_forward(u, W_hh, h0, u.dtype == np.float32)
-
-
-def elman_forward_numpy(u, W_hh, h0):
-    """NumPy twin of elman_forward."""
-    h = np.empty_like(u)                                     # (T, B, H)
-    h_prev = h0                                              # (B, H)
-    for t in range(u.shape[0]):
-        h[t] = np.tanh(u[t] + h_prev @ W_hh.T)               # h_t = tanh(u_t + W_hh h_{t-1})
-        h_prev = h[t]
-    return h
-
-
-# ------------------------------------------------------------------ backward
-def elman_backward(W_hh, h0, h, dh_out):
-    """Backpropagation through time for elman_forward (numba).
-
-    h: (T, B, H) the forward states; dh_out: (T, B, H) dL/dh_t from the outputs.
-    Returns (da, dW_hh, db, dh0): da (T, B, H) = dL/da_t = dL/du_t, dW_hh (H, H),
-    db (H,) = sum of da over time and batch, dh0 (B, H).
-    """
-    with single_thread_numba_blas():
-        return _elman_backward(W_hh, h0, h, dh_out)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -121,18 +138,7 @@ def _elman_backward(W_hh, h0, h, dh_out):
     return da, dW_hh, db, dh_next
 
 
-def elman_backward_numpy(W_hh, h0, h, dh_out):
-    """NumPy twin of elman_backward: min-char-rnn's loop, one chain-rule step per line."""
-    T = h.shape[0]
-    da = np.empty_like(h)
-    dW_hh = np.zeros_like(W_hh)
-    db = np.zeros(W_hh.shape[0], h.dtype)
-    dh_next = np.zeros_like(h0)
-    for t in reversed(range(T)):
-        dh = dh_out[t] + dh_next                             # dL/dh_t: from the output and from step t+1
-        da[t] = dh * (1 - h[t] * h[t])                       # through tanh
-        h_prev = h[t - 1] if t > 0 else h0
-        dW_hh += da[t].T @ h_prev                            # a_t = ... + h_{t-1} W_hh^T
-        db += da[t].sum(axis=0)
-        dh_next = da[t] @ W_hh                               # dL/dh_{t-1} from step t
-    return da, dW_hh, db, dh_next
+def choose(name="elman"):
+    """The (forward, backward) pair of `name` (only "elman"): the compiled kernels, faster than the
+    twins at every measured size (benchmarks/README.md, RNN); the twins under TINYAR_KERNELS=numpy."""
+    return pick(globals(), name + "_forward"), pick(globals(), name + "_backward")

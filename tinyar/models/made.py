@@ -11,6 +11,10 @@ One pass of a masked feed-forward network gives every conditional at once [2]:
     binary:          p(x_d = 1 | x_<d) = sigmoid(out_d)
     categorical:     p(x_d = k | x_<d) = softmax(out_d)_k
 
+Parameters: W^l (H_l, H_{l-1}) with H_0 = D K, b^l (H_l,), V (D K, H_L), c (D K,), and
+with direct connections A (D K, D K); K = 1 for binary data. Each masked product is
+fused.masked_matmul (kernels/masked.py).
+
 Masks from connectivity numbers (Germain et al. [2]). Every unit gets a degree m:
 the largest number of leading dimensions (in the ordering) it may depend on.
 
@@ -46,7 +50,9 @@ a normalized density since each p_k is. (Averaging the logits of masks with diff
 orderings is not: those logits condition on different sets of dimensions.)
 
 Cost: log p(x) one pass, O(D H + H^2 (L - 1)) per example for D outputs; a sample D passes.
-The masked layers run on fused.masked_matmul (kernels/masked.py).
+
+Training: each class's `recipe` attribute; the test likelihoods it reaches are in the
+README's results table (README.md, "Results").
 
 References
     [1] S. Ermon, A. Grover, CS236 notes: Autoregressive models (MADE).
@@ -82,9 +88,9 @@ def made_degrees(n_dims, n_hidden, order, rng, sort_hidden=True):
     """Connectivity numbers: [m^0 (D,), m^1 (H_1,), ..., m^L (H_L,)] for one mask.
 
     m^0(d) = 1 + position of d in `order`; m^l(k) ~ U{min m^{l-1}, ..., D - 1}, numbered in
-    increasing order if sort_hidden (which hidden unit is which is arbitrary; sorted, every
-    mask of a MADE in natural order is a staircase in place, which fused.masked_matmul
-    multiplies fastest).
+    increasing order if sort_hidden (which hidden unit is which is arbitrary; numbered so,
+    every mask of a MADE in natural order is a staircase in its own order, a shape that
+    kernels/masked.py skips work on).
     """
     m0 = np.empty(n_dims, dtype=np.int64)
     m0[order] = np.arange(1, n_dims + 1)
@@ -117,24 +123,14 @@ class MADE(AutoregressiveModel):
       permutation, for every mask; n_masks: N masks, drawn by before_batch;
     mask_seed: seed of the orderings and connectivity numbers (part of the config, so
       that a rebuilt model has the same masks); rng: seed or Generator of the weights;
-    sort_hidden: number the hidden units by degree (made_degrees; False rebuilds models
-      saved by tinyar before this was the rule).
+    sort_hidden: number the hidden units by degree (made_degrees; False draws them as
+      checkpoints of version 1 did, see upgrade_config).
     """
     data_kind = "binary"
-    # One hidden layer of 500, one mask, natural order. The PyTorch reference's recipe
-    # (lr 0.01 constant, 16.89 nats on the binarized digits' test split) gives 16.92 here at
-    # seed 0 (16.94 mean of seeds 0-4); lr 0.02 with cosine decay was picked over it by the
-    # mean validation NLL of seeds 0-2 and gives 16.86 at seed 0 (16.90 mean of seeds 0-2).
-    # `--lr 0.01 --schedule constant` runs the reference recipe.
+    # `recipe`: its test NLL, and the reference's (`--lr 0.01 --schedule constant`), are in
+    # README.md, "Results".
     recipe = dict(lr=0.02, momentum=0.9, batch_size=100, epochs=200, schedule="cosine",
                   model=dict(n_hidden=[500]))
-    cli_options = {
-        "--hidden": ("n_hidden", parse_sizes, "hidden layer sizes, comma-separated (e.g. 500,500)"),
-        "--masks": ("n_masks", int, "number of masks (orderings and connectivity) drawn in training"),
-        "--order": ("order", str, "'natural' or 'random' (default: natural for one mask, random for several)"),
-        "--direct": ("direct", bool, "add direct input-to-output connections"),
-        "--mask-seed": ("mask_seed", int, "seed of the masks"),
-    }
     n_levels = 2
 
     def __init__(self, n_dims, n_hidden=(500,), direct=False, order=None, n_masks=1, mask_seed=0, rng=None,
@@ -375,11 +371,10 @@ class CategoricalMADE(MADE):
     its degree m^0(d). Other arguments as MADE.
     """
     data_kind = "categorical"
-    # 17-level digits overfit fast (K = 17 inputs and logits per pixel, 1,200 images): weight
-    # decay and early stopping; test NLL ~91.4 nats (see benchmarks/README.md, MADE section)
+    # `recipe`: weight decay and early stopping, as 17 levels overfit fast; its test NLL is in
+    # README.md, "Results".
     recipe = dict(lr=0.01, momentum=0.9, weight_decay=0.01, batch_size=100, epochs=60, patience=15,
                   model=dict(n_hidden=[500]))
-    cli_options = dict(MADE.cli_options)
 
     def __init__(self, n_dims, n_levels=17, n_hidden=(500,), direct=False, order=None, n_masks=1, mask_seed=0,
                  rng=None, dtype=np.float32, sort_hidden=True):

@@ -25,22 +25,12 @@ one-hot for CategoricalNADE; P output numbers: 1, K or 3 M):
     W (D, K, H)   W[d] is the notes' column W[:, d], stored as a row so that it is contiguous
     c (H,)        V (D, P, H)        b (D, P)
 
-The whole recursion is one fused op, fused.nade (kernels/nade.py: the numba loops, their
-NumPy twins, and the backward pass derived step by step), so log_prob is a few lines: the
-op gives every conditional's parameters, tinyar.distributions scores them stably.
+The whole recursion is one fused op, fused.nade. Its loop, line for line the equations
+above, is nade_forward_numpy in tinyar/kernels/nade.py, next to the backward pass derived
+step by step; log_prob is a few lines: the op gives every conditional's parameters,
+tinyar.distributions scores them stably.
 
 Cost: log p(x) O(D H (K + P)) per example; a sample the same, in D sequential steps.
-
-Recipes (the class attribute `recipe`; figures on the digits' fixed test split, nats per image,
-from `python -m tinyar train nade|nade-categorical|rnade --data digits`; see benchmarks/README.md):
-    NADE, H = 100, SGD lr 0.03, momentum 0.9, batch 100, 200 epochs:  test 16.97
-        (the reference PyTorch NADE with the same recipe: 17.08)
-    order-agnostic NADE with mask inputs, same recipe: one ordering 17.89 +- 0.06;
-        ensembles of 2 / 16 / 64 orderings 17.55 / 17.37 / 17.33
-    CategoricalNADE, 17 levels, H = 100, weight decay 0.003: test 90.21 (2.03 bits/dim)
-    RNADE, M = 5, lr 0.01, clip 10, dequantized (x + u) / 17: test -58.92 nats of density,
-        i.e. at most 122.41 nats = 2.76 bits/dim for the 17-level images (see RNADE)
-        (-56.71 before the components' means and scales started spread over the data's range)
 
 Order-agnostic training [4]: with order_agnostic=True, before_batch draws a fresh random
 ordering for every minibatch (train.fit calls it), so the one set of weights learns the
@@ -51,6 +41,9 @@ observed dimensions first. mask_inputs=True adds the mask input of [4]: every vi
 dimension d also adds a learned column U[:, d] (a_{i+1} = a_i + W[:, d] x_d + U[:, d]; stored
 as one more input row of W[d], whose feature is always 1), so that h can tell x_d = 0 from
 "x_d not seen yet", which a model trained on every ordering needs.
+
+Training: each class's `recipe` attribute; the test likelihoods it reaches are in the
+README's results table (README.md, "Results").
 
 References
     [1] S. Ermon, A. Grover, CS236 notes: Autoregressive models (NADE).
@@ -67,32 +60,39 @@ import math
 import numpy as np
 
 from tinyar import fused, functional as F
-from tinyar import kernels, ops
+from tinyar import ops
 from tinyar.distributions import Bernoulli, Categorical, MixtureOfGaussians
-from tinyar.kernels import nade as K
+from tinyar.kernels import nade as nade_kernels
 from tinyar.models.base import AutoregressiveModel, resolve_order
 from tinyar.nn import Parameter
 from tinyar.rng import as_rng, importance_resample
 from tinyar.tensor import Tensor
 
 
-def _flag(text):
-    """A command-line boolean: true/1/yes or false/0/no."""
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
+class NADE(AutoregressiveModel):
+    """NADE over binary vectors {0, 1}^D:  p(x_d = 1 | x_<d) = sigmoid(b_d + V_d . h).
 
+    n_dims: D;  n_hidden: H;  order: None (natural), "random" (drawn from rng) or a permutation;
+    order_agnostic: draw a new ordering per minibatch (before_batch) [4];
+    mask_inputs: each visited dimension also adds a learned column (the mask input of [4]).
 
-class _NADEFamily(AutoregressiveModel):
-    """What the three NADEs share: parameters, orderings, the fused op, sampling, completion.
-
-    A subclass sets n_inputs (K), n_outputs (P), and defines _features(x) (the (B, D, K)
-    inputs of the recursion), _log_conditionals(out, x) and _draw(order, rng, x_obs, observed).
+    This class also holds what the three NADEs share (parameters, orderings, the fused op,
+    sampling, completion). CategoricalNADE and RNADE subclass it and replace the three
+    methods that depend on the kind of data: _features(x), the (B, D, K) inputs of the
+    recursion; _log_conditionals(out, x), the distribution of each dimension given its
+    parameters; and _draw(order, rng, x_obs, observed), the sampler.
     """
+    data_kind = "binary"
+    recipe = dict(lr=0.03, momentum=0.9, batch_size=100, epochs=200, model=dict(n_hidden=100))
 
-    def _init_nade(self, n_dims, n_hidden, n_inputs, n_outputs, order, order_agnostic, mask_inputs, rng, dtype):
+    def __init__(self, n_dims, n_hidden=100, order=None, order_agnostic=False, mask_inputs=False, rng=None,
+                 dtype=np.float32):
+        self._init_parameters(n_dims, n_hidden, 1, 1, order, order_agnostic, mask_inputs, rng, dtype)
+        self.config = self._base_config()
+
+    def _init_parameters(self, n_dims, n_hidden, n_inputs, n_outputs, order, order_agnostic, mask_inputs, rng,
+                         dtype):
+        """W (D, K, H), c (H,), V (D, P, H), b (D, P) for K = n_inputs, P = n_outputs, and the ordering."""
         rng = as_rng(rng)
         self.mask_inputs = bool(mask_inputs)
         n_inputs += int(self.mask_inputs)                                          # + the mask input's row
@@ -112,6 +112,36 @@ class _NADEFamily(AutoregressiveModel):
                     order_agnostic=self.order_agnostic, mask_inputs=self.mask_inputs,
                     dtype=np.dtype(self.W.dtype).name)
 
+    @classmethod
+    def for_dataset(cls, dataset, rng=None, **kwargs):
+        if dataset.kind != "binary":
+            raise ValueError(f"NADE models binary data; {dataset.name} is {dataset.kind} "
+                             "(use data.digits(form='binary'), or nade-categorical / rnade)")
+        return cls(dataset.n_dims, rng=rng, **kwargs)
+
+    # ---------------------------------------------------------------- likelihood
+    def log_prob(self, x, order=None):
+        """Tensor (B,): log p(x) = sum_d log p(x_d | x_<d), in nats (the model's ordering, or `order`).
+
+        The recursion's loop over the D dimensions is one graph node, fused.nade: read it in
+        tinyar/kernels/nade.py, nade_forward_numpy, the NumPy twin written like the equations
+        (a_1 = c; h_i = sigmoid(a_i); logit = b_d + V_d h_i; a_{i+1} = a_i + W[:, d] x_d).
+        """
+        return self.log_conditionals(x, order).sum(axis=1)
+
+    def log_conditionals(self, x, order=None):
+        """Tensor (B, D): log p(x_d | x_<d) for every dimension d (in the given or the model's ordering)."""
+        x = self.check_input(x)
+        return self._log_conditionals(self.outputs(x, order), x)
+
+    def outputs(self, x, order=None):
+        """Every conditional's parameters, out (B, D, P), for checked data x (B, D)."""
+        order = self.order if order is None else resolve_order(order, self.n_dims, None)
+        return fused.nade(self._features(x), order, self.W, self.c, self.V, self.b)
+
+    def _features(self, x):
+        return self._with_mask(x.astype(self.W.dtype)[:, :, None])      # (B, D, 1)  x_d itself
+
     def _with_mask(self, features):
         """Append the mask input (a 1 for every dimension: it enters a only once d is visited)."""
         if not self.mask_inputs:
@@ -119,38 +149,9 @@ class _NADEFamily(AutoregressiveModel):
         ones = np.ones(features.shape[:2] + (1,), dtype=features.dtype)
         return np.concatenate([features, ones], axis=2)                         # (B, D, K + 1)
 
-    def set_order(self, order):
-        """Use this ordering from now on (also recorded in config, so a checkpoint keeps it)."""
-        self.order = resolve_order(order, self.n_dims, None)
-        self.config["order"] = self.order.tolist()
-
-    def before_batch(self, rng):
-        """Order-agnostic training: a fresh random ordering for every minibatch.
-
-        Only self.order changes; config keeps the model's own ordering, so a checkpoint
-        (and a resumed run) is the same model whichever ordering the last batch drew.
-        """
-        if self.order_agnostic:
-            self.order = rng.permutation(self.n_dims)
-
-    def before_eval(self):
-        """Score in the model's own ordering (config["order"]), as a reloaded checkpoint does."""
-        self.order = np.asarray(self.config["order"], dtype=np.int64)
-
-    # ---------------------------------------------------------------- likelihood
-    def outputs(self, x, order=None):
-        """Every conditional's parameters, out (B, D, P), for checked data x (B, D)."""
-        order = self.order if order is None else resolve_order(order, self.n_dims, None)
-        return fused.nade(self._features(x), order, self.W, self.c, self.V, self.b)
-
-    def log_conditionals(self, x, order=None):
-        """Tensor (B, D): log p(x_d | x_<d) for every dimension d (in the given or the model's ordering)."""
-        x = self.check_input(x)
-        return self._log_conditionals(self.outputs(x, order), x)
-
-    def log_prob(self, x, order=None):
-        """Tensor (B,): log p(x) = sum_d log p(x_d | x_<d), in nats."""
-        return self.log_conditionals(x, order).sum(axis=1)
+    def _log_conditionals(self, out, x):
+        logits = ops.reshape(out, x.shape)                              # (B, D)
+        return Bernoulli(logits).log_prob(x)                            # x z - softplus(z)
 
     def ensemble_log_prob(self, x, n_orderings=16, rng=None):
         """Tensor (B,): log (1/N) sum_{k=1..N} p(x | ordering k), N orderings drawn from rng.
@@ -163,9 +164,6 @@ class _NADEFamily(AutoregressiveModel):
         return F.logsumexp(log_probs, axis=0) - math.log(len(orders))
 
     # ------------------------------------------------------------------ sampling
-    def _kernel_arrays(self):
-        return [np.ascontiguousarray(p.data) for p in (self.W, self.c, self.V, self.b)]
-
     def sample(self, n, rng=None):
         """n samples (n, D), drawn one dimension at a time along the model's ordering."""
         rng = as_rng(rng)
@@ -174,6 +172,16 @@ class _NADEFamily(AutoregressiveModel):
         observed = np.zeros((n, self.n_dims), dtype=bool)
         x, _ = self._draw(np.ascontiguousarray(order), rng, np.zeros((n, self.n_dims)), observed)
         return x
+
+    def _draw(self, order, rng, x_obs, observed):
+        """Samples (n, D) along each row's ordering, keeping the observed values, and their log-weights (n,)."""
+        u = rng.random(order.shape)                                     # (n, D) uniforms
+        sampler = nade_kernels.choose("sample_bernoulli")               # x_d = [u < p(x_d = 1 | x_<d)]
+        return sampler(order, *self._kernel_arrays(), u, np.ascontiguousarray(x_obs, dtype=self.W.dtype),
+                       np.ascontiguousarray(observed))
+
+    def _kernel_arrays(self):
+        return [np.ascontiguousarray(p.data) for p in (self.W, self.c, self.V, self.b)]
 
     def complete(self, x, observed_mask, rng=None, n_proposals=64):
         """Fill in the unobserved dimensions of x (n, D) by sampling from p(x_unobserved | x_observed).
@@ -219,47 +227,24 @@ class _NADEFamily(AutoregressiveModel):
     def _placeholder(self, x):
         return np.zeros_like(x)
 
+    # ----------------------------------------------------------------- orderings
+    def set_order(self, order):
+        """Use this ordering from now on (also recorded in config, so a checkpoint keeps it)."""
+        self.order = resolve_order(order, self.n_dims, None)
+        self.config["order"] = self.order.tolist()
 
-class NADE(_NADEFamily):
-    """NADE over binary vectors {0, 1}^D:  p(x_d = 1 | x_<d) = sigmoid(b_d + V_d . h).
+    def before_batch(self, rng):
+        """Order-agnostic training: a fresh random ordering for every minibatch.
 
-    n_dims: D;  n_hidden: H;  order: None (natural), "random" (drawn from rng) or a permutation;
-    order_agnostic: draw a new ordering per minibatch (before_batch) [4].
-    """
-    data_kind = "binary"
-    recipe = dict(lr=0.03, momentum=0.9, batch_size=100, epochs=200, model=dict(n_hidden=100))
-    cli_options = {
-        "--hidden": ("n_hidden", int, "hidden units H"),
-        "--order": ("order", str, "'natural' or 'random' (drawn from the seed)"),
-        "--order-agnostic": ("order_agnostic", _flag, "true: a fresh random ordering per minibatch"),
-        "--mask-inputs": ("mask_inputs", _flag, "true: each visited dimension also adds a learned column "
-                                                "(tells x_d = 0 from unseen; for order-agnostic training)"),
-    }
+        Only self.order changes; config keeps the model's own ordering, so a checkpoint
+        (and a resumed run) is the same model whichever ordering the last batch drew.
+        """
+        if self.order_agnostic:
+            self.order = rng.permutation(self.n_dims)
 
-    def __init__(self, n_dims, n_hidden=100, order=None, order_agnostic=False, mask_inputs=False, rng=None,
-                 dtype=np.float32):
-        self._init_nade(n_dims, n_hidden, 1, 1, order, order_agnostic, mask_inputs, rng, dtype)
-        self.config = self._base_config()
-
-    @classmethod
-    def for_dataset(cls, dataset, rng=None, **kwargs):
-        if dataset.kind != "binary":
-            raise ValueError(f"NADE models binary data; {dataset.name} is {dataset.kind} "
-                             "(use data.digits(form='binary'), or nade-categorical / rnade)")
-        return cls(dataset.n_dims, rng=rng, **kwargs)
-
-    def _features(self, x):
-        return self._with_mask(x.astype(self.W.dtype)[:, :, None])      # (B, D, 1)  x_d itself
-
-    def _log_conditionals(self, out, x):
-        logits = ops.reshape(out, x.shape)                              # (B, D)
-        return Bernoulli(logits).log_prob(x)                            # x z - softplus(z)
-
-    def _draw(self, order, rng, x_obs, observed):
-        u = rng.random(order.shape)                                     # (n, D) uniforms
-        sampler = K.sample_bernoulli if kernels.use_numba() else K.sample_bernoulli_numpy
-        return sampler(order, *self._kernel_arrays(), u, np.ascontiguousarray(x_obs, dtype=self.W.dtype),
-                       np.ascontiguousarray(observed))
+    def before_eval(self):
+        """Score in the model's own ordering (config["order"]), as a reloaded checkpoint does."""
+        self.order = np.asarray(self.config["order"], dtype=np.int64)
 
     @classmethod
     def gradcheck_example(cls):
@@ -271,7 +256,7 @@ class NADE(_NADEFamily):
         return model, x
 
 
-class CategoricalNADE(_NADEFamily):
+class CategoricalNADE(NADE):
     """NADE over {0, ..., K-1}^D:  p(x_d = k | x_<d) = softmax(b_d + V_d h)_k.
 
     x_d enters the recursion one-hot: a_{i+1} = a_i + W[:, d, x_d] (one column per level).
@@ -279,15 +264,14 @@ class CategoricalNADE(_NADEFamily):
     """
     data_kind = "categorical"
     recipe = dict(lr=0.03, momentum=0.9, batch_size=100, epochs=200, weight_decay=0.003, model=dict(n_hidden=100))
-    cli_options = dict(NADE.cli_options)
 
     def __init__(self, n_dims, n_levels=17, n_hidden=100, order=None, order_agnostic=False, mask_inputs=False,
                  rng=None, dtype=np.float32):
         self.n_levels = int(n_levels)
         if self.n_levels < 2:
             raise ValueError(f"CategoricalNADE: n_levels must be >= 2, got {n_levels}")
-        self._init_nade(n_dims, n_hidden, self.n_levels, self.n_levels, order, order_agnostic, mask_inputs, rng,
-                        dtype)
+        self._init_parameters(n_dims, n_hidden, self.n_levels, self.n_levels, order, order_agnostic, mask_inputs,
+                              rng, dtype)
         self.config = dict(self._base_config(), n_levels=self.n_levels)
 
     @classmethod
@@ -305,7 +289,7 @@ class CategoricalNADE(_NADEFamily):
 
     def _draw(self, order, rng, x_obs, observed):
         u = rng.random(order.shape)
-        sampler = K.sample_categorical if kernels.use_numba() else K.sample_categorical_numpy
+        sampler = nade_kernels.choose("sample_categorical")             # the first k with u < cdf_k
         return sampler(order, *self._kernel_arrays(), u, np.ascontiguousarray(x_obs, dtype=np.int64),
                        np.ascontiguousarray(observed))
 
@@ -318,7 +302,7 @@ class CategoricalNADE(_NADEFamily):
         return model, x
 
 
-class RNADE(_NADEFamily):
+class RNADE(NADE):
     """NADE over R^D with a mixture of M Gaussians per conditional [3].
 
     p(x_d | x_<d) = sum_m pi_m N(x_d; mu_m, s_m^2), from out_d = b_d + V_d h (3 M numbers):
@@ -345,8 +329,6 @@ class RNADE(_NADEFamily):
     data_kind = "continuous"
     recipe = dict(lr=0.01, momentum=0.9, batch_size=100, epochs=200, clip=10.0,
                   model=dict(n_hidden=100, n_components=5))
-    cli_options = dict(NADE.cli_options, **{
-        "--components": ("n_components", int, "mixture components M per dimension")})
 
     def __init__(self, n_dims, n_hidden=100, n_components=5, log_scale_min=-7.0, log_scale_max=1.0, order=None,
                  order_agnostic=False, mask_inputs=False, init_range=(0.0, 1.0), rng=None, dtype=np.float32):
@@ -359,7 +341,7 @@ class RNADE(_NADEFamily):
         if not (math.isfinite(r0) and math.isfinite(r1) and r0 < r1):
             raise ValueError(f"RNADE: init_range must be two finite numbers low < high, got {init_range}")
         rng = as_rng(rng)
-        self._init_nade(n_dims, n_hidden, 1, 3 * M, order, order_agnostic, mask_inputs, rng, dtype)
+        self._init_parameters(n_dims, n_hidden, 1, 3 * M, order, order_agnostic, mask_inputs, rng, dtype)
         # output biases: mu_m = r0 + (m + 1/2) (r1 - r0) / M and s_m = (r1 - r0) / (2 M) (see the class
         # docstring); the scale's bias inverts log s = lo + (hi - lo) sigmoid(raw), kept inside (lo, hi)
         spacing = (r1 - r0) / M
@@ -382,8 +364,8 @@ class RNADE(_NADEFamily):
         return cls(dataset.n_dims, rng=rng, **kwargs)
 
     # Float32 data beyond this magnitude are refused: the backward recomputes each a_i by
-    # subtraction from later, larger pre-activations, and in float32 the gradients' relative
-    # error grows with |x| (up to ~7e-6 at 1e3, ~1e-4 at 1e4, ~0.6 at 1e9; see kernels/nade.py).
+    # subtraction from later, larger pre-activations, so float32 gradients lose precision as |x|
+    # grows (kernels/nade.py; the measured errors are in benchmarks/README.md, "NADE").
     MAX_ABS_FLOAT32 = 1e3
 
     def check_input(self, x, n_dims=None, n_levels=None):
@@ -395,9 +377,6 @@ class RNADE(_NADEFamily):
                              "backward recomputes the pre-activations by subtraction); rescale the data "
                              "to order 1, or build the model with dtype=np.float64")
         return x
-
-    def _features(self, x):
-        return self._with_mask(x.astype(self.W.dtype)[:, :, None])      # (B, D, 1)  x_d itself
 
     def mixture(self, out):
         """(weight logits, means, log scales), each (B, D, M), from out (B, D, 3 M)."""
@@ -412,7 +391,7 @@ class RNADE(_NADEFamily):
     def _draw(self, order, rng, x_obs, observed):
         u = rng.random(order.shape)                                     # component choice
         z = rng.standard_normal(order.shape)                            # N(0, 1) for x = mu + s z
-        sampler = K.sample_mog if kernels.use_numba() else K.sample_mog_numpy
+        sampler = nade_kernels.choose("sample_mog")
         return sampler(order, *self._kernel_arrays(), u, z, np.ascontiguousarray(x_obs, dtype=self.W.dtype),
                        np.ascontiguousarray(observed), self.log_scale_min, self.log_scale_max)
 

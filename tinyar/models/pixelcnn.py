@@ -11,9 +11,17 @@ features at i already exclude x_i). Every pixel's conditional comes out of one f
 pass; a convolution shares its weights over positions and looks locally, the inductive
 bias that suits images [1, 2].
 
+    raster order, 4x4     mask A (3x3)   mask B (3x3)
+     1  2  3  4           1 1 1          1 1 1
+     5  6  7  8           1 0 0          1 1 0
+     9 10 11 12           0 0 0          0 0 0
+    13 14 15 16
+
   PixelCNN [2]: h_0 = conv_A(x) (a large first kernel, 7x7 by default), then L residual
       layers h_l = h_{l-1} + conv_B(relu(h_{l-1})) (3x3), then two 1x1 layers:
       logits = conv_1x1(relu(conv_1x1(relu(h_L)))).
+      Receptive field of output pixel (i, j), with a k1 x k1 first kernel and k x k later
+      ones: rows up to k1//2 + L k//2 above, and on row i as many pixels to the left.
       The blind spot: with 3x3 masks, stacking never reaches the pixels above and to the
       right beyond the first layer's reach, e.g. (i-1, j+2) for output (i, j): the
       receptive field is a staircase with a wedge missing (demos/receptive_field.py).
@@ -34,26 +42,18 @@ Outputs: one logit per pixel, p(x_i = 1 | x_<i) = sigma(logit_i), for binary ima
 (n_levels = 2); K logits per pixel, p(x_i = k | x_<i) = softmax_k, for K-level images
 (the 17 intensities of the digits). The network's input is x / (K - 1), in [0, 1].
 
-Parameters: O(C^2 k^2 L), independent of the image size.
+Parameters (weights (C_out, C_in, kh, kw), a bias (C_out,) each; n_outputs = 1 or K):
+    PixelCNN       conv_in (C, 1, k1, k1) mask A; L layers (C, C, k, k) mask B
+    GatedPixelCNN  per layer: vertical (2C, C_in, k, k), horizontal (2C, C_in, 1, k),
+                   vertical_to_horizontal (2C, 2C, 1, 1), horizontal_out (C, C, 1, 1);
+                   C_in = 1 and k = k1 in the first layer, C_in = C and k after
+    both           out_hidden (C, C, 1, 1), out_logits (n_outputs, C, 1, 1)
+O(C^2 k^2 L) in all, independent of the image size.
 Cost: log p(x) is one pass, O(D C^2 k^2 L) per image; a sample needs D passes (one per
 pixel, each over the rows so far), O(D^2 C^2 k^2 L): sampling is the slow direction.
 
-Training recipe (the classes' `recipe`): SGD with Nesterov momentum 0.9, lr 0.02 decayed
-by a cosine schedule, batch 50, gradient norm clipped at 10; 32 channels, a 7x7 mask-A
-layer and four 3x3 layers. On the binarized digits (data.digits(), test NLL in nats at the
-best validation epoch, seed 0):
-    PixelCNN       39,681 parameters, 20 epochs    17.84   (the same network and recipe in PyTorch,
-                                                            from the same initial weights: 17.86)
-    GatedPixelCNN 129,697 parameters, 40 epochs    18.14   (PyTorch: 18.14)
-These come from the default convolution (shift-and-GEMM, kernels/conv.py). The four
-implementations differ only in float32 rounding, which 480 SGD steps amplify: the
-PixelCNN's figure is 17.90 with im2col, 17.87 with the loops, 17.79 with the NumPy shift
-twin (the gated model's was 18.07 with im2col); all well inside the test split's standard
-error (about 0.28 nats).
-With 1,200 training images both overfit soon (train NLL about 15.5 at the end); the gated model's extra
-capacity does not pay on 8x8 images. On the 17-level digits (data.digits("levels"), K = 17
-logits per pixel) the PixelCNN recipe gives 80.94 nats (1.82 bits/dim; 80.98 with im2col),
-still improving at epoch 20.
+Training: the classes' `recipe` (SGD with Nesterov momentum, a cosine schedule); the test
+NLLs it reaches are in the README's table of results.
 
 References
     [1] S. Ermon, A. Grover, CS236 notes: Autoregressive models.
@@ -90,20 +90,18 @@ def _image_shape(n_dims, image_shape, name):
 
 
 class _ImageModel(AutoregressiveModel):
-    """What PixelCNN and GatedPixelCNN share: the input and output ends, log_prob and sampling.
+    """What PixelCNN and GatedPixelCNN share: the constructor, the input and output ends,
+    log_prob and sampling.
 
-    A subclass builds its layers and defines `features(x)`: (B, 1, H, W) input -> (B, C, H, W),
-    causal in raster order (output pixel i depends only on input pixels before i).
+    A subclass builds its masked stack in `build_stack` and defines `features(x)`: (B, 1, H, W)
+    input -> (B, C, H, W), causal in raster order (output pixel i depends only on input pixels
+    before i); its `gradcheck_size` sizes the model of the gradcheck table.
     """
     data_kind = "binary"
-    cli_options = {
-        "--channels": ("n_channels", int, "feature maps per layer"),
-        "--layers": ("n_layers", int, "masked layers after the first"),
-        "--kernel": ("kernel_size", int, "kernel size of the later layers (odd)"),
-        "--first-kernel": ("first_kernel_size", int, "kernel size of the first, mask-A layer (odd)"),
-    }
 
-    def _setup(self, n_dims, image_shape, n_levels, dtype):
+    def __init__(self, n_dims, image_shape=None, n_levels=2, n_channels=32, n_layers=4, kernel_size=3,
+                 first_kernel_size=7, rng=None, dtype=np.float32):
+        rng = as_rng(rng)
         name = type(self).__name__
         self.n_dims = int(n_dims)
         self.image_shape = _image_shape(self.n_dims, image_shape, name)
@@ -113,10 +111,13 @@ class _ImageModel(AutoregressiveModel):
         self.data_kind = "binary" if self.n_levels == 2 else "categorical"
         self.n_outputs = 1 if self.n_levels == 2 else self.n_levels     # logits per pixel
         self._dtype = np.dtype(dtype)
-
-    def _output_layers(self, n_channels, rng, dtype):
-        self.out_hidden = MaskedConv2d(n_channels, n_channels, 1, mask_type="B", rng=rng, dtype=dtype)
-        self.out_logits = MaskedConv2d(n_channels, self.n_outputs, 1, mask_type="B", rng=rng, dtype=dtype)
+        C = int(n_channels)
+        self.build_stack(C, int(n_layers), kernel_size, first_kernel_size, rng, dtype)
+        self.out_hidden = MaskedConv2d(C, C, 1, mask_type="B", rng=rng, dtype=dtype)
+        self.out_logits = MaskedConv2d(C, self.n_outputs, 1, mask_type="B", rng=rng, dtype=dtype)
+        self.config = dict(n_dims=self.n_dims, image_shape=list(self.image_shape), n_levels=self.n_levels,
+                           n_channels=C, n_layers=int(n_layers), kernel_size=int(kernel_size),
+                           first_kernel_size=int(first_kernel_size), dtype=self._dtype.name)
 
     @classmethod
     def for_dataset(cls, dataset, rng=None, **kwargs):
@@ -126,7 +127,23 @@ class _ImageModel(AutoregressiveModel):
         kwargs.setdefault("n_levels", 2 if dataset.kind == "binary" else dataset.n_levels)
         return cls(dataset.n_dims, image_shape=dataset.image_shape, rng=rng, **kwargs)
 
+    @classmethod
+    def gradcheck_example(cls):
+        """A float64 model of 3x4 images, 3x3 kernels and the subclass's gradcheck_size (with its
+        seed), its weights and biases moved off their initial values; and 3 binary images."""
+        size = dict(cls.gradcheck_size)
+        rng = np.random.default_rng(size.pop("seed"))
+        model = cls(12, image_shape=(3, 4), kernel_size=3, first_kernel_size=3, rng=rng, dtype=np.float64, **size)
+        for p in model.parameters():                                     # non-zero biases too
+            p.data[...] += 0.1 * rng.standard_normal(p.shape)
+        x = (rng.random((3, 12)) < 0.5).astype(np.float64)
+        return model, x
+
     # ------------------------------------------------------------ the network
+    @abstractmethod
+    def build_stack(self, C, n_layers, kernel_size, first_kernel_size, rng, dtype):
+        """Create the masked layers (C channels) between the image and the two 1x1 output layers."""
+
     @abstractmethod
     def features(self, image):
         """(B, 1, H', W') network input -> (B, C, H', W') features: the masked stack of each subclass."""
@@ -228,35 +245,18 @@ class PixelCNN(_ImageModel):
     """
     recipe = dict(lr=0.02, momentum=0.9, nesterov=True, batch_size=50, epochs=20, clip=10.0, schedule="cosine",
                   model=dict(n_channels=32, n_layers=4, kernel_size=3, first_kernel_size=7))
+    gradcheck_size = dict(seed=0, n_channels=3, n_layers=2)
 
-    def __init__(self, n_dims, image_shape=None, n_levels=2, n_channels=32, n_layers=4, kernel_size=3,
-                 first_kernel_size=7, rng=None, dtype=np.float32):
-        rng = as_rng(rng)
-        self._setup(n_dims, image_shape, n_levels, dtype)
-        C = int(n_channels)
+    def build_stack(self, C, n_layers, kernel_size, first_kernel_size, rng, dtype):
         self.conv_in = MaskedConv2d(1, C, first_kernel_size, mask_type="A", rng=rng, dtype=dtype)
         self.layers = [MaskedConv2d(C, C, kernel_size, mask_type="B", rng=rng, dtype=dtype)
-                       for _ in range(int(n_layers))]
-        self._output_layers(C, rng, dtype)
-        self.config = dict(n_dims=self.n_dims, image_shape=list(self.image_shape), n_levels=self.n_levels,
-                           n_channels=C, n_layers=int(n_layers), kernel_size=int(kernel_size),
-                           first_kernel_size=int(first_kernel_size), dtype=self._dtype.name)
+                       for _ in range(n_layers)]
 
     def features(self, image):
         h = self.conv_in(image)                                          # (B, C, H, W)   mask A
         for conv in self.layers:
             h = h + conv(ops.relu(h))                                    # (B, C, H, W)   h + conv_B(relu(h))
         return h
-
-    @classmethod
-    def gradcheck_example(cls):
-        rng = np.random.default_rng(0)
-        model = cls(12, image_shape=(3, 4), n_channels=3, n_layers=2, kernel_size=3, first_kernel_size=3,
-                    rng=rng, dtype=np.float64)
-        for p in model.parameters():                                     # non-zero biases too
-            p.data[...] += 0.1 * rng.standard_normal(p.shape)
-        x = (rng.random((3, 12)) < 0.5).astype(np.float64)
-        return model, x
 
 
 class GatedLayer(Module):
@@ -304,31 +304,14 @@ class GatedPixelCNN(_ImageModel):
     """
     recipe = dict(lr=0.02, momentum=0.9, nesterov=True, batch_size=50, epochs=40, clip=10.0, schedule="cosine",
                   model=dict(n_channels=32, n_layers=4, kernel_size=3, first_kernel_size=7))
+    gradcheck_size = dict(seed=1, n_channels=2, n_layers=1)
 
-    def __init__(self, n_dims, image_shape=None, n_levels=2, n_channels=32, n_layers=4, kernel_size=3,
-                 first_kernel_size=7, rng=None, dtype=np.float32):
-        rng = as_rng(rng)
-        self._setup(n_dims, image_shape, n_levels, dtype)
-        C = int(n_channels)
+    def build_stack(self, C, n_layers, kernel_size, first_kernel_size, rng, dtype):
         self.layers = [GatedLayer(1, C, first_kernel_size, first=True, rng=rng, dtype=dtype)]
-        self.layers += [GatedLayer(C, C, kernel_size, rng=rng, dtype=dtype) for _ in range(int(n_layers))]
-        self._output_layers(C, rng, dtype)
-        self.config = dict(n_dims=self.n_dims, image_shape=list(self.image_shape), n_levels=self.n_levels,
-                           n_channels=C, n_layers=int(n_layers), kernel_size=int(kernel_size),
-                           first_kernel_size=int(first_kernel_size), dtype=self._dtype.name)
+        self.layers += [GatedLayer(C, C, kernel_size, rng=rng, dtype=dtype) for _ in range(n_layers)]
 
     def features(self, image):
         v, h = image, image
         for layer in self.layers:
             v, h = layer(v, h)                                           # (B, C, H, W) each
         return h
-
-    @classmethod
-    def gradcheck_example(cls):
-        rng = np.random.default_rng(1)
-        model = cls(12, image_shape=(3, 4), n_channels=2, n_layers=1, kernel_size=3, first_kernel_size=3,
-                    rng=rng, dtype=np.float64)
-        for p in model.parameters():
-            p.data[...] += 0.1 * rng.standard_normal(p.shape)
-        x = (rng.random((3, 12)) < 0.5).astype(np.float64)
-        return model, x

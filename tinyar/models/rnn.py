@@ -2,7 +2,7 @@
 
     p(x) = prod_{t=1}^{T} p(x_t | x_<t)
 
-An Elman (tanh) RNN reads the sequence shifted right by one, behind a start
+An Elman (tanh) RNN [1, 2] reads the sequence shifted right by one, behind a start
 symbol <s>, and keeps in h everything it needs of the past:
 
     input     <s>   x_1   x_2   ...  x_{T-1}
@@ -14,14 +14,18 @@ symbol <s>, and keeps in h everything it needs of the past:
     p(x_t | x_<t) = softmax(V h_{t-1} + c)[x_t]        RNN: characters / tokens, V (K, H)
     p(x_t = 1 | x_<t) = sigma(v . h_{t-1} + c)         PixelRNN: binary pixels in raster order
 
-The whole recurrence over T steps is one fused op (fused.elman_rnn, numba kernels
-in tinyar/kernels/rnn.py with backpropagation through time derived there), so a
-1,000-step sequence is a single node of the graph.
+h_{t-1} summarises all of x_<t in a vector of fixed size H, however long the past:
+the same weights serve every step, so one model scores sequences of any length.
+The whole recurrence over T steps is one fused op (fused.elman_rnn; its kernels, with
+backpropagation through time derived, in tinyar/kernels/rnn.py), so a 1,000-step
+sequence is a single node of the graph. Each step back multiplies the gradient by
+(1 - h_t^2) W_hh, so over many steps it vanishes or explodes [5] (demos/rnn_gradients.py).
 
 Parameters: W_xh (H, K+1), W_hh (H, H), b (H,), V (K, H), c (K,): O(H^2 + K H),
-independent of the length T. Cost: a likelihood evaluation is O(T (H^2 + K H)),
-but its T steps run one after another (unlike MADE or a Transformer); a sample
-is the same T steps.
+independent of the length T (PixelRNN: W_xh (H, 3), v (1, H), c (1,)).
+Cost: a likelihood evaluation is O(T (H^2 + K H)), but its T steps run one after
+another (unlike MADE or a Transformer); a sample is the same T steps, each token
+drawn before the next step can run.
 
 Long text: truncated BPTT (fit_stream here, or train.fit(..., stream=True) on the
 rows of data.text(), which `python -m tinyar train char-rnn` uses) cuts a long stream
@@ -44,22 +48,20 @@ References
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
-from tinyar import fused, functional as F
+from tinyar import functional as F
 from tinyar import ops
 from tinyar.distributions import Bernoulli, Categorical, check_categories
 from tinyar.models.base import AutoregressiveModel
 from tinyar.nn import ElmanRNN, Linear
-from tinyar.optim import clip_grad_norm_
 from tinyar.rng import as_rng
 from tinyar.tensor import Tensor, no_grad
 
 
 class RNN(AutoregressiveModel):
-    """A tanh-RNN language model over token ids 0..vocab_size-1 (characters of a text).
+    """A tanh-RNN language model over token ids 0..vocab_size-1 (characters of a text, as in [3]).
 
     vocab_size: K, the number of values a token takes (the characters of a text;
                 also 2 or 17 for digits read as tokens)
@@ -72,17 +74,10 @@ class RNN(AutoregressiveModel):
     """
 
     data_kind = "tokens"
-    # Character LM on the default corpus in chunks of 100 characters (data.text(seq_len=100)).
-    # The loss is the per-chunk NLL (the sum over 100 characters), so lr is per chunk; clipping
-    # the global gradient norm at 50 (typical norms: 20-100) stops the rare exploding step.
-    # By truncated BPTT (`python -m tinyar train char-rnn`, or fit_stream in demos/char_rnn.py) it
-    # reaches 2.08-2.11 bits/char on the held-out tail, where a PyTorch nn.RNN of the same size and
-    # recipe reaches 2.10 (benchmarks/README.md).
+    # `recipe`: a character LM in chunks of 100 characters, lr per chunk, gradient norm clipped at 50;
+    # bits/char against PyTorch's nn.RNN: README.md's results (details in benchmarks/README.md).
     recipe = {"lr": 0.005, "momentum": 0.9, "batch_size": 32, "epochs": 20, "clip": 50.0, "seq_len": 100,
               "model": {"n_hidden": 128}}
-    cli_options = {
-        "--hidden": ("n_hidden", int, "hidden units H of the tanh RNN"),
-    }
 
     def __init__(self, vocab_size, n_hidden=128, seq_len=64, vocab=None, rng=None, dtype=np.float32):
         if vocab_size < 2 or n_hidden < 1 or seq_len < 1:
@@ -254,7 +249,7 @@ class RNN(AutoregressiveModel):
 
 
 class PixelRNN(RNN):
-    """A tanh RNN over the D binary pixels of an image in raster order: p(x_t = 1 | x_<t) = sigma(v . h_{t-1} + c).
+    """A tanh RNN over the D binary pixels of an image in raster order [4]: p(x_t = 1 | x_<t) = sigma(v . h_{t-1} + c).
 
     The inputs are one-hot pixels {0, 1} and a start symbol (the three columns of
     W_xh), as in the PyTorch reference: log_prob is the exact log-likelihood of an
@@ -263,13 +258,10 @@ class PixelRNN(RNN):
     """
 
     data_kind = "binary"
-    # Reaches <= 17.4 nats on the binarized digits' test split (benchmarks/README.md), the
-    # recipe of the PyTorch reference nn.RNN (H = 256; SGD, momentum 0.9, lr 0.001, batch 100).
+    # `recipe`: the PyTorch reference nn.RNN's (H = 256); test NLL against it: README.md's
+    # results (details in benchmarks/README.md).
     recipe = {"lr": 0.001, "momentum": 0.9, "batch_size": 100, "epochs": 200,
               "model": {"n_hidden": 256}}
-    cli_options = {
-        "--hidden": ("n_hidden", int, "hidden units H of the tanh RNN"),
-    }
 
     def __init__(self, n_dims, n_hidden=256, rng=None, dtype=np.float32):
         if n_dims < 1 or n_hidden < 1:
@@ -330,52 +322,3 @@ class PixelRNN(RNN):
         x = np.random.default_rng(1).integers(0, 2, size=(3, 6)).astype(np.float64)
         return model, x
 
-
-# --------------------------------------------------------------- truncated BPTT
-def streams(ids, batch_size):
-    """One long (n,) id stream as batch_size parallel streams (batch_size, n // batch_size):
-    row b is the b-th contiguous slice, so chunk k of row b continues chunk k-1 of row b."""
-    ids = np.asarray(ids).reshape(-1)
-    n = len(ids) // batch_size
-    if n < 2:
-        raise ValueError(f"streams: {len(ids)} ids are too few for {batch_size} parallel streams")
-    return ids[:n * batch_size].reshape(batch_size, n)
-
-
-def fit_stream(model, train_ids, optimizer, seq_len=100, batch_size=32, epochs=1, clip=None,
-               valid_ids=None, log=print):
-    """Train a token RNN by truncated BPTT on one long stream of ids.
-
-    The stream becomes batch_size parallel streams (streams()); each epoch walks them
-    seq_len ids at a time. The hidden state after chunk k is the initial state of chunk
-    k+1 (a constant: backpropagation stops at the boundary, so each step costs
-    O(seq_len), yet the model reads an unbroken history). The loss is the mean over the
-    batch of the chunk's NLL (nats summed over its seq_len ids), like train.fit's per-row
-    loss; clip: the global gradient-norm limit (optim.clip_grad_norm_).
-    Returns a list of per-epoch dicts (train bits/char, valid bits/char, seconds).
-    """
-    rows = streams(train_ids, batch_size)
-    params = model.parameters()
-    history = []
-    for epoch in range(1, epochs + 1):
-        t_start, state, total, count = time.time(), None, 0.0, 0
-        for s in range(0, rows.shape[1], seq_len):
-            x = rows[:, s:s + seq_len]
-            logp, state = model.log_prob_chunk(x, state)
-            loss = -logp.mean()                                   # nats per row of the chunk
-            optimizer.zero_grad()
-            loss.backward()
-            if not np.isfinite(loss.item()):
-                raise FloatingPointError(f"fit_stream: the loss became {loss.item()} in epoch {epoch}")
-            if clip:
-                clip_grad_norm_(params, clip)
-            optimizer.step()
-            total += -float(logp.data.sum())
-            count += x.size
-        record = {"epoch": epoch, "train_bpc": total / count / math.log(2), "seconds": time.time() - t_start}
-        if valid_ids is not None:
-            record["valid_bpc"] = model.bits_per_char(valid_ids)
-        history.append(record)
-        if log:
-            log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
-    return history

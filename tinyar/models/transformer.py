@@ -2,37 +2,57 @@
 
     p(x) = prod_{t=1}^{T} p(x_t | x_<t),   x_t in {0, ..., V-1}
 
-The network reads the sequence shifted right by one, behind a start token
-<s> (id V of the input table), so that the output at position t has seen
-exactly x_<t:
+The network reads the sequence shifted right by one, behind a start token <s>
+(id V of the input table), so that the output at position t has seen exactly x_<t:
 
     input    <s>  x_1  x_2  ...  x_{T-1}
     predicts x_1  x_2  x_3  ...  x_T
 
-    h_0 = E[input_t] + P[t]                            token and learned position embeddings (d_model)
-    h_l = Block_l(h_{l-1}),  l = 1..L                  pre-LayerNorm: h + attn(LN(h)), then h + MLP(LN(h))
-    p(x_t | x_<t) = softmax(LN(h_L[t]) W_out^T + b)    (V,)
+The network, with h (T, C) the residual stream of one sequence, C = d_model, and the
+weights stored as Linear layers store them (W (out, in), applied as x W^T + b):
 
-Causality comes only from the attention mask (nn.CausalSelfAttention): query t
-sees keys s <= t. Everything else acts on each position alone.
+    h_0 = E[input_t] + P[t]                                 token and learned position embeddings
+    a   = LN_1(h_{l-1})                                     block l = 1..L, pre-LayerNorm:
+    h'  = h_{l-1} + Attn(a)                                   causal self-attention, then
+    h_l = h' + GELU(LN_2(h') W_1^T + b_1) W_2^T + b_2         an MLP on each position alone
+    p(x_t | x_<t) = softmax(LN_f(h_L[t]) W_out^T + b_out)   (V,)
 
-Data. Characters of a text (data.text(), V = vocabulary size), or the 64
-pixels of an 8x8 digit in raster order as tokens: binary (V = 2) or 17
-intensity levels (V = 17). On digits log_prob sums the 64 conditionals, in
-nats per image, comparable with NADE, MADE and the RNN.
+Attn(a) = concat_h(P_h v_h) W_o^T + b_o, over n_heads heads of d = C / n_heads dimensions:
 
-Parameters: E (V+1, d), P (max_len, d), per block 4 d^2 + 2 d d_mlp weights,
-and W_out (V, d).
-Cost. One likelihood evaluation of a length-T sequence: O(L (T d^2 + T d d_mlp
-+ T^2 d)) -- the T^2 d term is attention, all positions in parallel. One
-sample: T steps; with the key/value cache step t costs O(L (d^2 + d d_mlp + t d)),
-so O(L T^2 d) in all, instead of O(L T^3 d) when every step recomputes the prefix.
+    q_h, k_h, v_h = columns h d .. (h+1) d - 1 of a W_q^T + b_q, a W_k^T + b_k, a W_v^T + b_v   (T, d)
+    S_h = q_h k_h^T / sqrt(d),   S_ts = -inf for s > t                                      (T, T)
+    P_h = softmax(S_h) over s: row t sums to 1 over s <= t
+
+Causality comes from that mask alone (everything else acts on each position on its own):
+query t sees keys s <= t. For T = 4 (1 = may attend, 0 = -inf):
+
+    query t \\ key s   0 1 2 3
+          0           1 0 0 0
+          1           1 1 0 0
+          2           1 1 1 0
+          3           1 1 1 1
+
+Data. Characters of a text (data.text(), V = vocabulary size), or the 64 pixels of
+an 8x8 digit in raster order as tokens: binary (V = 2) or 17 intensity levels
+(V = 17). On digits log_prob sums the 64 conditionals, in nats per image,
+comparable with NADE, MADE and the RNN.
+
+Parameters: E (V+1, C), P (max_len, C); per block W_q, W_k, W_v, W_o (C, C), W_1 (d_mlp, C),
+W_2 (C, d_mlp), their biases and two LayerNorms' gamma, beta (C,): 4 C^2 + 2 C d_mlp weights;
+then LN_f's gamma, beta, and W_out (V, C), b_out (V,).
+
+Cost. One likelihood evaluation of a length-T sequence: O(L (T C^2 + T C d_mlp + T^2 C))
+-- the T^2 C term is attention, all positions in parallel. One sample: T steps; with
+the key/value cache step t costs O(L (C^2 + C d_mlp + t C)), so O(L T^2 C) in all,
+instead of O(L T^3 C) when every step recomputes the prefix.
 
 References
 [1] Course notes on autoregressive models (the Transformer as the state of the art).
 [2] A. Vaswani et al., "Attention is all you need", NeurIPS 2017.
 [3] A. Radford et al., "Language models are unsupervised multitask learners" (GPT-2), 2019:
     pre-LayerNorm blocks, learned positions, N(0, 0.02) embeddings.
+[4] J. L. Ba, J. R. Kiros, G. E. Hinton, "Layer normalization", arXiv:1607.06450, 2016.
+[5] D. Hendrycks, K. Gimpel, "Gaussian error linear units (GELUs)", arXiv:1606.08415, 2016.
 """
 from __future__ import annotations
 
@@ -41,12 +61,163 @@ import numpy as np
 from tinyar import fused, functional as F
 from tinyar import ops
 from tinyar.distributions import Categorical, check_categories
+from tinyar.kernels.attention import causal_mask, causal_softmax_forward_numpy
 from tinyar.models.base import AutoregressiveModel
-from tinyar.nn import Block, Embedding, LayerNorm, Linear
+from tinyar.nn import Embedding, LayerNorm, Linear, Module
 from tinyar.rng import as_rng
-from tinyar.tensor import Tensor, no_grad
+from tinyar.tensor import Tensor, is_grad_enabled, no_grad
 
 
+# ==== the layers: attention, MLP, block ====
+def causal_attention_composite(q, k, v):
+    """softmax(q k^T / sqrt(d) + causal mask) v from primitives (no hand-written derivative).
+
+    q: (B, H, Tq, d), k and v: (B, H, Tk, d) with Tq <= Tk; query i sits at
+    position i + Tk - Tq and sees keys j <= i + Tk - Tq. The same function as
+    fused.causal_attention, which has a hand-written VJP; tests compare the two.
+    """
+    Tq, Tk, d = q.shape[-2], k.shape[-2], q.shape[-1]
+    scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (1.0 / np.sqrt(d))   # (B, H, Tq, Tk)
+    future = causal_mask(Tq, Tk, Tk - Tq)                                        # (Tq, Tk) True above the diagonal
+    scores = ops.where(future, -np.inf, scores)                                  # (B, H, Tq, Tk)
+    P = F.softmax(scores, axis=-1)                                               # (B, H, Tq, Tk)
+    return ops.matmul(P, v)                                                      # (B, H, Tq, d)
+
+
+def _linear(layer, x, use_fused):
+    """layer(x) for a Linear layer and x (N, in): with use_fused as the one op fused.linear
+    (bias added in place), else as Linear's matmul and add. Same numbers."""
+    return fused.linear(x, layer.weight, layer.bias) if use_fused else layer(x)
+
+
+def _check_sequence_batch(x, d_model, layer):
+    """Attention layers take x of shape (B, T, d_model): say so, instead of failing inside."""
+    if x.ndim != 3 or x.shape[-1] != d_model:
+        raise ValueError(f"{layer}: expected input of shape (batch, time, {d_model}), got {x.shape}")
+
+
+class CausalSelfAttention(Module):
+    """Multi-head self-attention in which position t attends only to positions s <= t.
+
+    For each head h, with d = d_model / n_heads:
+        q = x Wq_h, k = x Wk_h, v = x Wv_h                    (B, T, d) each
+        S = q k^T / sqrt(d),  S_ts = -inf for s > t            (B, T, T)   (the mask: module docstring)
+        P = softmax(S) over s (row t sums to 1 over s <= t)
+        y_h = P v                                              (B, T, d)
+    and y = concat_h(y_h) Wo + bo. `fused=True` computes softmax and P v as the one op
+    fused.causal_attention; `fused=False` as causal_attention_composite, from primitives.
+
+    All heads and all positions are computed at once with batched matmuls
+    (no Python loop over T or over heads): O(T^2 d_model) per sequence.
+
+    Key/value cache (sampling): `cache` is a dict that keeps k and v of the
+    positions seen so far. Given only the new positions x (B, n, C), the layer
+    appends their k and v and lets the new queries attend to all cached keys:
+    O(T d_model) per new token instead of O(T^2 d_model) for a recomputation.
+    The cache builds no graph: it is refused unless gradients are off (no_grad).
+    """
+
+    def __init__(self, d_model, n_heads, fused=True, rng=None, dtype=np.float32):
+        if d_model % n_heads:
+            raise ValueError(f"CausalSelfAttention: d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        rng = as_rng(rng)
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.query = Linear(d_model, d_model, rng=rng, dtype=dtype)    # all heads' Wq side by side
+        self.key = Linear(d_model, d_model, rng=rng, dtype=dtype)
+        self.value = Linear(d_model, d_model, rng=rng, dtype=dtype)
+        self.proj = Linear(d_model, d_model, rng=rng, dtype=dtype)     # Wo
+        self.fused = fused
+
+    def _heads(self, x):
+        """q, k, v of x (B, T, C), each (B, H, T, d)."""
+        B, T, C = x.shape
+        H = self.n_heads
+        x2 = ops.reshape(x, (B * T, C))                           # (B T, C)
+        split = []
+        for layer in (self.query, self.key, self.value):
+            a = ops.reshape(_linear(layer, x2, self.fused), (B, T, H, C // H))   # (B, T, H, d)
+            split.append(ops.transpose(a, (0, 2, 1, 3)))          # (B, H, T, d)
+        return split
+
+    def forward(self, x, cache=None):
+        _check_sequence_batch(x, self.d_model, "CausalSelfAttention")
+        B, T, C = x.shape
+        q, k, v = self._heads(x)                                  # (B, H, T, d)
+        if cache is not None:
+            k, v = self._extend_cache(cache, k, v)                # (B, H, Tk, d): the cached positions first
+        attend = fused.causal_attention if self.fused else causal_attention_composite
+        y = attend(q, k, v)                                       # (B, H, T, d)
+        y = ops.transpose(y, (0, 2, 1, 3))                        # (B, T, H, d)
+        y = ops.reshape(y, (B * T, C))                            # (B T, C)
+        return ops.reshape(_linear(self.proj, y, self.fused), (B, T, C))   # (B, T, C)
+
+    @staticmethod
+    def _extend_cache(cache, k, v):
+        """Prepend the cached keys and values to the new ones (plain arrays, no graph) and store the result."""
+        if is_grad_enabled():
+            raise RuntimeError("CausalSelfAttention: the key/value cache holds plain arrays, so no gradient "
+                               "would reach the cached positions; use the cache under tensor.no_grad() "
+                               "(sampling), or call without cache to train")
+        if "k" in cache:
+            k = Tensor(np.concatenate([cache["k"], k.data], axis=2))   # (B, H, Tk, d)
+            v = Tensor(np.concatenate([cache["v"], v.data], axis=2))   # (B, H, Tk, d)
+        cache["k"], cache["v"] = k.data, v.data
+        return k, v
+
+    def weights(self, x):
+        """The attention probabilities P of every head, as an array (B, H, T, T) (no graph)."""
+        q, k, _ = self._heads(x)
+        d = q.shape[-1]
+        S = q.data @ np.swapaxes(k.data, -1, -2) / np.sqrt(d)    # (B, H, T, T)
+        return causal_softmax_forward_numpy(S, 0)                 # (B, H, T, T), the kernel's twin
+
+
+class MLP(Module):
+    """y = GELU(x W1^T + b1) W2^T + b2, applied to each position on its own.
+
+    GELU(a) = a Phi(a) in its tanh form (functional.gelu); `fused=True` uses
+    fused.gelu, the same function as one op with a hand-written VJP, and fused.linear
+    for the two layers.
+    """
+
+    def __init__(self, d_model, d_hidden, fused=True, rng=None, dtype=np.float32):
+        rng = as_rng(rng)
+        self.fc1 = Linear(d_model, d_hidden, rng=rng, dtype=dtype)
+        self.fc2 = Linear(d_hidden, d_model, rng=rng, dtype=dtype)
+        self.fused = fused
+
+    def forward(self, x):
+        if not self.fused:
+            return self.fc2(F.gelu(self.fc1(x)))                  # (..., d_model)
+        x2 = x if x.ndim == 2 else ops.reshape(x, (-1, x.shape[-1]))                  # (N, d_model)
+        y = _linear(self.fc2, fused.gelu(_linear(self.fc1, x2, True)), True)          # (N, d_model)
+        return y if x.ndim == 2 else ops.reshape(y, x.shape)                          # (..., d_model)
+
+
+class Block(Module):
+    """A pre-LayerNorm residual block:  x <- x + attn(LN1(x));  x <- x + MLP(LN2(x)).
+
+    The residual stream x is never normalised itself, so the gradient reaches
+    the embeddings along an identity path through every block.
+    """
+
+    def __init__(self, d_model, n_heads, d_mlp, fused=True, rng=None, dtype=np.float32):
+        rng = as_rng(rng)
+        self.ln1 = LayerNorm(d_model, fused=fused, dtype=dtype)
+        self.attn = CausalSelfAttention(d_model, n_heads, fused=fused, rng=rng, dtype=dtype)
+        self.ln2 = LayerNorm(d_model, fused=fused, dtype=dtype)
+        self.mlp = MLP(d_model, d_mlp, fused=fused, rng=rng, dtype=dtype)
+
+    def forward(self, x, cache=None):
+        _check_sequence_batch(x, self.attn.d_model, "Block")
+        B, T, C = x.shape
+        x = x + self.attn(self.ln1(x), cache=cache)               # (B, T, C)
+        h = self.ln2(ops.reshape(x, (B * T, C)))                  # (B T, C)
+        return x + ops.reshape(self.mlp(h), (B, T, C))            # (B, T, C)
+
+
+# ==== the model ====
 class Transformer(AutoregressiveModel):
     """Decoder-only Transformer over token ids 0..vocab_size-1, sequences up to max_len.
 
@@ -60,23 +231,10 @@ class Transformer(AutoregressiveModel):
     """
 
     data_kind = "tokens"
-    # The default recipe (python -m tinyar train transformer --data digits): test NLL 17.21
-    # nats on the binarized digits with seed 0 (best validation epoch 80 of 100; 93 s on two
-    # cores; 17.12 before the fused ops changed the float32 summation order) and 17.00 with
-    # seed 1, against 17.29 for the PyTorch reference. SGD with momentum
-    # 0.9 at lr 0.01, ten times the reference's 0.001, is stable thanks to (1) clipping the
-    # global gradient norm at 1 (without it lr 0.01 diverges within 50 steps) and (2) a linear
-    # warm-up over the first 200 steps, then cosine decay to 0 (train.py's schedule whenever
-    # "warmup" is set). On the default text the same recipe gives 1.98 bits/char
-    # (--data text --epochs 40, 385 s).
+    # `recipe`: SGD with momentum, the global gradient norm clipped at 1, warm-up then cosine decay;
+    # its test NLL and bits/char are in README.md's results (details in benchmarks/README.md).
     recipe = {"lr": 0.01, "momentum": 0.9, "batch_size": 20, "epochs": 100, "clip": 1.0, "warmup": 200,
               "model": {"n_layers": 2, "d_model": 64, "n_heads": 4, "d_mlp": 256}}
-    cli_options = {
-        "--layers": ("n_layers", int, "number of Transformer blocks"),
-        "--d-model": ("d_model", int, "width of the residual stream"),
-        "--heads": ("n_heads", int, "attention heads per block (must divide d_model)"),
-        "--d-mlp": ("d_mlp", int, "hidden units of each block's MLP"),
-    }
 
     def __init__(self, vocab_size, max_len=64, n_layers=2, d_model=64, n_heads=4, d_mlp=256,
                  fused=True, rng=None, dtype=np.float32):
@@ -135,7 +293,7 @@ class Transformer(AutoregressiveModel):
         for l, block in enumerate(self.blocks):
             h = block(h, cache=None if caches is None else caches[l])                           # (B, n, C)
         h = self.ln_f(ops.reshape(h, (B * n, C)))                                               # (B n, C)
-        logits = fused.linear(h, self.head.weight, self.head.bias) if self.fused else self.head(h)          # (B n, V)
+        logits = _linear(self.head, h, self.fused)                                              # (B n, V)
         return ops.reshape(logits, (B, n, self.vocab_size))                                     # (B, n, V)
 
     def inputs(self, x):
