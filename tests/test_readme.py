@@ -27,3 +27,23 @@ def test_readme_shows_every_committed_figure():
     committed = sorted(p.relative_to(README.parent).as_posix() for p in (README.parent / "demos" / "figures").glob("*.png"))
     assert 4 <= len(shown) <= 6
     assert sorted(shown) == committed, "README images and demos/figures/ differ (python demos/figures.py redraws them)"
+
+
+def test_tour_links_point_at_the_lines_they_name():
+    """Every [text](path#LN) link: the file has line N, and a name in backticks in the text
+    (`sigmoid`, `Tensor._make`, `choose("nade")`) is on that line; "path:N" texts say N."""
+    links = re.findall(r"\[([^\]]+)\]\(([^)#\s]+)#L(\d+)\)", README.read_text())
+    assert len(links) >= 10
+    for text, path, n in links:
+        lines = (README.parent / path).read_text().splitlines()
+        n = int(n)
+        assert 1 <= n <= len(lines), f"{path} has no line {n}"
+        for quoted in re.findall(r"`([^`]+)`", text):
+            where = re.fullmatch(r"([\w/.]+\.py):(\d+)", quoted)
+            if where:
+                assert where.group(1) == path and int(where.group(2)) == n, f"link text {quoted} vs {path}#L{n}"
+                continue
+            name = re.split(r"[.(]", quoted.replace("Tensor.", ""))[0]
+            if quoted.endswith(".py") or "/" in quoted:
+                continue
+            assert name in lines[n - 1], f"README link '{text}': '{name}' is not on {path}:{n}: {lines[n - 1]!r}"

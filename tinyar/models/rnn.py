@@ -27,7 +27,7 @@ Cost: a likelihood evaluation is O(T (H^2 + K H)), but its T steps run one after
 another (unlike MADE or a Transformer); a sample is the same T steps, each token
 drawn before the next step can run.
 
-Long text: truncated BPTT (fit_stream here, or train.fit(..., stream=True) on the
+Long text: truncated BPTT (train.fit(..., stream=True) on the
 rows of data.text(), which `python -m tinyar train char-rnn` uses) cuts a long stream
 into chunks of `seq_len` and carries the hidden state from one chunk to the next (as a
 constant, so gradients stop at the chunk boundary but the forward values are exactly
