@@ -10,7 +10,7 @@ repeated three times; the table quotes medians and ratios. Run it alone on the m
 
     flock /tmp/tinyar-heavy.lock python benchmarks/bench_autograd.py
 
-Goals (issue 2): the MLP step within 1.2x of hand-written NumPy; the per-op
+Goals: the MLP step within 1.2x of hand-written NumPy; the per-op
 overhead within 3x of PyTorch's.
 """
 from __future__ import annotations

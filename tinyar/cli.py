@@ -424,11 +424,17 @@ def _add_train_parser(sub, model):
     p.set_defaults(run=None)
 
 
+def _run_parser(sub, command, help_, description, run_help):
+    """The parser of a command that reads a run folder: its positional RUN_DIR argument."""
+    p = sub.add_parser(command, help=help_, description=description)
+    p.add_argument("run", metavar="RUN_DIR", help=run_help)
+    return p
+
+
 def _add_sample_parser(sub):
-    p = sub.add_parser("sample", help="draw samples from a trained model into a PNG",
-                       description="Draw samples from the model of a run folder and save them as a grid of "
-                                   "images (or as text, for a text model).")
-    p.add_argument("run", metavar="RUN_DIR", help="a run folder written by `train`")
+    p = _run_parser(sub, "sample", "draw samples from a trained model into a PNG",
+                    "Draw samples from the model of a run folder and save them as a grid of images (or as "
+                    "text, for a text model).", "a run folder written by `train`")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--png", default=None, help="output file (default RUN_DIR/samples.png)")
     p.add_argument("--seed", type=int, default=SAMPLE_SEED, help="seed of the sampler")
@@ -439,10 +445,9 @@ def _add_sample_parser(sub):
 
 
 def _add_eval_parser(sub):
-    p = sub.add_parser("eval", help="NLL (nats, bits/dim) of a trained model on a split",
-                       description="Negative log-likelihood of the model of a run folder (or a checkpoint "
-                                   "with --data) on a split of its data set.")
-    p.add_argument("run", metavar="RUN_DIR", help="a run folder written by `train`, or a checkpoint .npz")
+    p = _run_parser(sub, "eval", "NLL (nats, bits/dim) of a trained model on a split",
+                    "Negative log-likelihood of the model of a run folder (or a checkpoint with --data) on a "
+                    "split of its data set.", "a run folder written by `train`, or a checkpoint .npz")
     p.add_argument("--split", choices=["train", "valid", "test", "all"], default="test", help="default test")
     p.add_argument("--data", default=None, help="data set (default: the run's); see `train --help`")
     p.add_argument("--text", default=None, metavar="FILE", help="text file for --data text")

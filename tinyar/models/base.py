@@ -59,6 +59,12 @@ class AutoregressiveModel(Module, metaclass=ABCMeta):
         """A model sized for a data.Dataset (its n_dims, n_levels or vocabulary)."""
 
     @classmethod
+    def require_kind(cls, dataset, kind, name, hint):
+        """A clear error unless the data set holds `kind` data (binary, categorical, ...)."""
+        if dataset.kind != kind:
+            raise ValueError(f"{name} models {kind} data; {dataset.name} is {dataset.kind} ({hint})")
+
+    @classmethod
     def upgrade_config(cls, config, version):
         """The constructor arguments of a checkpoint written by tinyar's checkpoint `version`,
         made to rebuild the same model today (train.read_checkpoint). Default: unchanged."""

@@ -71,9 +71,7 @@ class FVSBN(AutoregressiveModel):
 
     @classmethod
     def for_dataset(cls, dataset, rng=None, **kwargs):
-        if dataset.kind != "binary":
-            raise ValueError(f"FVSBN models binary data; {dataset.name} is {dataset.kind} "
-                             "(use data.digits(form='binary'))")
+        cls.require_kind(dataset, "binary", "FVSBN", "use data.digits(form='binary')")
         return cls(dataset.n_dims, rng=rng, **kwargs)
 
     def logits(self, x):

@@ -114,9 +114,7 @@ class NADE(AutoregressiveModel):
 
     @classmethod
     def for_dataset(cls, dataset, rng=None, **kwargs):
-        if dataset.kind != "binary":
-            raise ValueError(f"NADE models binary data; {dataset.name} is {dataset.kind} "
-                             "(use data.digits(form='binary'), or nade-categorical / rnade)")
+        cls.require_kind(dataset, "binary", "NADE", "use data.digits(form='binary'), or nade-categorical / rnade")
         return cls(dataset.n_dims, rng=rng, **kwargs)
 
     # ---------------------------------------------------------------- likelihood
