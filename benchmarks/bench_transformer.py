@@ -182,12 +182,12 @@ def compare(threads, rng):
     # 2. the whole model
     x = rng.integers(0, V, (B, T))
     options = dict(max_len=T, n_layers=LAYERS, d_model=C, n_heads=H, d_mlp=D_MLP, rng=0)
-    fused, plain = Transformer(V, fused=True, **options), Transformer(V, fused=False, **options)
+    one_op, plain = Transformer(V, fused=True, **options), Transformer(V, fused=False, **options)
     runs = []
     with kernels("numba"):
-        runs.append(("tinyar, fused ops on numba kernels", timed_with_faults(tinyar_model_step(fused, x))))
+        runs.append(("tinyar, fused ops on numba kernels", timed_with_faults(tinyar_model_step(one_op, x))))
     with kernels("numpy"):
-        runs.append(("tinyar, fused ops on NumPy twins", timed_with_faults(tinyar_model_step(fused, x))))
+        runs.append(("tinyar, fused ops on NumPy twins", timed_with_faults(tinyar_model_step(one_op, x))))
     runs.append(("tinyar, every layer from primitives", timed_with_faults(tinyar_model_step(plain, x), repeat=3)))
     if torch:
         torch.manual_seed(0)

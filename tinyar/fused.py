@@ -177,12 +177,12 @@ def elman_rnn(x, W_xh, W_hh, b, h0=None):
     da_t over the (t, b) with x_t = k (ids), or dW_xh = sum_t da_t^T x_t and
     dx_t = da_t W_xh (vectors).
     """
-    from tinyar.kernels import embedding as embedding_kernels, rnn as K
+    from tinyar.kernels import embedding as embedding_kernels, rnn as rnn_kernels
     dense = isinstance(x, Tensor) and x.dtype.kind == "f"
     x_tm, h0 = _check_elman_inputs(x, W_xh, W_hh, b, h0, dense)           # (T, B, D) vectors or (T, B) ids
     T, B = x_tm.shape[:2]
     H, dtype = W_hh.shape[0], W_hh.dtype
-    forward, backward = K.choose("elman")                                   # the twins under TINYAR_KERNELS=numpy
+    forward, backward = rnn_kernels.choose("elman")                                   # the twins under TINYAR_KERNELS=numpy
 
     if dense:
         u = x_tm @ W_xh.data.T + b.data                                     # (T, B, H)  W_xh x_t + b
@@ -221,17 +221,17 @@ def conv2d(x, w, b=None, taps=None):
     (nn.MaskedConv2d) passes its mask.
     (The derivation, the textbook im2col reference and the shift-and-GEMM twin: kernels/conv.py.)
     """
-    from tinyar.kernels import conv as K
+    from tinyar.kernels import conv as conv_kernels
     x, w = as_tensor(x), as_tensor(w)
     b = None if b is None else as_tensor(b)
-    K.check_shapes(x.data, w.data, None if b is None else b.data, taps)
+    conv_kernels.check_shapes(x.data, w.data, None if b is None else b.data, taps)
     if x.dtype != w.dtype or (b is not None and b.dtype != w.dtype):
         raise TypeError(f"conv2d: input, weight and bias must share a float dtype, got {x.dtype}, {w.dtype}"
                         + ("" if b is None else f", {b.dtype}"))
     taps = None if taps is None else np.asarray(taps, dtype=bool)
     if taps is not None and taps.all():
         taps = None                                                     # every tap: the plain convolution
-    forward, backward = K.choose("conv2d")                              # the twins under TINYAR_KERNELS=numpy
+    forward, backward = conv_kernels.choose("conv2d")                              # the twins under TINYAR_KERNELS=numpy
     bias = np.zeros(w.shape[0], dtype=w.dtype) if b is None else b.data
     y = forward(np.ascontiguousarray(x.data), np.ascontiguousarray(w.data), bias, taps)
 

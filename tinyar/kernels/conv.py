@@ -467,52 +467,39 @@ def _to_channels_last(x, ph, pw):
 
 
 @numba.njit(cache=True)
-def _patches(x, kh, kw):
-    """(xt, index, value): x_pad channels-last, and room for one pixel's patch for _patch_nonzeros."""
-    xt = _to_channels_last(x, kh // 2, kw // 2)             # (B, H+2ph, W+2pw, C)
-    n_taps = kh * kw * x.shape[1]
-    return xt, np.empty(n_taps, dtype=np.int64), np.empty(n_taps, dtype=x.dtype)
-
-
-@numba.njit(cache=True)
-def _patch_nonzeros(xt, b, i, j, kh, kw, index, value):
-    """The nonzero taps x_pad[b, c, i+u, j+v] of output pixel (i, j), in (u, v, c) order: their
-    flat numbers (u kw + v) C + c into index, their values into value; returns how many."""
-    C = xt.shape[3]
-    n = 0
-    for u in range(kh):
-        for v in range(kw):
-            for c in range(C):
-                x_tap = xt[b, i + u, j + v, c]
-                if x_tap != 0:
-                    index[n] = (u * kw + v) * C + c
-                    value[n] = x_tap
-                    n += 1
-    return n
-
-
-@numba.njit(cache=True)
 def _forward_loops(x, w, bias):
-    """y[b,o,i,j] = bias[o] + sum_{u,v,c} w[o,c,u,v] x_pad[b,c,i+u,j+v], one output pixel at a time."""
+    """y[b,o,i,j] = bias[o] + sum_{u,v,c} w[o,c,u,v] x_pad[b,c,i+u,j+v], one output pixel at a time.
+
+    The image and the kernel are first copied to channels-last order, so that the innermost
+    loop runs over the O output channels of one pixel, contiguous in memory (the compiler turns
+    it into vector instructions): for each tap x_pad[b,c,i+u,j+v], add x times w[:, c, u, v] to
+    the O accumulators of pixel (i, j). Taps that are exactly zero (padding, ReLU zeros, zero
+    pixels of a binary image) are skipped.
+    """
     B, C, H, W = x.shape
     O, _, kh, kw = w.shape
-    xt, index, value = _patches(x, kh, kw)
-    wt = np.empty((kh * kw * C, O), dtype=w.dtype)          # wt[(u kw + v) C + c, :] = w[:, c, u, v]
+    ph, pw = kh // 2, kw // 2
+    xt = _to_channels_last(x, ph, pw)                       # (B, H+2ph, W+2pw, C)
+    wt = np.empty((kh, kw, C, O), dtype=w.dtype)            # wt[u, v, c, :] = w[:, c, u, v]
     for o in range(O):
         for c in range(C):
             for u in range(kh):
                 for v in range(kw):
-                    wt[(u * kw + v) * C + c, o] = w[o, c, u, v]
+                    wt[u, v, c, o] = w[o, c, u, v]
     y = np.empty((B, O, H, W), dtype=x.dtype)
     acc = np.empty(O, dtype=x.dtype)                        # y[b, :, i, j]
     for b in range(B):
         for i in range(H):
             for j in range(W):
-                n = _patch_nonzeros(xt, b, i, j, kh, kw, index, value)
                 acc[:] = bias
-                for k in range(n):
-                    for o in range(O):
-                        acc[o] += wt[index[k], o] * value[k]    # y[o] += w[o,c,u,v] x_pad[c,i+u,j+v]
+                for u in range(kh):
+                    for v in range(kw):
+                        for c in range(C):
+                            x_tap = xt[b, i + u, j + v, c]
+                            if x_tap == 0:
+                                continue
+                            for o in range(O):
+                                acc[o] += wt[u, v, c, o] * x_tap    # y[o] += w[o,c,u,v] x_pad[c,i+u,j+v]
                 for o in range(O):
                     y[b, o, i, j] = acc[o]
     return y
@@ -524,8 +511,9 @@ def _weight_grad_loops(x, w, dy):
     and the flipped kernel flip(w)[c,o,u,v] = w[o,c,kh-1-u,kw-1-v] that dx needs."""
     B, C, H, W = x.shape
     O, _, kh, kw = w.shape
-    xt, index, value = _patches(x, kh, kw)
-    dwt = np.zeros((kh * kw * C, O), dtype=w.dtype)         # dwt[(u kw + v) C + c, :] = dw[:, c, u, v]
+    ph, pw = kh // 2, kw // 2
+    xt = _to_channels_last(x, ph, pw)                       # (B, H+2ph, W+2pw, C)
+    dwt = np.zeros((kh, kw, C, O), dtype=w.dtype)           # dwt[u, v, c, :] = dw[:, c, u, v]
     dbias = np.zeros(O, dtype=w.dtype)
     dy_ij = np.empty(O, dtype=dy.dtype)                     # dy[b, :, i, j]
     for b in range(B):
@@ -534,17 +522,21 @@ def _weight_grad_loops(x, w, dy):
                 for o in range(O):
                     dy_ij[o] = dy[b, o, i, j]
                     dbias[o] += dy_ij[o]
-                n = _patch_nonzeros(xt, b, i, j, kh, kw, index, value)
-                for k in range(n):
-                    for o in range(O):
-                        dwt[index[k], o] += value[k] * dy_ij[o]   # dw[o,c,u,v] += dy[o] x_pad[c,i+u,j+v]
+                for u in range(kh):
+                    for v in range(kw):
+                        for c in range(C):
+                            x_tap = xt[b, i + u, j + v, c]
+                            if x_tap == 0:
+                                continue
+                            for o in range(O):
+                                dwt[u, v, c, o] += x_tap * dy_ij[o]
     dw = np.empty_like(w)
     w_flipped = np.empty((C, O, kh, kw), dtype=w.dtype)     # flip(w)[c, o, u, v] = w[o, c, kh-1-u, kw-1-v]
     for o in range(O):
         for c in range(C):
             for u in range(kh):
                 for v in range(kw):
-                    dw[o, c, u, v] = dwt[(u * kw + v) * C + c, o]
+                    dw[o, c, u, v] = dwt[u, v, c, o]
                     w_flipped[c, o, u, v] = w[o, c, kh - 1 - u, kw - 1 - v]
     return dw, dbias, w_flipped
 
