@@ -18,10 +18,11 @@ The run: a CategoricalNADE (H = 50) on the 17-level digits, a small MLP classifi
 fast gradient sign step of 2 levels (FGSM) against it on test digits; then the classifier's
 accuracy on clean and attacked digits, before and after each purifier, and their times.
 
-What to expect (full run, seed 0, about a minute on 2 cores; 60 test digits, eps 2 levels):
-accuracy on attacked digits about 35% without purification and about 60-65% after either
-purifier, with Algorithm 1 roughly 100x faster than the greedy search; median p-value of clean
-test digits about 0.5, of attacked digits below 0.01.
+What to expect with --quick (seed 0, 20 test digits, eps 2 levels, greedy budget 4 pixels):
+the classifier gets 100% of clean digits and 55% of attacked ones; Algorithm 1 lifts the
+attacked ones to 75% (clean stays 100%), the greedy search leaves them at 55%; median p-value
+of clean test digits 0.215 (5% flagged at p < 0.05), of attacked digits 0.001 (100% flagged).
+The full run (60 digits, 30 epochs, budget 24) prints the same rows.
 
     python demos/pixeldefend.py [--quick] [--out-dir pixeldefend]
 

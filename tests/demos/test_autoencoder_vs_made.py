@@ -1,14 +1,8 @@
 """demos/autoencoder_vs_made.py --quick: the autoencoder's numbers do not sum to 1, MADE's do."""
-import importlib.util
-from pathlib import Path
-
-DEMO = Path(__file__).resolve().parents[2] / "demos" / "autoencoder_vs_made.py"
 
 
-def test_autoencoder_vs_made_demo_quick(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("autoencoder_vs_made_demo", DEMO)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+def test_autoencoder_vs_made_demo_quick(tmp_path, capsys, load_demo):
+    demo = load_demo("autoencoder_vs_made")
     out = tmp_path / "ae.png"
     results = demo.main(["--quick", "--out", str(out)])
     made, ae = results["MADE"], results["autoencoder"]

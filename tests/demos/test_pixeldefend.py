@@ -1,14 +1,8 @@
 """demos/pixeldefend.py --quick: the attack works, Algorithm 1 helps, the p-values separate the sets."""
-import importlib.util
-from pathlib import Path
-
-DEMO = Path(__file__).resolve().parents[2] / "demos" / "pixeldefend.py"
 
 
-def test_pixeldefend_demo_quick(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("pixeldefend_demo", DEMO)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+def test_pixeldefend_demo_quick(tmp_path, capsys, load_demo):
+    demo = load_demo("pixeldefend")
     results = demo.main(["--quick", "--out-dir", str(tmp_path)])
     assert results["attacked"] < results["clean"] - 0.3                    # FGSM of 2 levels works
     assert results["attacked, Algorithm 1"] > results["attacked"]          # and purification undoes part of it
