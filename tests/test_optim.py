@@ -130,13 +130,110 @@ def test_sgd_state_dict_round_trip():
     np.testing.assert_array_equal(p.data, q.data)
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(lr=0.0), "lr > 0"), (dict(lr=0.1, momentum=-1), "momentum"),
-                                           (dict(lr=0.1, nesterov=True), "Nesterov")])
-def test_sgd_refuses_bad_settings(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def reference_trace(grads, p0, lr, mu, nesterov, wd):
+    """(p, v) after each step, by the module docstring's equations written out in float64."""
+    p, v, trace = np.array(p0, dtype=np.float64), None, []
+    for g in grads:
+        g = g + wd * p                                  # g <- g + lambda p
+        v = g.copy() if v is None else mu * v + g       # v <- mu v + g   (v = g on the first step)
+        p = p - lr * (g + mu * v if nesterov else v)    # Nesterov: g + mu v;  classical: v
+        trace.append((p, v))
+    return trace
+
+
+def sgd_trace(grads, p0, dtype=np.float64, **kwargs):
+    """(p, velocity) after each SGD step with the given gradients."""
+    p = Parameter(np.array(p0), dtype=dtype)
+    opt = SGD([p], **kwargs)
+    trace = []
+    for g in grads:
+        p.grad = g.astype(dtype)
+        opt.step()
+        trace.append((p.data.copy(), opt.velocity[0].copy()))
+    return trace
+
+
+SETTINGS = [(False, 0.0), (False, 0.05), (True, 0.0), (True, 0.05)]     # (nesterov, weight decay)
+
+
+@pytest.mark.parametrize("nesterov, wd", SETTINGS)
+def test_numpy_momentum_path_follows_the_equations_step_by_step(nesterov, wd, monkeypatch):
+    """Under TINYAR_KERNELS=numpy SGD.step's own NumPy lines make every update (the compiled
+    kernel must not run): six steps against the equations, parameters and velocities."""
+    def compiled(*args):
+        raise AssertionError("the compiled update ran under TINYAR_KERNELS=numpy")
+
+    monkeypatch.setattr(sgd, "sgd_momentum_update_numba", compiled)
+    monkeypatch.setenv("TINYAR_KERNELS", "numpy")
+    rng = np.random.default_rng(11)
+    grads, p0 = list(rng.standard_normal((6, 3, 2))), rng.standard_normal((3, 2))
+    trace = sgd_trace(grads, p0, lr=0.1, momentum=0.8, nesterov=nesterov, weight_decay=wd)
+    for step, ((p, v), (p_ref, v_ref)) in enumerate(zip(trace, reference_trace(grads, p0, 0.1, 0.8, nesterov, wd))):
+        np.testing.assert_allclose(p, p_ref, rtol=1e-13, atol=1e-15, err_msg=f"p after step {step + 1}")
+        np.testing.assert_allclose(v, v_ref, rtol=1e-13, atol=1e-15, err_msg=f"v after step {step + 1}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nesterov, wd", SETTINGS)
+def test_numpy_momentum_path_equals_the_compiled_path(nesterov, wd, dtype, monkeypatch):
+    """Six steps under TINYAR_KERNELS=numpy and under numba give the same parameters and
+    velocities, bit for bit, in float32 and float64."""
+    rng = np.random.default_rng(12)
+    grads, p0 = list(rng.standard_normal((6, 4, 3))), rng.standard_normal((4, 3))
+    traces = []
+    for kernels in ("numpy", "numba"):
+        monkeypatch.setenv("TINYAR_KERNELS", kernels)
+        traces.append(sgd_trace(grads, p0, dtype, lr=0.05, momentum=0.9, nesterov=nesterov, weight_decay=wd))
+    for (p1, v1), (p2, v2) in zip(*traces):
+        assert p1.dtype == p2.dtype == dtype
+        np.testing.assert_array_equal(p1, p2)
+        np.testing.assert_array_equal(v1, v2)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(lr=0.0), ValueError, "SGD: need lr > 0"),
+    (dict(lr=-0.1), ValueError, "need lr > 0"),
+    (dict(lr=float("nan")), ValueError, r"need lr > 0 \(a finite number\), got lr=nan"),
+    (dict(lr=float("inf")), ValueError, "got lr=inf"),
+    (dict(lr="0.1"), TypeError, "SGD: lr must be a number, got '0.1'"),
+    (dict(lr=0.1, momentum=-1), ValueError, "SGD: need 0 <= momentum < 1"),
+    (dict(lr=0.1, momentum=1.0), ValueError, "got momentum=1.0"),
+    (dict(lr=0.1, momentum=5), ValueError, "got momentum=5"),
+    (dict(lr=0.1, momentum=float("nan")), ValueError, "momentum"),
+    (dict(lr=0.1, weight_decay=-0.01), ValueError, "SGD: need weight_decay >= 0"),
+    (dict(lr=0.1, weight_decay=float("inf")), ValueError, "weight_decay"),
+    (dict(lr=0.1, nesterov=True), ValueError, "Nesterov")])
+def test_sgd_refuses_bad_settings(kwargs, error, match):
+    with pytest.raises(error, match=match):
         SGD([Parameter(np.ones(1))], **kwargs)
     with pytest.raises(ValueError, match="empty"):
         SGD([], lr=0.1)
+
+
+@pytest.mark.parametrize("max_norm", [-1.0, 0, float("nan"), float("inf")])
+def test_clip_grad_norm_refuses_a_bound_that_is_not_positive(max_norm):
+    a = Parameter(np.zeros(2))
+    a.grad = np.array([3.0, 4.0])                                 # clip -1 would flip it: gradient ascent
+    with pytest.raises(ValueError, match="clip_grad_norm_: need max_norm > 0"):
+        clip_grad_norm_([a], max_norm)
+    np.testing.assert_array_equal(a.grad, [3.0, 4.0])
+
+
+def test_schedules_refuse_bad_settings():
+    opt = SGD([Parameter(np.ones(1))], lr=0.1)
+    with pytest.raises(ValueError, match="CosineLR: need total >= 1, got total=0"):
+        CosineLR(opt, total=0)
+    with pytest.raises(TypeError, match="CosineLR: total must be a whole number, got 2.5"):
+        CosineLR(opt, total=2.5)
+    with pytest.raises(ValueError, match="CosineLR: need warmup >= 0"):
+        CosineLR(opt, total=5, warmup=-1)
+    with pytest.raises(ValueError, match="CosineLR: need min_lr >= 0"):
+        CosineLR(opt, total=5, min_lr=-0.1)
+    with pytest.raises(ValueError, match="StepLR: need step_size >= 1"):
+        StepLR(opt, step_size=0)
+    with pytest.raises(ValueError, match="StepLR: need gamma > 0"):
+        StepLR(opt, step_size=2, gamma=float("nan"))
+    assert opt.lr == 0.1
 
 
 def test_clip_grad_norm_scales_to_the_maximum_norm():

@@ -7,32 +7,55 @@ with gradient g (the same conventions as PyTorch's torch.optim.SGD):
     v <- mu v + g                           velocity (v = g on the first step)
     p <- p - eta v                          classical momentum
     p <- p - eta (g + mu v)                 Nesterov momentum
+
+Every setting is checked where it enters (check_setting): a learning rate that is not a
+finite positive number, momentum outside [0, 1), a negative weight decay or a clip norm
+<= 0 would not fail loudly, they would train wrongly (clip -1 flips every gradient into
+ascent, clip 0 freezes the model, momentum >= 1 lets the velocity grow without bound).
 """
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
 from tinyar.kernels import sgd
 
 
+def check_setting(where, name, value, low, high=math.inf, low_allowed=True):
+    """float(value) if it is a finite number with low <= value < high (low < value < high when
+    low_allowed is False); else a one-line ValueError (TypeError for a non-number) naming
+    `where`, `name`, the range it needs and the value that came."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where}: {name} must be a number, got {value!r}")
+    value = float(value)
+    above_low = value >= low if low_allowed else value > low
+    if math.isfinite(value) and above_low and value < high:
+        return value
+    if math.isfinite(high):
+        needed = f"{low:g} {'<=' if low_allowed else '<'} {name} < {high:g}"
+    else:
+        needed = f"{name} {'>=' if low_allowed else '>'} {low:g}"
+    raise ValueError(f"{where}: need {needed} (a finite number), got {name}={value}")
+
+
 class SGD:
-    """Minibatch SGD with momentum, Nesterov momentum and weight decay over a list of Parameters."""
+    """Minibatch SGD with momentum, Nesterov momentum and weight decay over a list of Parameters.
+
+    lr > 0, 0 <= momentum < 1 and weight_decay >= 0, all finite; anything else is a ValueError.
+    """
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         self.params = list(params)
         if not self.params:
             raise ValueError("SGD: got an empty parameter list")
-        if lr <= 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"SGD: need lr > 0, momentum >= 0, weight_decay >= 0; "
-                             f"got lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
-        if nesterov and momentum == 0:
+        self.lr = check_setting("SGD", "lr", lr, 0, low_allowed=False)
+        self.momentum = check_setting("SGD", "momentum", momentum, 0, 1)
+        self.weight_decay = check_setting("SGD", "weight_decay", weight_decay, 0)
+        if nesterov and self.momentum == 0:
             raise ValueError("SGD: Nesterov momentum needs momentum > 0")
-        self.lr = lr
-        self.momentum = momentum
         self.nesterov = nesterov
-        self.weight_decay = weight_decay
         self.velocity = [None] * len(self.params)
         self._scratch = [None] * len(self.params)    # per parameter: an array for lr * g, reused every step
 
@@ -93,8 +116,9 @@ class SGD:
 def clip_grad_norm_(params, max_norm):
     """Scale all gradients by min(1, max_norm / ||g||), ||g|| the norm of all of them together.
 
-    Returns ||g|| before clipping.
+    Returns ||g|| before clipping. max_norm must be a finite number > 0.
     """
+    max_norm = check_setting("clip_grad_norm_", "max_norm", max_norm, 0, low_allowed=False)
     grads = [p.grad for p in params if p.grad is not None]
     total = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads))
     if total > max_norm:
@@ -105,10 +129,22 @@ def clip_grad_norm_(params, max_norm):
     return total
 
 
+def check_count(where, name, value, at_least=1):
+    """value if it is a whole number >= at_least; else a one-line ValueError (TypeError for a
+    non-integer) naming `where`, `name` and the value that came."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{where}: {name} must be a whole number, got {value!r}")
+    if value < at_least:
+        raise ValueError(f"{where}: need {name} >= {at_least}, got {name}={value}")
+    return int(value)
+
+
 class StepLR:
     """lr = base_lr * gamma^(floor(epoch / step_size)); call step() once per epoch."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
+        check_count("StepLR", "step_size", step_size)
+        gamma = check_setting("StepLR", "gamma", gamma, 0, low_allowed=False)
         self.optimizer, self.step_size, self.gamma = optimizer, step_size, gamma
         self.base_lr, self.epoch = optimizer.lr, 0
 
@@ -125,6 +161,9 @@ class CosineLR:
     """
 
     def __init__(self, optimizer, total, warmup=0, min_lr=0.0):
+        check_count("CosineLR", "total", total)
+        check_count("CosineLR", "warmup", warmup, at_least=0)
+        min_lr = check_setting("CosineLR", "min_lr", min_lr, 0)
         if total <= warmup:
             raise ValueError(f"CosineLR: total ({total}) must exceed warmup ({warmup})")
         self.optimizer, self.total, self.warmup, self.min_lr = optimizer, total, warmup, min_lr

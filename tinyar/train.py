@@ -10,8 +10,9 @@ up to the (constant) entropy of the data [1]:
 truncated BPTT when the minibatches are pieces of parallel streams. `fit` runs epochs
 of shuffled minibatches through it, measures the validation NLL after each epoch,
 keeps the best parameters, stops early after `patience` epochs without improvement,
-and stops (keeping the last good state) if the loss becomes NaN or inf. Given a
-folder, it writes two checkpoints after each epoch:
+and stops (keeping the last good state) if the loss becomes NaN or inf or the run
+diverges (the validation NLL climbs far above where it began: fit's docstring). Given
+a folder, it writes two checkpoints after each epoch:
 
     model.npz   the best model so far (lowest validation NLL): what `load` returns
     last.npz    the latest state: parameters, optimizer velocity, the RNG state,
@@ -22,7 +23,8 @@ A checkpoint is one .npz: the parameters under "param/<name>", the optimizer's
 arrays under "optim/<name>", and a JSON record "__tinyar__" holding the format,
 the model's class name and constructor arguments (`model.config`) and the
 training state. It is written to a temporary file in the same folder and then
-renamed (os.replace, atomic), so a crash mid-save never leaves half a file.
+renamed (os.replace, atomic), so a crash mid-save never leaves half a file
+(atomic_write). A checkpoint whose parameters hold NaN or inf is refused on reading.
 
 References
     [1] S. Ermon, A. Grover, CS236 notes: Autoregressive models (learning).
@@ -45,10 +47,11 @@ import numpy as np
 from tinyar import data as data_
 from tinyar import metrics
 from tinyar.kernels.runtime import keep_freed_memory
-from tinyar.optim import SGD, CosineLR, clip_grad_norm_
+from tinyar.optim import SGD, CosineLR, check_count, check_setting, clip_grad_norm_
 
 FORMAT = "tinyar-checkpoint"
 VERSION = 2                # 2: MADE numbers its hidden units by degree (MADE.upgrade_config rebuilds 1)
+CHECKPOINTS = ("model.npz", "last.npz")
 
 
 # ----------------------------------------------------------------- checkpoints
@@ -57,20 +60,61 @@ class CheckpointError(ValueError):
 
 
 def to_jsonable(value):
-    """value with its NumPy arrays, scalars and dtypes turned into JSON types (lists, int, float, str)."""
+    """value with its NumPy arrays, scalars and dtypes turned into JSON types (lists, int, float,
+    str), and NaN and inf into None (null): strict JSON has no NaN, so json.dumps(...,
+    allow_nan=False) and any JSON reader accept the result."""
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return to_jsonable(value.tolist()) if value.dtype.kind == "f" else value.tolist()
     if isinstance(value, np.integer):
         return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
         return np.dtype(value).name
     return value
+
+
+def new_file_mode():
+    """0o666 minus the process's umask: the mode open() gives a new file (mkstemp gives 0o600)."""
+    umask = os.umask(0)                                  # reading the umask means setting it: put it back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def remove_stale_temp_files(folder, names=CHECKPOINTS + ("run.json",)):
+    """Delete the temporary files `.<name>.*.tmp` (name in `names`) that atomic_write leaves
+    in `folder` when its process is killed mid-write (SIGKILL runs no cleanup); returns them."""
+    stale = [tmp for name in names for tmp in Path(folder).glob(f".{name}.*.tmp")]
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
+def atomic_write(path, write, mode="wb"):
+    """Write the file at `path` whole or not at all: write(f) fills a temporary file in the same
+    folder, which is flushed to disk and renamed over `path` (os.replace, atomic), so a crash
+    mid-write leaves the old file as it was. The file gets the mode of any new file (0o666
+    minus the umask). Stale temporary files of `path` from a killed process are removed first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path.parent, [path.name])
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, new_file_mode())
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)                          # atomic: the old file or the new, never half
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 def save(model, path, optimizer=None, state=None):
@@ -84,20 +128,8 @@ def save(model, path, optimizer=None, state=None):
     arrays = {f"param/{name}": value for name, value in model.state_dict().items()}
     if optimizer is not None:
         arrays.update({f"optim/{name}": value for name, value in optimizer.state_dict().items()})
-    arrays["__tinyar__"] = np.array(json.dumps(record))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)                          # atomic: the old file or the new, never half
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    arrays["__tinyar__"] = np.array(json.dumps(record, allow_nan=False))
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def read_checkpoint(path):
@@ -131,7 +163,18 @@ def read_checkpoint(path):
                               f"reads ({VERSION}); upgrade tinyar")
     if record.get("version", 0) < VERSION and isinstance(record.get("config"), dict):
         record["config"] = model_class(record.get("model")).upgrade_config(record["config"], record.get("version", 0))
+    _check_finite(path, params, optim)
     return record, params, optim
+
+
+def _check_finite(path, params, optim):
+    """A CheckpointError naming the arrays of a checkpoint that hold NaN or inf, if any."""
+    arrays = dict({f"parameter {k}": v for k, v in params.items()},
+                  **{f"optimizer array {k}": v for k, v in optim.items()})
+    broken = [name for name, value in arrays.items() if value.dtype.kind in "fc" and not np.isfinite(value).all()]
+    if broken:
+        raise CheckpointError(f"{path}: {', '.join(broken)} hold NaN or inf; "
+                              "a model with such weights can be neither scored nor trained")
 
 
 def model_class(name):
@@ -169,6 +212,8 @@ def load(path):
 def make_optimizer(model, recipe, n_train):
     """SGD over model.parameters() as a recipe says (lr, momentum, nesterov, weight_decay), and
     the cosine schedule over all the run's steps if it asks for one (schedule, warmup); else None."""
+    check_count("make_optimizer", "epochs", recipe["epochs"])
+    check_count("make_optimizer", "batch_size", recipe["batch_size"])
     optimizer = SGD(model.parameters(), lr=recipe["lr"], momentum=recipe.get("momentum", 0.0),
                     nesterov=bool(recipe.get("nesterov", False)), weight_decay=recipe.get("weight_decay", 0.0))
     schedule = None
@@ -224,16 +269,40 @@ def sgd_steps(model, minibatches, optimizer, rng=None, clip=None, schedule=None,
 
 
 class Diverged(RuntimeError):
-    """The loss, a parameter or the validation NLL became NaN or inf: fit stops."""
+    """The loss, a parameter or the validation NLL became NaN or inf, or the run diverged: fit stops."""
+
+
+def divergence_limit(start_nll, n_dims):
+    """The NLL above which fit calls a run diverged: start + max(|start|, D) nats, where start
+    is the untrained model's loss on the run's first minibatch and D the number of values in
+    a row. Twice the starting NLL, or one nat per value above it, whichever is higher: SGD
+    that works lowers the NLL, a learning rate far too high sends it up by orders of
+    magnitude (without ever reaching inf), and this catches that without flagging the
+    ups and downs of a noisy run."""
+    return start_nll + max(abs(start_nll), n_dims)
+
+
+def checkpoint_note(history, out):
+    """One true sentence on the checkpoints fit has in `out` at this point of the run (history
+    is fit's): which epoch model.npz and last.npz hold, or that none was written."""
+    if out is None:
+        return "no checkpoint was written (no output folder)"
+    saved = history.get("saved_epoch")
+    if saved is None:
+        return f"no checkpoint was written to {out} (no epoch finished)"
+    best = history["best_epoch"] if history["best_epoch"] is not None else saved   # no valid: the latest
+    return f"{out}/model.npz holds epoch {best} (the best), {out}/last.npz epoch {saved} (to resume)"
 
 
 class _Guard:
-    """The NaN guard: remembers the model and optimizer at the end of each good epoch; when
-    the loss, a parameter or the validation NLL becomes NaN or inf, it puts them back, says
-    why (history["stopped"], and log) and raises Diverged."""
+    """The divergence guard: remembers the model and optimizer at the end of each good epoch;
+    when the loss, a parameter or the validation NLL becomes NaN or inf, or the NLL climbs
+    above divergence_limit, it puts them back, says why and which checkpoints hold what
+    (history["stopped"], and log) and raises Diverged."""
 
-    def __init__(self, model, optimizer, history, log, out):
+    def __init__(self, model, optimizer, history, log, out, n_dims):
         self.model, self.optimizer, self.history, self.log, self.out = model, optimizer, history, log, out
+        self.n_dims = n_dims
         self.remember()
 
     def remember(self):
@@ -241,22 +310,30 @@ class _Guard:
         self.optim = {k: v.copy() for k, v in self.optimizer.state_dict().items()}
 
     def loss_failed(self, error, epoch):
-        kept = f" (the last good checkpoint, epoch {epoch - 1}, is in {self.out})" if self.out else ""
-        self.stop(f"the loss became {error.value} at epoch {epoch}, minibatch {error.minibatch}{kept}")
+        self.stop(f"the loss became {error.value} at epoch {epoch}, minibatch {error.minibatch}")
 
     def check_parameters(self, epoch):
         broken = [name for name, p in self.model.named_parameters() if not np.isfinite(p.data).all()]
         if broken:                                   # the last step's update overflowed: never save it
             self.stop(f"parameters {', '.join(broken)} became inf or NaN at the end of epoch {epoch}")
 
-    def check_valid(self, value, epoch):
+    def check_nll(self, entry):
+        """Stop if the epoch's validation NLL (train NLL without a validation set) is NaN, inf
+        or above divergence_limit."""
+        name, value = ("validation", entry["valid_nll"]) if "valid_nll" in entry else ("train", entry["train_nll"])
         if not math.isfinite(value):
-            self.stop(f"the validation NLL became {value} at epoch {epoch}")
+            self.stop(f"the {name} NLL became {value} at epoch {entry['epoch']}")
+        start = self.history["start_nll"]
+        if start is not None and value > divergence_limit(start, self.n_dims):
+            self.stop(f"the run diverged: the {name} NLL rose to {value:.6g} at epoch {entry['epoch']}, above "
+                      f"{divergence_limit(start, self.n_dims):.6g} = start + max(|start|, D), with start "
+                      f"{start:.6g} nats (the untrained model) and D = {self.n_dims} values per row")
 
     def stop(self, what):
         self.model.load_state_dict(self.params)
         self.optimizer.load_state_dict(self.optim)
-        self.history["stopped"] = (f"{what}: training stopped, the model is back at its last good state. "
+        files = f"; {checkpoint_note(self.history, self.out)}" if self.out is not None else ""
+        self.history["stopped"] = (f"{what}: training stopped, the model is back at its last good state{files}. "
                                    "Try a smaller learning rate (--lr) or gradient clipping (--clip).")
         self.log(self.history["stopped"])
         raise Diverged(self.history["stopped"])
@@ -267,19 +344,24 @@ class _RunState:
     """What fit carries from epoch to epoch, and last.npz keeps for a resume."""
     rng: np.random.Generator                 # shuffling and model.before_batch
     history: dict = field(default_factory=lambda: dict(epochs=[], best_epoch=None, best_valid_nll=None,
-                                                       stopped=None, diverged=False))
+                                                       stopped=None, diverged=False, start_nll=None,
+                                                       saved_epoch=None))
     bad_epochs: int = 0                      # epochs since the lowest validation NLL
     best_params: dict | None = None          # the parameters of that epoch
 
 
-def _check_fit_arguments(model, train, valid, epochs, batch_size, stream):
-    """train and valid as arrays, or a clear error."""
+def _check_fit_arguments(model, train, valid, settings, stream):
+    """train and valid as arrays, or a clear error; settings: fit's counts, clip and patience."""
     train = np.asarray(train)
     valid = None if valid is None else np.asarray(valid)
     if len(train) == 0:
         raise ValueError("fit: the training set is empty")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"fit: need epochs >= 1 and batch_size >= 1, got {epochs} and {batch_size}")
+    for name in ("epochs", "batch_size", "eval_batch_size"):
+        check_count("fit", name, settings[name])
+    if settings["patience"] is not None:
+        check_count("fit", "patience", settings["patience"])
+    if settings["clip"] is not None:                 # clip -1 would climb the loss, clip 0 freeze the model
+        check_setting("fit", "clip", settings["clip"], 0, low_allowed=False)
     if stream and not hasattr(model, "log_prob_chunk"):
         raise ValueError(f"fit: stream=True (truncated BPTT) needs a model that carries a state from one "
                          f"piece to the next (log_prob_chunk, as models.RNN); {type(model).__name__} has none")
@@ -300,6 +382,8 @@ def _resume(run, path, model, optimizer, schedule):
     run.rng.bit_generator.state = state["rng"]
     run.history = state["history"]
     run.history["stopped"], run.history["diverged"] = None, False
+    run.history.setdefault("start_nll", None)
+    run.history.setdefault("saved_epoch", len(run.history["epochs"]))
     run.bad_epochs = state["bad_epochs"]
     if schedule is not None and state.get("schedule_t") is not None:
         schedule.t = state["schedule_t"]
@@ -318,6 +402,8 @@ def _train_epoch(model, train, optimizer, run, epoch, batch_size, clip, schedule
     minibatches = data_.stream_batches(train, batch_size) if stream else data_.batches(train, batch_size, run.rng)
     try:
         for x, value in sgd_steps(model, minibatches, optimizer, run.rng, clip, schedule, stream):
+            if run.history["start_nll"] is None:         # the untrained model's loss: divergence_limit
+                run.history["start_nll"] = value
             total += value * len(x)
             seen += len(x)
             bar.update(1)
@@ -330,12 +416,13 @@ def _train_epoch(model, train, optimizer, run, epoch, batch_size, clip, schedule
 
 
 def _evaluate_epoch(model, valid, entry, guard, eval_batch_size):
-    """Check the parameters are finite, and add the validation NLL to the epoch's entry."""
+    """Check the parameters are finite, add the validation NLL to the epoch's entry, and check
+    that the NLL has not diverged."""
     guard.check_parameters(entry["epoch"])
     if valid is not None:
         model.before_eval()                                  # e.g. MADE: score under mask 0
         entry["valid_nll"] = metrics.nll(model, valid, batch_size=eval_batch_size)
-        guard.check_valid(entry["valid_nll"], entry["epoch"])
+    guard.check_nll(entry)
 
 
 def _keep_best(model, entry, run, out):
@@ -369,20 +456,51 @@ def _save_last(model, optimizer, schedule, run, seed, out):
     """last.npz: everything a resumed run needs to go on exactly as this one would."""
     if out is None:
         return
+    run.history["saved_epoch"] = len(run.history["epochs"])
     state = dict(rng=run.rng.bit_generator.state, history=run.history, bad_epochs=run.bad_epochs,
                  lr=optimizer.lr, schedule_t=getattr(schedule, "t", None), seed=seed)
     save(model, out / "last.npz", optimizer=optimizer, state=state)
 
 
-def _progress_bar(n_train, batch_size, stream, epochs, start, progress):
+def _prepare_folder(out, resume):
+    """Remove the temporary files a killed run left in `out`; unless the run resumes from `out`
+    itself, also an earlier run's checkpoints, so that the folder never mixes files of two runs."""
+    if out is None or not out.is_dir():
+        return
+    remove_stale_temp_files(out)
+    resumed_from = None if resume is None else (resume if resume.is_dir() else resume.parent)
+    if resumed_from is None or resumed_from.resolve() != out.resolve():
+        for name in CHECKPOINTS:
+            (out / name).unlink(missing_ok=True)
+
+
+def _is_terminal(stream):
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
+
+
+def _progress_bar(n_train, batch_size, stream, epochs, start, live):
+    """A tqdm bar on stderr over all the run's minibatches; it draws nothing unless `live`."""
     from tqdm.auto import tqdm
     n_batches = n_train // min(batch_size, n_train) if stream else math.ceil(n_train / batch_size)
-    return tqdm(total=epochs * n_batches, initial=start * n_batches, unit="batch",
-                disable=None if progress else True,           # None: off when stderr is not a terminal
+    return tqdm(total=epochs * n_batches, initial=start * n_batches, unit="batch", disable=not live,
                 dynamic_ncols=True, leave=False, file=sys.stderr)
 
 
-def _show_epoch(bar, entry):
+def epoch_line(entry, epochs, elapsed):
+    """One epoch of the history as a line for a log file, e.g.
+    'epoch 3/10  train NLL 41.2345  valid NLL 42.0012  5230 ex/s  elapsed 12.4 s'."""
+    valid = f"  valid NLL {entry['valid_nll']:.4f}" if "valid_nll" in entry else ""
+    return (f"epoch {entry['epoch']}/{epochs}  train NLL {entry['train_nll']:.4f}{valid}  "
+            f"{entry['examples_per_s']:.0f} ex/s  elapsed {elapsed:.1f} s")
+
+
+def _show_epoch(bar, entry, lines, epochs, elapsed):
+    """The epoch's numbers on the live bar, or, with `lines` (stderr is a file or a pipe, where
+    nobody watches a bar), as one epoch_line on stderr."""
+    if lines:
+        print(epoch_line(entry, epochs, elapsed), file=sys.stderr, flush=True)
+        return
     bar.set_postfix(epoch=entry["epoch"], train=f"{entry['train_nll']:.3f}",
                     valid=f"{entry.get('valid_nll', float('nan')):.3f}", ex_s=f"{entry['examples_per_s']:.0f}")
 
@@ -395,37 +513,51 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
     optimizer   an optim.SGD over model.parameters()
     epochs      the total number of epochs (a resumed run counts the epochs already done)
     seed        seeds the shuffling and model.before_batch: the same seed, the same run
-    out         a folder for model.npz (best) and last.npz (resume state); None: no files
+    out         a folder for model.npz (best) and last.npz (resume state); None: no files.
+                A run that does not resume from `out` removes the checkpoints there first;
+                every run removes the temporary files a killed save left (.model.npz.*.tmp)
     patience    stop after this many epochs without a lower validation NLL (None: never)
-    clip        scale the gradient to norm <= clip before each step (None: no clipping)
+    clip        scale the gradient to norm <= clip (> 0) before each step (None: no clipping)
     schedule    called after every step: schedule.step() (e.g. optim.CosineLR over
                 epochs * ceil(len(train) / batch_size) steps); its step count is checkpointed
     resume      a last.npz (or its folder) to continue from
     callback    callback(entry) after each epoch; raising from it stops training (as a kill does)
     log         a function of one string (default: write to stderr, above the progress bar)
+    progress    show progress on stderr: a live bar on a terminal; else (a log file, a pipe)
+                one line per epoch (epoch_line: epoch, train and valid NLL, examples/s, elapsed)
     stream      the rows of train are consecutive pieces of one stream (data.text()): truncated
                 BPTT along batch_size parallel streams, each epoch from <s> (sgd_steps)
 
     History: {"epochs": [{"epoch", "train_nll", "lr", "seconds", "examples_per_s", "valid_nll"}, ...],
-    "best_epoch", "best_valid_nll", "stopped" (why it stopped early, or None), "diverged"}.
+    "best_epoch", "best_valid_nll", "stopped" (why it stopped early, or None), "diverged",
+    "start_nll" (the untrained model's loss on the first minibatch), "saved_epoch" (the epoch
+    last.npz holds, None if no checkpoint was written; checkpoint_note says it in words)}.
+    train_nll is the epoch's mean loss per example: each minibatch's loss weighted by its size.
     After fit the model holds the best parameters (lowest validation NLL) if valid was given,
     else the last ones. A NaN or inf loss (or parameter, checked at the end of each epoch)
-    stops training: the model is put back to its last good state, and "stopped" says why.
+    stops training, and so does divergence: a validation NLL (train NLL without a validation
+    set) above divergence_limit(start_nll, D). The model is put back to its last good state,
+    nothing of the failed epoch is saved, and "stopped" says why and what the checkpoints hold.
     Scores are taken after model.before_eval() (MADE with several masks: mask 0).
     """
     from tqdm.auto import tqdm
+    t0 = time.perf_counter()
     log = log or (lambda message: tqdm.write(message, file=sys.stderr))     # above the progress bar
-    train, valid = _check_fit_arguments(model, train, valid, epochs, batch_size, stream)
+    settings = dict(epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size, patience=patience,
+                    clip=clip)
+    train, valid = _check_fit_arguments(model, train, valid, settings, stream)
     out = Path(out) if out is not None else None
     keep_freed_memory()                  # every step allocates the same arrays again (kernels/runtime.py)
     run = _RunState(rng=np.random.default_rng(seed))
     if resume is not None:
         _resume(run, Path(resume), model, optimizer, schedule)
+    _prepare_folder(out, None if resume is None else Path(resume))
     start = len(run.history["epochs"])
     if start >= epochs:
         log(f"fit: already trained {start} epochs (asked for {epochs}); nothing to do")
-    guard = _Guard(model, optimizer, run.history, log, out)
-    bar = _progress_bar(len(train), batch_size, stream, epochs, start, progress)
+    guard = _Guard(model, optimizer, run.history, log, out, n_dims=int(np.prod(train.shape[1:])))
+    lines = progress and not _is_terminal(sys.stderr)         # a log file or a pipe: a line per epoch
+    bar = _progress_bar(len(train), batch_size, stream, epochs, start, live=progress and not lines)
     try:
         for epoch in range(start + 1, epochs + 1):
             entry = _train_epoch(model, train, optimizer, run, epoch, batch_size, clip, schedule, stream, guard, bar)
@@ -434,7 +566,7 @@ def fit(model, train, valid, optimizer, epochs, batch_size, seed=0, out=None, pa
             guard.remember()
             _early_stop(run, patience, epoch, log)
             _save_last(model, optimizer, schedule, run, seed, out)
-            _show_epoch(bar, entry)
+            _show_epoch(bar, entry, lines, epochs, time.perf_counter() - t0)
             if callback is not None:
                 callback(entry)
             if run.history["stopped"]:
@@ -456,9 +588,13 @@ def fit_stream(model, ids, optimizer, seq_len=100, batch_size=32, epochs=1, clip
     The stream becomes batch_size parallel streams (data.parallel_streams), and each epoch
     walks them seq_len ids at a time (the last piece may be shorter): sgd_steps(stream=True),
     as fit(stream=True) does on the equal rows of a text data set. clip: the gradient-norm
-    limit (0 or None: none). Returns a list of per-epoch dicts: train_bpc (the epoch's mean
+    limit (0 or None: none; a negative one is an error). Returns a list of per-epoch dicts: train_bpc (the epoch's mean
     loss in bits per id), valid_bpc (model.bits_per_char(valid_ids), if given), seconds.
     """
+    for name, value in dict(seq_len=seq_len, batch_size=batch_size, epochs=epochs).items():
+        check_count("fit_stream", name, value)
+    if clip:                                          # 0 and None: no clipping; below 0: an error
+        check_setting("fit_stream", "clip", clip, 0, low_allowed=False)
     rows = data_.parallel_streams(ids, batch_size)
     history = []
     for epoch in range(1, epochs + 1):
