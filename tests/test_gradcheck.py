@@ -126,3 +126,85 @@ def test_a_missing_gradient_is_caught_on_a_non_contiguous_input():
     assert not x.data.flags.c_contiguous
     with pytest.raises(GradcheckError, match="numeric 2"):
         gradcheck(forgets_its_gradient, x)
+
+
+# ---------------------------------------------------------------- NaN and inf never pass
+
+def square_with_vjp_value(x, bad_at, bad_value):
+    """y = x^2 with a VJP that returns bad_value (NaN or inf) at one flat position."""
+    def vjp(dy):
+        dx = dy * 2.0 * x.data
+        dx.reshape(-1)[bad_at] = bad_value
+        return (dx,)
+    return Tensor._make(x.data ** 2, (x,), vjp, "bad_square")
+
+
+def log_with_silent_vjp(x):
+    """y = ln x with a VJP that returns 0 where x = 0 instead of inf: the analytic side stays finite."""
+    def vjp(dy):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (np.where(x.data == 0, 0.0, dy / x.data),)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return Tensor._make(np.log(x.data), (x,), vjp, "silent_log")
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_vjp_fails_and_names_input_and_element(bad_value):
+    a, b = leaf([0.4, 0.9]), leaf(np.linspace(0.5, 1.6, 6).reshape(2, 3))
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(lambda a, b: a.sum() * square_with_vjp_value(b, 4, bad_value).sum(), a, b)
+    message = str(info.value)
+    assert f"input 1 (shape (2, 3)) at element (1, 1): analytic {bad_value}" in message   # flat 4 of (2, 3)
+    assert "not finite" in message and "1 of 8 checked entries failed" in message
+    assert info.value.errors["max_abs_error"] < 1e-7                     # the 7 finite entries are right
+
+
+def test_non_finite_entries_do_not_hide_a_wrong_finite_one():
+    x = leaf(np.linspace(0.5, 1.6, 6))
+
+    def fn(x):                                                           # NaN at 1, off by 0.5 at 4
+        def vjp(dy):
+            dx = dy * 2.0 * x.data
+            dx[1], dx[4] = np.nan, dx[4] + 0.5
+            return (dx,)
+        return Tensor._make(x.data ** 2, (x,), vjp, "nan_and_wrong").sum()
+
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(fn, x)
+    message = str(info.value)
+    assert "at element (1,): analytic nan" in message                    # the non-finite one leads
+    assert "2 of 6 checked entries failed" in message                    # and the wrong one is counted
+    assert info.value.errors["max_abs_error"] == pytest.approx(0.5, rel=1e-6)
+    assert "abs 0.5" in message
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("op, n_failed", [
+    (ops.log, 5),      # column 0 of every row (dy / 0), and all of row 0: its output log 0 = -inf makes
+                       # each difference -inf - (-inf) = NaN
+    (ops.sqrt, 3),     # column 0 of every row only: sqrt 0 = 0 is finite
+])
+def test_log_and_sqrt_at_zero_fail_at_the_zero(op, n_failed):
+    x = leaf([0.0, 1.0, 2.0])
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(op, x)
+    message = str(info.value)
+    assert "input 0 (shape (3,)) at element (0,)" in message and "not finite" in message
+    assert f"{n_failed} of 9 checked entries failed" in message       # of the 3x3 Jacobian
+    assert info.value.errors["max_abs_error"] < 1e-7
+    np.testing.assert_array_equal(x.data, [0.0, 1.0, 2.0])               # inputs restored
+    assert x.grad is None                                                # and the gradients cleared
+    assert gradcheck(op, leaf([0.5, 1.0, 2.0]))["max_rel_error"] < 1e-6  # away from 0 the op is right
+
+
+def test_a_finite_analytic_gradient_against_a_nan_numeric_one_fails():
+    x = leaf([0.0, 1.5])
+    with pytest.raises(GradcheckError, match=r"element \(0,\): analytic 0, numeric nan.*not finite"):
+        with np.errstate(invalid="ignore"):
+            gradcheck(lambda x: log_with_silent_vjp(x).sum(), x)
+
+
+def test_a_nan_is_caught_along_random_directions():
+    x = leaf(np.random.default_rng(2).uniform(0.5, 1.5, (30, 20)))      # 600 elements: directions mode
+    with pytest.raises(GradcheckError, match=r"input 0 \(shape \(30, 20\)\) at random direction 0: analytic nan"):
+        gradcheck(lambda x: square_with_vjp_value(x, 77, np.nan).sum(), x, n_directions=5)

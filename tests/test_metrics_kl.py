@@ -1,4 +1,4 @@
-"""metrics: Monte Carlo and exact KL, the data-set view of MLE, ROC and AUROC (issue 9)."""
+"""metrics: Monte Carlo and exact KL (in nats and bits), the data-set view of MLE, ROC and AUROC."""
 import math
 
 import numpy as np
@@ -116,6 +116,41 @@ def test_exact_kl_and_entropy_skip_values_of_zero_probability():
     assert metrics.kl_exact(p, q) == pytest.approx(np.sum(w * (log_p[support] - log_q[support])), rel=1e-12)
     assert metrics.entropy_exact(p) == pytest.approx(-np.sum(w * log_p[support]), rel=1e-12)
     assert metrics.kl_exact(q, p) == np.inf                          # q has mass where p has none
+
+
+def independent_bits(probs):
+    """An FVSBN with no weights: x_d ~ Bernoulli(probs[d]) independently."""
+    m = FVSBN(len(probs), dtype=np.float64)
+    m.b.data[...] = np.log(probs) - np.log1p(-np.asarray(probs))             # logit(p_d)
+    return m
+
+
+def test_kl_and_entropy_in_bits_are_nats_over_ln_2():
+    a, b = np.array([0.1, 0.5, 0.8]), np.array([0.3, 0.5, 0.6])
+    p, q = independent_bits(a), independent_bits(b)
+    # by hand: KL of independent bits is the sum of KL(Bern(a_d) || Bern(b_d))
+    nats = float(np.sum(a * np.log(a / b) + (1 - a) * np.log((1 - a) / (1 - b))))
+    assert metrics.kl_exact(p, q) == pytest.approx(nats, rel=1e-12)
+    assert metrics.kl_exact(p, q, base=2) == pytest.approx(nats / math.log(2), rel=1e-12)
+    assert metrics.kl_exact(p, q, base=math.e) == pytest.approx(nats, rel=1e-12)
+    uniform = FVSBN(6, dtype=np.float64)                            # p(x) = 2^-6: exactly 6 bits
+    assert metrics.entropy_exact(uniform, base=2) == pytest.approx(6.0, rel=1e-12)
+    assert metrics.entropy_exact(uniform) == pytest.approx(6 * math.log(2), rel=1e-12)
+    in_nats = metrics.kl_monte_carlo(p, q, n_samples=300, rng=4)
+    in_bits = metrics.kl_monte_carlo(p, q, n_samples=300, rng=4, base=2)   # the same samples
+    assert in_bits.value == pytest.approx(in_nats.value / math.log(2), rel=1e-12)
+    assert in_bits.stderr == pytest.approx(in_nats.stderr / math.log(2), rel=1e-12)
+    assert in_bits.n_samples == 300
+
+
+@pytest.mark.parametrize("base, error", [(1, ValueError), (0.5, ValueError), (-2, ValueError),
+                                         (float("nan"), ValueError), ("2", TypeError)])
+def test_kl_refuses_a_base_that_is_not_above_one(base, error):
+    p = independent_bits([0.2, 0.7])
+    for call in (lambda: metrics.kl_exact(p, p, base=base), lambda: metrics.entropy_exact(p, base=base),
+                 lambda: metrics.kl_monte_carlo(p, p, n_samples=5, rng=0, base=base)):
+        with pytest.raises(error, match="base"):
+            call()
 
 
 def test_kl_exact_refuses_mismatched_spaces():

@@ -16,6 +16,14 @@ KL divergence between two models p and q of the same space:
 
     KL(p || q) = E_{x ~ p}[log p(x) - log q(x)]  >= 0,  = 0 iff p = q
 
+  Why >= 0 (Jensen's inequality, log being concave):
+      -KL(p || q) = E_p[log q(x)/p(x)] <= log E_p[q(x)/p(x)] = log sum_x q(x) = log 1 = 0,
+      with equality only when q/p is constant, i.e. q = p. The bound holds for the
+      expectation, not for a finite-sample average: a Monte Carlo estimate can come out
+      negative (demos/mle_is_kl.py counts how often) while its mean cannot.
+  In bits: KL / ln 2 (pass base=2) is the expected number of extra bits needed to code
+      x ~ p with a code built for q instead of p (ln 2 nats = 1 bit).
+
   Monte Carlo (kl_monte_carlo): draw x_1..x_N from p, f_n = log p(x_n) - log q(x_n);
       KL ~ mean(f),  standard error = std(f) / sqrt(N)   (unbiased; the error falls as 1/sqrt(N)).
       Works for any two models that score the same values, whatever D, because an
@@ -65,12 +73,13 @@ from collections import namedtuple
 
 import numpy as np
 
+from tinyar.optim import check_count, check_setting
 from tinyar.tensor import no_grad
 
 
 def log_likelihoods(model, x, batch_size=1000):
     """log p(x_n) for every row of x, in nats, as a float64 array (no graph is built)."""
-    return _by_batches(model.log_prob, x, batch_size)
+    return _by_batches(model.log_prob, x, check_count("log_likelihoods", "batch_size", batch_size))
 
 
 def _by_batches(log_prob, x, batch_size):
@@ -95,14 +104,23 @@ def ensemble_nll(model, x, batch_size=1000):
 
     Every batch uses the same N members (the models draw their orderings from a fixed seed).
     """
-    return float(-_by_batches(model.ensemble_log_prob, x, batch_size).mean())
+    batch_size = check_count("ensemble_nll", "batch_size", batch_size)
+    return float(-_by_batches(model.ensemble_log_prob, _some_rows(x, "ensemble_nll"), batch_size).mean())
 
 
 def nll(model, x, batch_size=1000):
     """Mean negative log-likelihood of the rows of x, in nats per example."""
-    if len(x) == 0:
-        raise ValueError("nll: no examples")
-    return float(-log_likelihoods(model, x, batch_size).mean())
+    batch_size = check_count("nll", "batch_size", batch_size)
+    return float(-log_likelihoods(model, _some_rows(x, "nll"), batch_size).mean())
+
+
+def _some_rows(x, where):
+    """x as an array with at least one row; else a ValueError (a mean over no rows is not a number)."""
+    x = np.asarray(x)
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"{where}: x has no rows (shape {x.shape}); the mean log-likelihood of no "
+                         "examples is not a number")
+    return x
 
 
 def bits_per_dim(nll_nats, n_dims, dequantized_levels=None):
@@ -138,16 +156,21 @@ def as_model_input(model, x):
 
 def model_log_likelihoods(model, x, batch_size=1000):
     """log p(x_n) in nats (float64), after as_model_input (any tinyar model)."""
+    batch_size = check_count("model_log_likelihoods", "batch_size", batch_size)
     return log_likelihoods(model, as_model_input(model, x), batch_size)
 
 
-def kl_monte_carlo(p, q, n_samples=1000, rng=None, batch_size=1000):
+def kl_monte_carlo(p, q, n_samples=1000, rng=None, batch_size=1000, base=None):
     """KL(p || q) ~ (1/N) sum_n [log p(x_n) - log q(x_n)], x_n ~ p, with its standard error.
 
     p, q: any two tinyar models of the same values (p must have sample(n, rng)).
     Returns KLEstimate(value, stderr, n_samples) in nats; stderr = std(f) / sqrt(N).
+    base=2: value and stderr in bits (both divided by ln 2); any base b > 1 divides by ln b.
+    The estimate is unbiased, so its expectation is KL >= 0, but one estimate can be < 0.
     """
     from tinyar.rng import as_rng
+    batch_size = check_count("kl_monte_carlo", "batch_size", batch_size)
+    per_nat = _per_nat("kl_monte_carlo", base)
     rng = as_rng(rng)
     n_samples = int(n_samples)
     if n_samples < 2:
@@ -155,7 +178,15 @@ def kl_monte_carlo(p, q, n_samples=1000, rng=None, batch_size=1000):
     with no_grad():
         x = p.sample(n_samples, rng=rng)                                       # (N, D) x_n ~ p
     f = model_log_likelihoods(p, x, batch_size) - model_log_likelihoods(q, x, batch_size)   # (N,)
-    return KLEstimate(float(f.mean()), float(f.std(ddof=1) / math.sqrt(n_samples)), n_samples)
+    stderr = f.std(ddof=1) / math.sqrt(n_samples)
+    return KLEstimate(float(f.mean()) * per_nat, float(stderr) * per_nat, n_samples)
+
+
+def _per_nat(where, base):
+    """1 / ln(base): the factor that turns nats into units of log base `base` (None: nats, 2: bits)."""
+    if base is None:
+        return 1.0
+    return 1.0 / math.log(check_setting(where, "base", base, 1, low_allowed=False))
 
 
 def all_configurations(n_dims, n_levels=2, max_configs=2 ** 16):
@@ -178,16 +209,20 @@ def _space(model):
 
 def exact_log_probs(model, max_configs=2 ** 16, batch_size=4096):
     """(all x (K^D, D), log p(x) (K^D,)) over the model's whole discrete space."""
+    batch_size = check_count("exact_log_probs", "batch_size", batch_size)
     D, K = _space(model)
     x = all_configurations(D, K, max_configs)
     return x, model_log_likelihoods(model, x, batch_size)
 
 
-def kl_exact(p, q, max_configs=2 ** 16):
+def kl_exact(p, q, max_configs=2 ** 16, base=None):
     """KL(p || q) = sum_x p(x) (log p(x) - log q(x)) by enumerating all K^D values (nats).
 
     p and q must model the same discrete space (same D and K); K^D <= max_configs.
+    base=2: in bits, KL / ln 2, the extra bits per x of coding p's values with q's code.
+    KL >= 0 by Jensen (log is concave): -KL = E_p[log q/p] <= log E_p[q/p] = log 1 = 0.
     """
+    per_nat = _per_nat("kl_exact", base)
     if _space(p) != _space(q):
         raise ValueError(f"kl_exact: p models (D, K) = {_space(p)}, q models {_space(q)}; they must agree")
     x, log_p = exact_log_probs(p, max_configs)
@@ -195,15 +230,16 @@ def kl_exact(p, q, max_configs=2 ** 16):
     w = np.exp(log_p)                                                           # p(x)
     with np.errstate(invalid="ignore"):
         terms = np.where(w > 0, w * (log_p - log_q), 0.0)                       # 0 log 0 = 0, not NaN
-    return float(np.sum(terms))
+    return float(np.sum(terms)) * per_nat
 
 
-def entropy_exact(p, max_configs=2 ** 16):
-    """H(p) = -sum_x p(x) log p(x) by enumeration (nats)."""
+def entropy_exact(p, max_configs=2 ** 16, base=None):
+    """H(p) = -sum_x p(x) log p(x) by enumeration (nats; base=2: bits, H / ln 2)."""
+    per_nat = _per_nat("entropy_exact", base)
     _, log_p = exact_log_probs(p, max_configs)
     w = np.exp(log_p)                                                           # p(x)
     with np.errstate(invalid="ignore"):
-        return float(-np.sum(np.where(w > 0, w * log_p, 0.0)))                  # 0 log 0 = 0, not NaN
+        return float(-np.sum(np.where(w > 0, w * log_p, 0.0))) * per_nat       # 0 log 0 = 0, not NaN
 
 
 def empirical_entropy(x):
@@ -235,7 +271,8 @@ def mle_view(model, x, batch_size=1000):
     model that puts all its mass on the rows of x). On held-out rows the NLL estimates
     H(p_data) + KL(p_data || p_theta) instead (Monte Carlo over the data set).
     """
-    x = np.asarray(x)
+    batch_size = check_count("mle_view", "batch_size", batch_size)
+    x = _some_rows(x, "mle_view")
     if model.data_kind == "continuous" or (x.dtype.kind == "f" and not np.all(x == np.round(x))):
         raise ValueError("mle_view: the empirical distribution of continuous data has atoms, so "
                          "KL(p_hat || p_theta) is infinite for a density; use discrete data")
