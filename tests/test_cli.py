@@ -208,3 +208,15 @@ def test_cosine_schedule_from_the_flags(tmp_path):
     assert lrs[0] == pytest.approx(0.03 * 0.5 * (1 + np.cos(np.pi * 7 / 19)))     # after 12 steps: t = 12
     assert lrs[1] == pytest.approx(0.0, abs=1e-12)                               # the end of the cosine
     assert run["settings"]["recipe"]["clip"] == 1.0
+
+
+def test_every_model_trains_by_default_on_data_it_can_score():
+    from tinyar import data
+    from tinyar.cli import default_data
+    from tinyar.models import REGISTRY
+    datasets = {}
+    for name, cls in REGISTRY.items():
+        key = (default_data(name), cls.data_kind)              # "digits" comes in the form the model scores
+        dataset = datasets[key] = datasets.get(key) or data.from_spec(*key)
+        data.check_fits(dataset, cls.for_dataset(dataset, rng=0, **cls.recipe.get("model", {})))
+    assert default_data("pixelcnn-colour") == "photos" and default_data("transformer") == "text"

@@ -7,17 +7,24 @@
     python -m tinyar compare --data digits                train and score every model: one table, one plot
 
 A run folder holds model.npz (the best checkpoint), last.npz (to resume), run.json
-(the settings and the metrics of every epoch), curve.png and samples.png.
+(the settings and the metrics of every epoch), curve.png and samples.png, all of one run:
+`train` refuses a folder that holds another run unless --resume continues it or --overwrite
+replaces it. Every flag is checked before anything is trained or written; a misuse ends in
+one line `error: ...` (exit code 2 for a bad flag value, 1 for the rest).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
 SAMPLE_SEED = 1234
+TEXT_SEQ_LEN = 64         # row length of --data text when neither --seq-len nor the recipe gives one
+RUN_RECORDS = ("run.json", "model.npz", "last.npz")               # a folder with one of these holds a run
+RUN_FILES = RUN_RECORDS + ("curve.png", "samples.png", "samples.txt")   # what --overwrite removes
 
 
 def cmd_gradcheck(args):
@@ -42,6 +49,49 @@ RECIPE_FLAGS = {          # recipe key -> command-line flag
 }
 
 
+# Values of the flags: argparse calls these on the flag's text and turns an ArgumentTypeError
+# into the one line `error: argument --FLAG: expected ..., got '...'`.
+def _number(text, convert, accept, expected):
+    """convert(text) (int or float) if accept(value) holds, else an ArgumentTypeError."""
+    try:
+        value = convert(text)
+    except ValueError:
+        value = None
+    if value is None or not accept(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def positive_int(text):
+    """A count (epochs, batch size, samples, units): an integer >= 1."""
+    return _number(text, int, lambda v: v >= 1, "an integer >= 1")
+
+
+def nonnegative_int(text):
+    """A seed or a number of steps: an integer >= 0."""
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_float(text):
+    """A learning rate, a clipping norm or a temperature: a finite number > 0."""
+    return _number(text, float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+
+
+def nonnegative_float(text):
+    """A weight decay or a standard deviation: a finite number >= 0."""
+    return _number(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+
+
+def momentum_value(text):
+    """SGD momentum mu (v <- mu v + g): in [0, 1), as with mu >= 1 the velocity never forgets."""
+    return _number(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def sequence_length(text):
+    """Row length of a text: an integer >= 2 (a row holds a character and the one it predicts)."""
+    return _number(text, int, lambda v: v >= 2, "an integer >= 2")
+
+
 def true_or_false(text):
     """A command-line boolean: true/1/yes or false/0/no."""
     if text.lower() in ("1", "true", "yes"):
@@ -60,7 +110,7 @@ def parse_sizes(text):
 # Each model's own flags, by its name in models.REGISTRY: flag -> (constructor keyword, parser
 # of the flag's text, help). A parser `bool` makes a switch that takes no value.
 _NADE_OPTIONS = {
-    "--hidden": ("n_hidden", int, "hidden units H"),
+    "--hidden": ("n_hidden", positive_int, "hidden units H"),
     "--order": ("order", str, "'natural' or 'random' (drawn from the seed)"),
     "--order-agnostic": ("order_agnostic", true_or_false, "true: a fresh random ordering per minibatch"),
     "--mask-inputs": ("mask_inputs", true_or_false, "true: each visited dimension also adds a learned column "
@@ -68,39 +118,49 @@ _NADE_OPTIONS = {
 }
 _MADE_OPTIONS = {
     "--hidden": ("n_hidden", parse_sizes, "hidden layer sizes, comma-separated (e.g. 500,500)"),
-    "--masks": ("n_masks", int, "number of masks (orderings and connectivity) drawn in training"),
+    "--masks": ("n_masks", positive_int, "number of masks (orderings and connectivity) drawn in training"),
     "--order": ("order", str, "'natural' or 'random' (default: natural for one mask, random for several)"),
     "--direct": ("direct", bool, "add direct input-to-output connections"),
-    "--mask-seed": ("mask_seed", int, "seed of the masks"),
+    "--mask-seed": ("mask_seed", nonnegative_int, "seed of the masks"),
 }
-_RNN_OPTIONS = {"--hidden": ("n_hidden", int, "hidden units H of the tanh RNN")}
+_RNN_OPTIONS = {"--hidden": ("n_hidden", positive_int, "hidden units H of the tanh RNN")}
 _PIXELCNN_OPTIONS = {
-    "--channels": ("n_channels", int, "feature maps per layer"),
-    "--layers": ("n_layers", int, "masked layers after the first"),
-    "--kernel": ("kernel_size", int, "kernel size of the later layers (odd)"),
-    "--first-kernel": ("first_kernel_size", int, "kernel size of the first, mask-A layer (odd)"),
+    "--channels": ("n_channels", positive_int, "feature maps per layer"),
+    "--layers": ("n_layers", nonnegative_int, "masked layers after the first"),
+    "--kernel": ("kernel_size", positive_int, "kernel size of the later layers (odd)"),
+    "--first-kernel": ("first_kernel_size", positive_int, "kernel size of the first, mask-A layer (odd)"),
 }
 MODEL_OPTIONS = {
     "fvsbn": {
         "--order": ("order", str, "'natural' or 'random' (drawn from the seed)"),
-        "--init-std": ("init_std", float, "std of the initial weights (0 = zero init, the recipe)"),
+        "--init-std": ("init_std", nonnegative_float, "std of the initial weights (0 = zero init, the recipe)"),
     },
     "nade": _NADE_OPTIONS,
     "nade-categorical": _NADE_OPTIONS,
-    "rnade": dict(_NADE_OPTIONS, **{"--components": ("n_components", int, "mixture components M per dimension")}),
+    "rnade": dict(_NADE_OPTIONS, **{
+        "--components": ("n_components", positive_int, "mixture components M per dimension")}),
     "made": _MADE_OPTIONS,
     "made-categorical": _MADE_OPTIONS,
     "char-rnn": _RNN_OPTIONS,
     "pixel-rnn": _RNN_OPTIONS,
     "transformer": {
-        "--layers": ("n_layers", int, "number of Transformer blocks"),
-        "--d-model": ("d_model", int, "width of the residual stream"),
-        "--heads": ("n_heads", int, "attention heads per block (must divide d_model)"),
-        "--d-mlp": ("d_mlp", int, "hidden units of each block's MLP"),
+        "--layers": ("n_layers", nonnegative_int, "number of Transformer blocks"),
+        "--d-model": ("d_model", positive_int, "width of the residual stream"),
+        "--heads": ("n_heads", positive_int, "attention heads per block (must divide d_model)"),
+        "--d-mlp": ("d_mlp", positive_int, "hidden units of each block's MLP"),
     },
     "pixelcnn": _PIXELCNN_OPTIONS,
     "gated-pixelcnn": _PIXELCNN_OPTIONS,
+    "pixelcnn-colour": dict(_PIXELCNN_OPTIONS, **{
+        "--channels": ("n_channels", positive_int, "feature maps per layer (a multiple of 3: R, G, B groups)")}),
 }
+
+
+def default_data(model):
+    """The --data a model (a name in models.REGISTRY) trains on when none is given."""
+    if model == "pixelcnn-colour":
+        return "photos"
+    return "text" if _registry()[model].data_kind == "tokens" else "digits"
 
 
 def _registry():
@@ -116,31 +176,39 @@ def add_train_arguments(p, model=None):
     d = p.add_argument_group("data")
     d.add_argument("--data", default=None,
                    help="digits (default; the form the model scores), digits-binary, digits-levels, "
-                        "digits-continuous, mnist (binarized, downloaded once), mnist-idx:FOLDER, text, "
-                        "or PATH.npy / PATH.npz (default: text for token models, else digits)")
+                        "digits-continuous, mnist (binarized, downloaded once), mnist-idx:FOLDER, photos "
+                        "(8x8 colour patches, 256 levels), photos-K (K levels), text, "
+                        "or PATH.npy / PATH.npz (default: text for token models, photos for pixelcnn-colour, "
+                        "else digits)")
     d.add_argument("--text", default=None, metavar="FILE",
                    help="the text file for --data text (default: Python's bundled documentation)")
-    d.add_argument("--seq-len", type=int, default=None, help="sequence length for text (default 64)")
+    seq_len = _registry()[model].recipe.get("seq_len", TEXT_SEQ_LEN) if model else None
+    d.add_argument("--seq-len", type=sequence_length, default=None,
+                   help=f"sequence length for --data text (default {seq_len})" if model else
+                        f"sequence length for --data text (default: the model's recipe, else {TEXT_SEQ_LEN})")
     r = p.add_argument_group("recipe (defaults: the model's recipe)")
-    r.add_argument("--lr", type=float, default=None, help="learning rate")
-    r.add_argument("--momentum", type=float, default=None, help="SGD momentum")
+    r.add_argument("--lr", type=positive_float, default=None, help="learning rate")
+    r.add_argument("--momentum", type=momentum_value, default=None, help="SGD momentum, in [0, 1)")
     r.add_argument("--nesterov", action="store_const", const=True, default=None, help="Nesterov momentum")
-    r.add_argument("--weight-decay", type=float, default=None, help="L2 weight decay")
-    r.add_argument("--batch-size", type=int, default=None, help="minibatch size")
-    r.add_argument("--epochs", type=int, default=None, help="number of epochs (in all, when resuming)")
-    r.add_argument("--clip", type=float, default=None, help="clip the gradient norm to this value")
+    r.add_argument("--weight-decay", type=nonnegative_float, default=None, help="L2 weight decay")
+    r.add_argument("--batch-size", type=positive_int, default=None, help="minibatch size")
+    r.add_argument("--epochs", type=positive_int, default=None, help="number of epochs (in all, when resuming)")
+    r.add_argument("--clip", type=positive_float, default=None, help="clip the gradient norm to this value")
     r.add_argument("--schedule", choices=["constant", "cosine"], default=None,
                    help="learning-rate schedule (cosine: warm-up then cosine decay to 0)")
-    r.add_argument("--warmup", type=int, default=None, help="warm-up steps of the cosine schedule")
-    r.add_argument("--patience", type=int, default=None,
+    r.add_argument("--warmup", type=nonnegative_int, default=None, help="warm-up steps of the cosine schedule")
+    r.add_argument("--patience", type=positive_int, default=None,
                    help="stop after this many epochs without a better validation NLL")
     o = p.add_argument_group("run")
-    o.add_argument("--seed", type=int, default=0, help="seed of the initial weights, shuffling and sampling")
+    o.add_argument("--seed", type=nonnegative_int, default=None,
+                   help="seed of the initial weights, shuffling and sampling (default 0)")
     o.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
     o.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last.npz (with the settings in its run.json)")
+    o.add_argument("--overwrite", action="store_true",
+                   help="replace the run that --out holds (its files are removed before training)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
-    o.add_argument("--n-samples", type=int, default=64, help="samples drawn into samples.png")
+    o.add_argument("--n-samples", type=positive_int, default=64, help="samples drawn into samples.png")
     if model is not None and MODEL_OPTIONS.get(model):
         _add_model_options(p, model)
     return p
@@ -176,28 +244,52 @@ def recipe_from_args(model_cls, args):
     return recipe
 
 
+def picture_shape(n_dims):
+    """(H, W) to draw an example of n_dims values as: the factor pair H * W = n_dims closest to a
+    square, H <= W (12 -> (3, 4); a prime n_dims -> one row (1, n_dims))."""
+    height = max(h for h in range(1, math.isqrt(n_dims) + 1) if n_dims % h == 0)
+    return height, n_dims // height
+
+
 def write_samples(model, info, path, n=64, seed=SAMPLE_SEED, **sample_options):
     """Draw n samples and save them as a picture (images) or as text (tokens); returns the samples.
 
-    sample_options (e.g. prompt=..., temperature=... for the char-RNN) go to model.sample."""
+    Images are drawn in grey (grey_pictures: a colour image as its three planes, an example
+    with no image shape as a picture_shape(D) image). sample_options
+    (e.g. prompt=..., temperature=... for the text models) go to model.sample."""
     import numpy as np
 
     from tinyar import plot
     from tinyar.data import decode
+    if n < 1:
+        raise ValueError(f"write_samples: n must be at least 1, got {n}")
     samples = model.sample(n, rng=np.random.default_rng(seed), **sample_options)
     title = f"{info['class']}: {n} samples"
-    if info.get("image_shape"):
-        kind = info["kind"]
-        vmax = 1.0 if kind in ("binary", "continuous") else (info.get("n_levels") or 2) - 1
-        plot.sample_grid(samples, tuple(info["image_shape"]), path, title=title, vmin=0.0, vmax=vmax)
-    elif info.get("vocab"):
+    if info.get("vocab"):
         lines = [decode(row, info["vocab"]) for row in samples[:16]]
         plot.text_samples(lines, path, title=f"{info['class']}: {len(lines)} of the {n} samples in "
                                              f"{Path(path).with_suffix('.txt').name}")
         Path(path).with_suffix(".txt").write_text("\n\n".join(decode(r, info["vocab"]) for r in samples) + "\n")
     else:
-        raise ValueError("cannot draw samples: the data set has neither an image shape nor a vocabulary")
+        pictures, shape = grey_pictures(samples, info)
+        if len(info.get("image_shape") or ()) == 3:
+            title += " (R, G, B planes side by side)"
+        kind = info["kind"]
+        vmax = 1.0 if kind in ("binary", "continuous") else (info.get("n_levels") or 2) - 1
+        plot.sample_grid(pictures, shape, path, title=title, vmin=0.0, vmax=vmax)
     return samples
+
+
+def grey_pictures(samples, info):
+    """(rows, (H, W)) to draw the (n, D) samples as grey images: with the data's image shape;
+    a colour image (H, W, 3) (R, G, B at each pixel) as its three planes side by side (H, 3W);
+    no image shape: picture_shape(D)."""
+    shape = tuple(info.get("image_shape") or picture_shape(info["n_dims"]))
+    if len(shape) == 3:
+        H, W, C = shape
+        planes = samples.reshape(len(samples), H, W, C).transpose(0, 1, 3, 2)     # (n, H, C, W)
+        return planes.reshape(len(samples), H * C * W), (H, C * W)
+    return samples, shape
 
 
 def dataset_info(dataset):
@@ -216,24 +308,69 @@ def _print_results(results, dataset):
             print(f"  {split:<5} {r['stream_bits_per_char']:.4f} bits/char read as one stream (state carried)")
 
 
+def _check_run_folder(args, out):
+    """Refuse an --out that would mix two runs: a file, or a folder that holds a run unless
+    --resume continues it or --overwrite replaces it."""
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out} is a file, not a run folder; give the path of a folder")
+    if args.resume and args.overwrite:
+        raise SystemExit("error: --resume continues the run in --out and --overwrite replaces it: give one of them")
+    held = [name for name in RUN_RECORDS if (out / name).exists()]
+    if held and not (args.resume or args.overwrite):
+        raise SystemExit(f"error: {out} already holds a run ({', '.join(held)}); continue it with --resume, "
+                         f"train into another folder with --out, or replace it with --overwrite")
+
+
+def _refuse_text_flags(args, spec):
+    """--text and --seq-len shape the data set `--data text` only: with other data, refuse them
+    rather than ignore them."""
+    for flag, value in (("--text", args.text), ("--seq-len", args.seq_len)):
+        if value is not None and spec != "text":
+            data = f"--data {spec}" if spec else "the run's own data set"
+            raise SystemExit(f"error: {flag} {value} applies to --data text only, and the data here is {data}: "
+                             f"drop {flag}, or give --data text")
+
+
 def _train_settings(args, cls, out):
     """The run's settings (model, recipe, seed, data): from the flags, or with --resume from the
     run's run.json, with --epochs and --patience on top."""
     if not args.resume:
         recipe = recipe_from_args(cls, args)
-        spec = args.data or ("text" if cls.data_kind == "tokens" else "digits")
-        return dict(model=args.model, recipe=recipe, seed=args.seed,
-                    data=dict(spec=spec, text=args.text, seq_len=recipe.get("seq_len", 64)))
+        spec = args.data or default_data(args.model)
+        _refuse_text_flags(args, spec)
+        return dict(model=args.model, recipe=recipe, seed=0 if args.seed is None else args.seed,
+                    data=dict(spec=spec, text=args.text, seq_len=recipe.get("seq_len", TEXT_SEQ_LEN)))
     if not (out / "run.json").exists() or not (out / "last.npz").exists():
         raise SystemExit(f"error: --resume: no run.json and last.npz in {out} to continue from")
-    settings = json.loads((out / "run.json").read_text())["settings"]
+    settings = read_run_json(out)["settings"]
     if settings["model"] != args.model:
         raise SystemExit(f"error: --resume: {out} is a run of {settings['model']}, not {args.model}")
+    _refuse_resume_conflicts(args, settings, out)
     if args.epochs is not None:
         settings["recipe"]["epochs"] = args.epochs
     if args.patience is not None:
         settings["recipe"]["patience"] = args.patience
     return settings
+
+
+RESUME_MAY_CHANGE = ("epochs", "patience")            # recipe keys that --resume takes from the flags
+
+
+def _refuse_resume_conflicts(args, settings, out):
+    """--resume goes on with the settings in run.json: refuse a flag that asks for another one."""
+    recipe = settings["recipe"]
+    asked = [(flag, getattr(args, key, None), recipe.get(key))
+             for key, flag in RECIPE_FLAGS.items() if key not in RESUME_MAY_CHANGE]
+    asked += [(flag, getattr(args, f"model_{kwarg}", None), recipe["model"].get(kwarg))
+              for flag, (kwarg, _, _) in MODEL_OPTIONS.get(args.model, {}).items()]
+    asked += [("--seed", args.seed, settings["seed"]), ("--data", args.data, settings["data"].get("spec")),
+              ("--text", args.text, settings["data"].get("text"))]
+    for flag, given, used in asked:
+        if given is not None and given != used:
+            uses = f"{flag} {used}" if used is not None else f"no {flag} (the default)"
+            raise SystemExit(f"error: --resume continues the run in {out} with the settings of its run.json, "
+                             f"which uses {uses}: drop {flag} {given}, or start a new run (another --out, "
+                             f"or --overwrite)")
 
 
 def _dataset_and_model(cls, settings):
@@ -243,8 +380,8 @@ def _dataset_and_model(cls, settings):
     from tinyar import data
     recipe, seed, spec = settings["recipe"], settings["seed"], settings["data"]
     try:
-        dataset = data.from_spec(spec["spec"], cls.data_kind, text_path=spec["text"], seq_len=spec["seq_len"],
-                                 seed=seed)
+        dataset = data.from_spec(spec["spec"], cls.data_kind, text_path=spec.get("text"),
+                                 seq_len=spec.get("seq_len") or TEXT_SEQ_LEN, seed=seed)
         try:
             model = cls.for_dataset(dataset, rng=np.random.default_rng(seed), **recipe["model"])
         except ValueError:
@@ -254,6 +391,15 @@ def _dataset_and_model(cls, settings):
     except (OSError, ValueError, TypeError, ConnectionError, RuntimeError) as e:
         raise SystemExit(f"error: {e}")
     return dataset, model
+
+
+def _optimizer(model, recipe, n_train):
+    """train.make_optimizer, with a setting it refuses (e.g. from an edited run.json) as one line."""
+    from tinyar import train
+    try:
+        return train.make_optimizer(model, recipe, n_train)
+    except (ValueError, TypeError, KeyError) as e:
+        raise SystemExit(f"error: the recipe {json.dumps(recipe)} does not make an optimizer: {e}")
 
 
 def _run_record(args, argv, cls, settings, dataset, model, schedule, out):
@@ -273,38 +419,57 @@ def _run_record(args, argv, cls, settings, dataset, model, schedule, out):
     return run
 
 
+def _prepare_run_folder(out, overwrite):
+    """Make the run folder; with --overwrite, first remove the files of the run it holds."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+    except OSError as e:
+        raise SystemExit(f"error: cannot prepare the run folder {out}: {e}")
+
+
+def _fit(args, model, dataset, optimizer, schedule, settings, out):
+    """train.fit as the run's settings say; (history, seconds)."""
+    from tinyar import train
+    recipe = settings["recipe"]
+    t0 = time.perf_counter()
+    try:
+        history = train.fit(model, dataset.train, dataset.valid, optimizer, epochs=recipe["epochs"],
+                            batch_size=recipe["batch_size"], seed=settings["seed"], out=out,
+                            patience=recipe.get("patience"), clip=recipe.get("clip"), schedule=schedule,
+                            resume=out / "last.npz" if args.resume else None, progress=not args.no_progress,
+                            stream=dataset.stream and hasattr(model, "log_prob_chunk"))   # text + RNN: truncated BPTT
+    except ValueError as e:                            # e.g. --resume from a last.npz of another model
+        raise SystemExit(f"error: {e}")
+    return history, time.perf_counter() - t0
+
+
 def _print_summary(history, seconds, results, dataset, out):
+    from tinyar.train import checkpoint_note
     print(f"trained {len(history['epochs'])} epochs in {seconds:.1f} s (best epoch {history['best_epoch']})"
           + (f"; {history['stopped']}" if history["stopped"] else ""))
     _print_results(results, dataset)
     print(f"test NLL: {results['test']['nll']:.4f} nats ({results['test']['bits_per_dim']:.4f} bits/dim)")
-    print(f"wrote {out}/model.npz, last.npz, run.json, curve.png, samples.png")
+    print(f"wrote {out}/run.json, curve.png, samples.png; {checkpoint_note(history, out)}")
 
 
 def cmd_train(args, argv):
     from tinyar import plot, train
     cls = _registry()[args.model]
     out = Path(args.out) if args.out else Path("runs") / args.model
+    _check_run_folder(args, out)                       # everything is checked before anything is written
     settings = _train_settings(args, cls, out)
-    recipe, seed = settings["recipe"], settings["seed"]
     dataset, model = _dataset_and_model(cls, settings)
-    optimizer, schedule = train.make_optimizer(model, recipe, len(dataset.train))
-    print(f"{cls.__name__} ({model.n_parameters():,} parameters) on {dataset.describe()}")
-    print(f"recipe: {json.dumps({k: v for k, v in recipe.items()})}, seed {seed} -> {out}")
-    out.mkdir(parents=True, exist_ok=True)
+    optimizer, schedule = _optimizer(model, settings["recipe"], len(dataset.train))
     run = _run_record(args, argv, cls, settings, dataset, model, schedule, out)
+    print(f"{cls.__name__} ({model.n_parameters():,} parameters) on {dataset.describe()}")
+    print(f"recipe: {json.dumps(settings['recipe'])}, seed {settings['seed']} -> {out}")
+    _prepare_run_folder(out, args.overwrite)
     if not args.resume:
         _write_json(out / "run.json", dict(run, history=None, final=None))    # settings, for --resume
-    t0 = time.perf_counter()
-    try:
-        history = train.fit(model, dataset.train, dataset.valid, optimizer, epochs=recipe["epochs"],
-                            batch_size=recipe["batch_size"], seed=seed, out=out, patience=recipe.get("patience"),
-                            clip=recipe.get("clip"), schedule=schedule,
-                            resume=out / "last.npz" if args.resume else None, progress=not args.no_progress,
-                            stream=dataset.stream and hasattr(model, "log_prob_chunk"))   # text + RNN: truncated BPTT
-    except ValueError as e:                            # e.g. --resume from a last.npz of another model
-        raise SystemExit(f"error: {e}")
-    seconds = time.perf_counter() - t0
+    history, seconds = _fit(args, model, dataset, optimizer, schedule, settings, out)
     results = train.evaluate(model, dataset)
     run.update(history=history, train_seconds=seconds, final=results)
     plot.learning_curve(history, out / "curve.png",
@@ -316,17 +481,38 @@ def cmd_train(args, argv):
 
 
 def _write_json(path, obj):
-    import os
-    import tempfile
-
-    from tinyar.train import to_jsonable
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(to_jsonable(obj), f, indent=1)
-    os.replace(tmp, path)
+    """obj as JSON at path, written whole or not at all (train.atomic_write)."""
+    from tinyar.train import atomic_write, to_jsonable
+    atomic_write(path, lambda f: json.dump(to_jsonable(obj), f, indent=1), mode="w")
 
 
 # ------------------------------------------------------------ sample and eval
+# What eval, sample and --resume read from a run.json: dotted key -> the type it must have.
+RUN_JSON_KEYS = {"model_class": str, "data": dict, "settings": dict, "settings.model": str,
+                 "settings.recipe": dict, "settings.recipe.model": dict, "settings.seed": int,
+                 "settings.data": dict, "settings.data.spec": str}
+
+
+def read_run_json(folder):
+    """The run.json of a run folder, with every key of RUN_JSON_KEYS; else a one-line error."""
+    path = Path(folder) / "run.json"
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, ValueError) as e:                 # json.JSONDecodeError and UnicodeDecodeError too
+        raise SystemExit(f"error: {path} is damaged or empty ({type(e).__name__}: {e})")
+    missing = []
+    for dotted, kind in RUN_JSON_KEYS.items():
+        value = run
+        for key in dotted.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if not isinstance(value, kind):
+            missing.append(dotted)
+    if missing:
+        raise SystemExit(f"error: {path} is damaged: it has no {', '.join(missing)} "
+                         f"(every run.json that `python -m tinyar train` writes has them)")
+    return run
+
+
 def _open_run(path):
     """(model, run.json or None) of a run folder or a checkpoint file."""
     from tinyar import train
@@ -334,15 +520,19 @@ def _open_run(path):
     run = None
     if path.is_dir():
         if not (path / "model.npz").exists():
-            raise SystemExit(f"error: {path} holds no model.npz (is it a run folder of `python -m tinyar train`?)")
+            raise SystemExit(f"error: {path} holds no model.npz (is it a run folder of `python -m tinyar train`, "
+                             f"and did an epoch of it end?)")
         if (path / "run.json").exists():
-            run = json.loads((path / "run.json").read_text())
+            run = read_run_json(path)
     elif not path.exists():
         raise SystemExit(f"error: no such run folder or checkpoint: {path}")
     try:
         model = train.load(path)
     except (train.CheckpointError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
+    if run is not None and run["model_class"] != type(model).__name__:
+        raise SystemExit(f"error: {path} mixes two runs: run.json is a run of {run['model_class']}, model.npz "
+                         f"holds a {type(model).__name__}; train into it again with --overwrite")
     return model, run
 
 
@@ -370,16 +560,17 @@ def cmd_sample(args):
 
 def cmd_eval(args):
     from tinyar import data, train
+    _refuse_text_flags(args, args.data)
     model, run = _open_run(args.run)
     if args.data is not None:
-        source = dict(spec=args.data, text=args.text, seq_len=args.seq_len or 64, seed=0)
+        source = dict(spec=args.data, text=args.text, seq_len=args.seq_len or TEXT_SEQ_LEN, seed=0)
     elif run is not None:
         source = dict(run["settings"]["data"], seed=run["settings"]["seed"])
     else:
         raise SystemExit("error: eval of a checkpoint file needs --data")
     try:
-        dataset = data.from_spec(source["spec"], model.data_kind, text_path=source["text"],
-                                 seq_len=source["seq_len"], seed=source["seed"])
+        dataset = data.from_spec(source["spec"], model.data_kind, text_path=source.get("text"),
+                                 seq_len=source.get("seq_len") or TEXT_SEQ_LEN, seed=source["seed"])
         data.check_fits(dataset, model)
     except (OSError, ValueError, TypeError, ConnectionError, RuntimeError) as e:
         raise SystemExit(f"error: {e}")
@@ -435,11 +626,11 @@ def _add_sample_parser(sub):
     p = _run_parser(sub, "sample", "draw samples from a trained model into a PNG",
                     "Draw samples from the model of a run folder and save them as a grid of images (or as "
                     "text, for a text model).", "a run folder written by `train`")
-    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--n", type=positive_int, default=64, help="number of samples (default 64)")
     p.add_argument("--png", default=None, help="output file (default RUN_DIR/samples.png)")
-    p.add_argument("--seed", type=int, default=SAMPLE_SEED, help="seed of the sampler")
+    p.add_argument("--seed", type=nonnegative_int, default=SAMPLE_SEED, help="seed of the sampler")
     p.add_argument("--prompt", default=None, help="text the samples start from (text models; printed too)")
-    p.add_argument("--temperature", type=float, default=None,
+    p.add_argument("--temperature", type=positive_float, default=None,
                    help="sample from softmax(logits / temperature) (< 1 sharper, > 1 flatter)")
     p.set_defaults(run_fn=cmd_sample)
 
@@ -451,8 +642,9 @@ def _add_eval_parser(sub):
     p.add_argument("--split", choices=["train", "valid", "test", "all"], default="test", help="default test")
     p.add_argument("--data", default=None, help="data set (default: the run's); see `train --help`")
     p.add_argument("--text", default=None, metavar="FILE", help="text file for --data text")
-    p.add_argument("--seq-len", type=int, default=None, help="sequence length for --data text")
-    p.add_argument("--batch-size", type=int, default=1000, help="examples per evaluation batch")
+    p.add_argument("--seq-len", type=sequence_length, default=None,
+                   help=f"sequence length for --data text (default {TEXT_SEQ_LEN})")
+    p.add_argument("--batch-size", type=positive_int, default=1000, help="examples per evaluation batch")
     p.set_defaults(run_fn=cmd_eval)
 
 
@@ -468,7 +660,7 @@ def _add_compare_parser(sub):
                    help=f"comma-separated subset of: {','.join(DEFAULT_MODELS)} (default: all)")
     p.add_argument("--out", default="compare", help="output folder (default compare)")
     p.add_argument("--quick", action="store_true", help="tiny models, one epoch on 200 images (for the tests)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every model's weights and shuffling")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of every model's weights and shuffling")
     p.add_argument("--progress", action="store_true", help="show each run's progress bar")
     p.set_defaults(run_fn=cmd_compare)
 
@@ -488,7 +680,7 @@ def build_parser(model=None):
 
 def _train_model_name(argv):
     """First pass over `train ...`: the MODEL name (so that its options join the parser), or None."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(prog="python -m tinyar train", add_help=False)
     add_train_arguments(pre)
     known, _ = pre.parse_known_args(argv[1:])
     return known.model
