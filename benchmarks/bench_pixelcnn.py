@@ -21,6 +21,13 @@ with respect to every parameter, for PixelCNN and GatedPixelCNN at their recipe'
 (32 channels, a 7x7 mask-A layer, four 3x3 layers), tinyar with each implementation
 against the same network written in PyTorch (same weights and masks, the same loss checked).
 
+Part 3, sampling: n images (64 by default, --samples) of H x H from PixelCNN and GatedPixelCNN
+at their recipe's size (weights as initialised: the time does not depend on them), the cached
+sampler (`sample(n)`, each position of each layer computed once) against the reference that
+reruns the network over the rows so far for every pixel (`sample(n, cached=False)`). The
+reference is timed on fewer images (--uncached-samples, 8 by default) and scaled up to n (its
+cost grows about linearly in the batch); the row label says so. One timed run each.
+
 Times are medians of --repeats runs after a warm-up run (numba compiles then). NumPy's BLAS
 and PyTorch use both cores; the shift kernels use numba's threads (both cores) with BLAS
 held to one thread each, and "shift 1T" the same on one numba thread; the loops use one core.
@@ -177,6 +184,25 @@ def model_row(cls, H, repeats, rng):
     return row
 
 
+# ------------------------------------------------------------------ sampling
+def sampling_row(cls, H, n, n_uncached):
+    """Seconds for n samples of H x H, cached and (timed on n_uncached, scaled to n) uncached."""
+    model = cls(H * H, image_shape=(H, H), rng=0, **cls.recipe["model"])
+    model.log_prob(np.zeros((1, H * H), np.float32))         # warm-up: numba compiles the convolutions
+    cached = common.median_time(lambda: model.sample(n, rng=0), 1, warmup=0)
+    uncached = common.median_time(lambda: model.sample(n_uncached, rng=0, cached=False), 1, warmup=0)
+    return dict(what=f"{cls.__name__} {H}x{H}, {n} samples (uncached: {n_uncached}, x {n / n_uncached:g})",
+                cached=cached, uncached=uncached * n / n_uncached)
+
+
+def print_sampling_table(rows):
+    print("\nsampling: seconds for the samples (one run each)")
+    print(f"| {'what':<62} | cached s | uncached s | uncached / cached |")
+    print(f"|{'-' * 64}|----------|------------|-------------------|")
+    for r in rows:
+        print(f"| {r['what']:<62} | {r['cached']:8.2f} | {r['uncached']:10.2f} | {r['uncached'] / r['cached']:17.1f} |")
+
+
 def print_table(title, rows):
     print(f"\n{title}")
     has_torch = "torch" in rows[0]
@@ -196,6 +222,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="PixelCNN benchmark: convolution and whole model, fwd + bwd.")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="8x8 rows only, 3 repeats")
+    parser.add_argument("--samples", type=int, default=64, help="images per sampling row")
+    parser.add_argument("--uncached-samples", type=int, default=8, help="images the uncached sampler is timed on")
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
     rng = np.random.default_rng(0)
@@ -211,6 +239,9 @@ def main(argv=None):
     print_table("conv2d forward + backward (dx, dw, db)", rows)
     rows = [model_row(cls, H, repeats, rng) for H in sizes for cls in (PixelCNN, GatedPixelCNN)]
     print_table("whole model: mean NLL of 64 binary images + gradient of every parameter", rows)
+    rows = [sampling_row(cls, H, args.samples, min(args.uncached_samples, args.samples))
+            for H in sizes for cls in (PixelCNN, GatedPixelCNN)]
+    print_sampling_table(rows)
 
 
 if __name__ == "__main__":

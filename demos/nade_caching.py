@@ -73,8 +73,9 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    import numba
-    numba.set_num_threads(1)                                               # compare algorithms, not cores
+    from tinyar.kernels import NUMBA_ERROR, numba
+    if NUMBA_ERROR is None:                                                # numba installed
+        numba.set_num_threads(1)                                           # compare algorithms, not cores
     try:                                                                   # and NumPy's BLAS on one thread too
         from threadpoolctl import threadpool_limits
         threadpool_limits(1)

@@ -1,20 +1,33 @@
 """The receptive field of one output pixel of a PixelCNN, read off the autograd Jacobian.
 
 For the logit of the centre pixel i of an image, backpropagate once and look at
-|d logit_i / d x_j| for every input pixel j (summed over a batch of random inputs,
+|d logit_i / d x_j| for every input pixel j (summed over a batch of 16 random inputs,
 so that no dependence hides behind a ReLU that happens to be off). Two models, as
 initialised (the receptive field is a property of the architecture, not of training):
 
   PixelCNN (plain stack of masked convolutions, 3x3 mask A then 3x3 mask B layers):
       pixels after i get exactly zero (the masks work), but so does a wedge of pixels
-      *before* i, above and to the right: the blind spot. Expect 15 blind pixels inside
-      the window the 6 layers should reach (3 with --quick: 3 layers).
+      *before* i, above and to the right: the blind spot. The demo prints the blind
+      pixels and checks them against the rule in tinyar/models/pixelcnn.py
+      (blind_spot_offsets: t rows above output (i, j), the columns beyond
+      j + r(t), r(t) = max(p1 + p min(L, t - 1), p min(L, t) - 1)).
   GatedPixelCNN (vertical and horizontal stacks [van den Oord et al. 2016]):
       every pixel before i inside the window is seen; nothing after it. Expect 0 blind.
 
+What its run prints:
+    python demos/receptive_field.py
+        17x17 image, output (8, 8), a 3x3 first layer and 5 more (reach 6): the PixelCNN
+        misses 15 pixels, (3, 14), (4, 13), (4, 14), ..., (7, 10) .. (7, 14), the nearest
+        (7, 10) = (i-1, j+2), as the rule says; the GatedPixelCNN misses 0. Then the rule
+        for the default PixelCNN (7x7 mask A, four 3x3 layers): 10 blind pixels, the
+        nearest (i-1, j+4), e.g. (4, 6) for output (5, 2).
+    python demos/receptive_field.py --quick
+        9x9 image, output (4, 4), 2 more layers (reach 3): 3 blind pixels, (2, 7), (3, 6),
+        (3, 7), as the rule says; the GatedPixelCNN misses 0.
+
 Writes a PNG with the two maps side by side (white: not seen, dark: large gradient,
-red outline: the output pixel) and prints each as ASCII ('#' seen, '.' not seen,
-'o' the output pixel). Runs in a few seconds (--quick: under one).
+red outline: the output pixel, orange: the blind spot) and prints each as ASCII ('#' seen,
+'.' not seen, 'o' the output pixel). Runs in a few seconds (--quick: under one).
 
     python demos/receptive_field.py [--quick] [--out receptive_field.png]
 """
@@ -25,14 +38,15 @@ import argparse
 import numpy as np
 
 from tinyar.models import GatedPixelCNN, PixelCNN
+from tinyar.models.pixelcnn import blind_spot_offsets
 from tinyar.tensor import Tensor
 
 
-def receptive_field(model, row, col, n_inputs=4, seed=0):
-    """|d logit(row, col) / d x|, summed over n_inputs random images: an (H, W) array."""
+def receptive_field(model, row, col, n_inputs=16, seed=0):
+    """|d logit(row, col) / d x|, summed over n_inputs random (standard normal) inputs: an (H, W) array."""
     H, W = model.image_shape
     i = row * W + col
-    x = Tensor(np.random.default_rng(seed).random((n_inputs, H * W)).astype(model.dtype), requires_grad=True)
+    x = Tensor(np.random.default_rng(seed).standard_normal((n_inputs, H * W)).astype(model.dtype), requires_grad=True)
     logits = model.forward(x)                                  # (B, D) or (B, D, K)
     upstream = np.zeros(logits.shape, dtype=logits.dtype)
     upstream[:, i] = 1.0                                       # one row of the Jacobian
@@ -44,8 +58,8 @@ def blind_spot(field, row, col, reach):
     """Pixels before (row, col) in raster order, inside the (2 reach + 1)-wide window of rows
     row - reach .. row, that the output does not see; and whether any pixel at or after it is seen."""
     H, W = field.shape
-    blind = [(a, b) for a in range(max(0, row - reach), row + 1) for b in range(max(0, col - reach), min(W, col + reach + 1))
-             if (a, b) < (row, col) and field[a, b] == 0]
+    blind = [(a, b) for a in range(max(0, row - reach), row + 1)
+             for b in range(max(0, col - reach), min(W, col + reach + 1)) if (a, b) < (row, col) and field[a, b] == 0]
     future_seen = any(field[a, b] != 0 for a in range(H) for b in range(W) if (a, b) >= (row, col))
     return blind, future_seen
 
@@ -74,10 +88,22 @@ def main(argv=None):
                     kernel_size=kernel, first_kernel_size=first_kernel, rng=0, dtype=np.float64)
         field = receptive_field(model, row, col)
         blind, future_seen = blind_spot(field, row, col, reach)
-        results[cls.__name__] = dict(field=field, blind=blind, future_seen=future_seen)
+        rule = [(row + dy, col + dx) for dy, dx in blind_spot_offsets(first_kernel, kernel, n_layers)]
+        expected = rule if cls is PixelCNN else []                   # the gated stacks: no blind spot
+        results[cls.__name__] = dict(field=field, blind=blind, future_seen=future_seen,
+                                     rule_agrees=sorted(blind) == sorted(expected))
         print(f"{cls.__name__}: {len(blind)} pixels before ({row}, {col}) within reach {reach} are not seen; "
               f"pixels at or after it seen: {future_seen}")
+        print(f"  blind: {blind}")
+        print(f"  as the rule says ({'blind_spot_offsets' if cls is PixelCNN else 'none'}): "
+              f"{results[cls.__name__]['rule_agrees']}")
         print(ascii_map(field, row, col), "\n")
+    default = PixelCNN.recipe["model"]
+    offsets = blind_spot_offsets(default["first_kernel_size"], default["kernel_size"], default["n_layers"])
+    nearest = min(dx for dy, dx in offsets if dy == -1)              # on the row above, the leftmost
+    print(f"The rule for the default PixelCNN ({default['first_kernel_size']}x{default['first_kernel_size']} mask A, "
+          f"{default['n_layers']} {default['kernel_size']}x{default['kernel_size']} layers): {len(offsets)} blind "
+          f"pixels, the nearest (i-1, j+{nearest}), e.g. (4, {2 + nearest}) for output (5, 2)\n")
 
     import matplotlib
     matplotlib.use("Agg")
@@ -100,7 +126,8 @@ def main(argv=None):
     fig.savefig(args.out, dpi=100)
     plt.close(fig)
     print(f"wrote {args.out}")
-    return {name: dict(n_blind=len(r["blind"]), future_seen=r["future_seen"]) for name, r in results.items()}
+    return {name: dict(n_blind=len(r["blind"]), future_seen=r["future_seen"], rule_agrees=r["rule_agrees"])
+            for name, r in results.items()}
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ A pixel's conditional is often two-peaked: given the pixels above and to the lef
 next one is either background (near 0) or ink (near 1), rarely in between. One Gaussian
 would put its mass in the middle; a mixture of M = 5 puts it on both.
 
-The demo trains an RNADE (the recipe: H = 100, M = 5, SGD lr 0.01, momentum 0.9, clip 10;
-100 epochs, ~20 s; --quick: 2 epochs on 200 images) and draws:
+The demo trains an RNADE with its recipe (H = 100, M = 5, SGD lr 0.002 with momentum 0.9,
+clip 10 and a cosine decay over the run's epochs; log-scale bounds from the data: RNADE
+docstring) for 100 epochs (--quick: 2 epochs on 200 images) and draws:
 
   rnade.png     a test digit with 4 marked pixels, and for each the conditional density
                 p(x_d | x_<d) on [0, 1] (the mixture read off model.outputs and
@@ -19,10 +20,12 @@ The demo trains an RNADE (the recipe: H = 100, M = 5, SGD lr 0.01, momentum 0.9,
 
 Printed: the test NLL of the density (negative: a density on [0, 1]^64 can exceed 1),
 the bound it gives on the 17-level images, NLL + 64 log 17, in bits per dimension, and an
-independent Gaussian per pixel for comparison. Expect -47.9 nats of density (at most
-133.4 nats = 3.01 bits/dim on the 17-level scale) after 100 epochs (the recipe's 200:
--58.9, 2.76 bits/dim), against -31.6 nats for independent Gaussians. The validation NLL
-of SGD on mixtures is noisy from epoch to epoch; train.fit keeps the best epoch.
+independent Gaussian per pixel for comparison:
+
+    python demos/rnade.py            test NLL -58.93 nats of density (at most 122.40 nats =
+                                     2.759 bits/dim on the 17-level scale; best epoch 100);
+                                     independent Gaussians -31.55
+    python demos/rnade.py --quick    test NLL 73.99 nats (5.755 bits/dim); Gaussians -31.55
 
     python demos/rnade.py [--quick] [--out DIR]
 """
@@ -36,7 +39,6 @@ import numpy as np
 
 from tinyar import data, metrics, train
 from tinyar.models import RNADE
-from tinyar.optim import SGD
 from tinyar.plot import sample_grid
 
 
@@ -50,12 +52,12 @@ def main(argv=None):
 
     digits = data.digits("continuous")                              # (n, 64) floats in [0, 1)
     D, K = digits.n_dims, digits.dequantized_levels
-    recipe = RNADE.recipe
-    model = RNADE.for_dataset(digits, rng=0, **recipe["model"])
-    optimizer = SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"])
     train_x, epochs = (digits.train[:200], 2) if args.quick else (digits.train, 100)
+    recipe = dict(RNADE.recipe, epochs=epochs)                      # its lr, momentum, clip and schedule
+    model = RNADE.for_dataset(digits, rng=0, **recipe["model"])
+    optimizer, schedule = train.make_optimizer(model, recipe, len(train_x))
     history = train.fit(model, train_x, digits.valid, optimizer, epochs=epochs, batch_size=recipe["batch_size"],
-                        clip=recipe["clip"], progress=False, log=lambda s: None)
+                        clip=recipe["clip"], schedule=schedule, progress=False, log=lambda s: None)
     nll = metrics.nll(model, digits.test)
     mean, std = digits.train.mean(axis=0), digits.train.std(axis=0) + 1e-3
     z = (digits.test - mean) / std

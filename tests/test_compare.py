@@ -24,6 +24,7 @@ def test_compare_quick_rows_match_a_fresh_evaluation(tmp_path):
         assert r["epochs"] == 1 and r["train_seconds"] > 0 and r["sample_seconds"] >= 0
         assert 20.0 < r["test_nll"] < 64 * math.log(2) + 1.0             # trained a little: below ~44.4 + 1
     assert rows[0]["n_parameters"] == 64 * 64 + 64                      # FVSBN: W (D, D) and b (D,)
+    assert rows[0]["n_free_parameters"] == 64 * 63 // 2 + 64            # W strictly lower triangular
     table = (tmp_path / "results.md").read_text()
     body = [line for line in table.splitlines() if line.startswith("| ") and "(" in line and "model |" not in line]
     assert len(body) == 3
@@ -45,16 +46,17 @@ def test_compare_cli_quick_and_unknown_model(tmp_path, capsys):
 
 def test_markdown_table_sorts_and_formats():
     rows = [dict(model=name, class_name="C", test_nll=nll, bits_per_dim=nll / 44.36, n_parameters=1234,
+                 n_free_parameters=617,
                  epochs=3, best_epoch=2, train_seconds=1.0, sample_seconds=0.5, n_samples=64, diverged=False)
             for name, nll in (("b", 20.5), ("a", 17.25))]
     lines = compare.markdown_table(rows).splitlines()
-    assert lines[4].startswith("| a (C) | 17.25 |") and "| 1,234 | 3 (2) |" in lines[4]
+    assert lines[4].startswith("| a (C) | 17.25 |") and "| 1,234 (617) | 3 (2) |" in lines[4]
     assert lines[5].startswith("| b (C) | 20.50 |")
     assert np.isclose(float(lines[4].split("|")[3]), 17.25 / 44.36, atol=1e-4)
 
 
 def test_markdown_table_puts_a_run_without_a_finite_nll_last_and_names_the_seed():
-    rows = [dict(model=name, class_name="C", test_nll=nll, bits_per_dim=nll / 44.36, n_parameters=1,
+    rows = [dict(model=name, class_name="C", test_nll=nll, bits_per_dim=nll / 44.36, n_parameters=1, n_free_parameters=1,
                  epochs=1, best_epoch=1, train_seconds=1.0, sample_seconds=0.5, n_samples=64, diverged=False)
             for name, nll in (("a", 17.0), ("b", float("nan")), ("c", 20.0))]
     lines = compare.markdown_table(rows, seed=3).splitlines()

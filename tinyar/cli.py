@@ -407,7 +407,8 @@ def _run_record(args, argv, cls, settings, dataset, model, schedule, out):
     from tinyar import data, train
     info = dict(dataset_info(dataset), **{"class": cls.__name__})
     run = dict(command="python -m tinyar " + " ".join(argv), settings=settings, model_class=cls.__name__,
-               config=model.config, n_parameters=model.n_parameters(), data=info,
+               config=model.config, n_parameters=model.n_parameters(),
+               n_free_parameters=model.n_parameters(free=True), data=info,
                data_fingerprint=data.fingerprint(dataset.train),
                schedule=dict(kind="cosine", total_steps=schedule.total, warmup_steps=schedule.warmup)
                if schedule is not None else dict(kind="constant"))
@@ -464,7 +465,8 @@ def cmd_train(args, argv):
     dataset, model = _dataset_and_model(cls, settings)
     optimizer, schedule = _optimizer(model, settings["recipe"], len(dataset.train))
     run = _run_record(args, argv, cls, settings, dataset, model, schedule, out)
-    print(f"{cls.__name__} ({model.n_parameters():,} parameters) on {dataset.describe()}")
+    print(f"{cls.__name__} ({model.n_parameters():,} parameters, {model.n_parameters(free=True):,} free) "
+          f"on {dataset.describe()}")
     print(f"recipe: {json.dumps(settings['recipe'])}, seed {settings['seed']} -> {out}")
     _prepare_run_folder(out, args.overwrite)
     if not args.resume:

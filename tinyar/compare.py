@@ -11,7 +11,7 @@ For every model of the list, `compare`
 
          test NLL   -(1/N) sum_n log p(x_n)  in nats per image   (lower is better)
          bits/dim   NLL / (D ln 2)
-         params     the number of trainable numbers
+         params     the numbers stored, and (free) those a mask lets act on the output
          train s    wall-clock seconds of training (including the per-epoch validation)
          sample s   wall-clock seconds to draw 64 samples
 
@@ -115,6 +115,7 @@ def run_one(name, dataset, quick=False, seed=0, n_samples=64, progress=False, lo
         class_name += f", {ENSEMBLE_ORDERINGS}-ordering ensemble"
     return dict(model=name, class_name=class_name, test_nll=nll,
                 bits_per_dim=metrics.bits_per_dim(nll, dataset.n_dims), n_parameters=model.n_parameters(),
+                n_free_parameters=model.n_parameters(free=True),
                 epochs=len(history["epochs"]), best_epoch=history["best_epoch"],
                 train_seconds=train_seconds, sample_seconds=sample_seconds, n_samples=n_samples,
                 diverged=bool(history["diverged"]), model_obj=model)
@@ -139,7 +140,8 @@ def compare(data="digits", models=None, out="compare", quick=False, seed=0, prog
         log(f"compare: {name} ({cls.__name__}) on {dataset.describe()}")
         row = run_one(name, dataset, quick=quick, seed=seed, n_samples=n_samples, progress=progress, log=log)
         log(f"  test NLL {row['test_nll']:.2f} nats ({row['bits_per_dim']:.4f} bits/dim), "
-            f"{row['n_parameters']:,} params, {row['epochs']} epochs in {row['train_seconds']:.1f} s, "
+            f"{row['n_parameters']:,} params ({row['n_free_parameters']:,} free), "
+            f"{row['epochs']} epochs in {row['train_seconds']:.1f} s, "
             f"{n_samples} samples in {row['sample_seconds']:.2f} s")
         rows.append(row)
     title = f"{data}{' (quick)' if quick else ''}"
@@ -154,12 +156,12 @@ def markdown_table(rows, title="digits", seed=0):
     """The rows as a Markdown table, best test NLL first (a run with no finite NLL last)."""
     n_samples = rows[0]["n_samples"] if rows else 64
     lines = [f"Test NLL on {title}: nats per image (lower is better), trained with seed {seed}.", "",
-             f"| model | test NLL (nats) | bits/dim | parameters | epochs (best) | train s | sample {n_samples} s |",
+             f"| model | test NLL (nats) | bits/dim | parameters (free) | epochs (best) | train s | sample {n_samples} s |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (not math.isfinite(r["test_nll"]), r["test_nll"])):
         note = " (diverged)" if r["diverged"] else ""
         lines.append(f"| {r['model']} ({r['class_name']}){note} | {r['test_nll']:.2f} | {r['bits_per_dim']:.4f} | "
-                     f"{r['n_parameters']:,} | {r['epochs']} ({r['best_epoch']}) | {r['train_seconds']:.1f} | "
+                     f"{r['n_parameters']:,} ({r['n_free_parameters']:,}) | {r['epochs']} ({r['best_epoch']}) | {r['train_seconds']:.1f} | "
                      f"{r['sample_seconds']:.2f} |")
     return "\n".join(lines) + "\n"
 

@@ -56,7 +56,6 @@ def check_categories(k, n_categories, name="Categorical"):
             raise ValueError(f"{name}: input contains inf; expected integer categories 0..{n_categories - 1}")
         if not (k == np.round(k)).all():
             raise ValueError(f"{name}: expected integer categories 0..{n_categories - 1}, got non-integer values")
-        k = k.astype(np.int64)
     elif k.dtype.kind not in "iub":
         raise TypeError(f"{name}: expected integer categories, got dtype {k.dtype}")
     if k.size and (k.min() < 0 or k.max() >= n_categories):

@@ -256,7 +256,7 @@ def model_cases():
         cls = getattr(models, name)
         model, x = cls.gradcheck_example()
         params = model.parameters()
-        cases.append((name, f"{model.n_parameters()} parameters, x {x.shape}",
+        cases.append((name, f"{model.n_parameters()} parameters ({model.n_parameters(free=True)} free), x {x.shape}",
                       lambda *p, model=model, x=x: -model.log_prob(x).mean(), tuple(params)))
     return cases
 

@@ -49,8 +49,32 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def n_parameters(self):
-        return int(sum(p.size for p in self.parameters()))
+    def n_parameters(self, free=False):
+        """How many numbers the parameters hold (a Parameter shared by two layers counts once).
+
+        free=False: every stored entry. free=True: only the entries the output can depend on.
+        A weight W that a layer uses as W * M, M a fixed 0/1 mask (weight_masks()), contributes
+        the number of nonzeros of M broadcast to W's shape: a masked-out entry is stored, but
+        it never reaches the output, its gradient is zero and it never moves. For an FVSBN
+        over D = 64 pixels: D^2 + D = 4,160 stored, D(D - 1)/2 + D = 2,080 free.
+        """
+        if not free:
+            return int(sum(p.size for p in self.parameters()))
+        free_entries = {}                                         # id(weight) -> nonzeros of its mask
+        for module in _modules(self):
+            for name, mask in module.weight_masks().items():
+                weight = getattr(module, name)
+                free_entries[id(weight)] = int(np.count_nonzero(np.broadcast_to(mask, weight.shape)))
+        return int(sum(free_entries.get(id(p), p.size) for p in self.parameters()))
+
+    def weight_masks(self):
+        """{attribute name of a Parameter: the 0/1 mask it is multiplied by} for this module's
+        own masked weights (n_parameters(free=True) counts them). By convention a module with a
+        Parameter `weight` and an array `mask` computes with weight * mask (MaskedLinear,
+        MaskedConv2d, whose mask broadcasts over the channels); others have none, unless they
+        say otherwise (FVSBN)."""
+        weight, mask = getattr(self, "weight", None), getattr(self, "mask", None)
+        return {"weight": mask} if isinstance(weight, Parameter) and isinstance(mask, np.ndarray) else {}
 
     def state_dict(self):
         """{name: copy of the array} for every parameter."""
@@ -89,6 +113,16 @@ def _walk(obj, prefix):
             yield name, value
         elif isinstance(value, (Module, list, tuple, dict)):
             yield from _walk(value, name + ".")
+
+
+def _modules(obj):
+    """Depth-first: obj if it is a Module, then every Module below it, through lists, tuples and dicts."""
+    if isinstance(obj, Module):
+        yield obj
+    values = vars(obj).values() if isinstance(obj, Module) else obj.values() if isinstance(obj, dict) else obj
+    for value in values:
+        if isinstance(value, (Module, list, tuple, dict)):
+            yield from _modules(value)
 
 
 class Linear(Module):
@@ -314,7 +348,7 @@ class LSTMCell(Module):
 
 
 # ==== MaskedConv2d (PixelCNN) ====
-def conv_mask(kh, kw, mask_type):
+def conv_mask(kh, kw, mask_type, out_groups=None, in_groups=None):
     """The 0/1 mask of a kh x kw kernel (both odd) that keeps a convolution causal in raster order.
 
     "A": taps above the centre row, and those left of the centre on its row (centre excluded);
@@ -328,6 +362,18 @@ def conv_mask(kh, kw, mask_type):
         1 1 0 0 0     1 1 1 0 0     1 1 1 1 1
         0 0 0 0 0     0 0 0 0 0     0 0 0 0 0
         0 0 0 0 0     0 0 0 0 0     0 0 0 0 0
+
+    Without groups the mask is (kh, kw), the same for every pair of channels. With ordered
+    channel groups (colour images: group 0 = R, 1 = G, 2 = B, predicted in that order at each
+    pixel), out_groups (C_out,) and in_groups (C_in,) give each channel's group, and the mask
+    is (C_out, C_in, kh, kw): the (kh, kw) mask at every tap but the centre, where output
+    group g sees input group h only if h < g (mask A) or h <= g (mask B):
+
+        centre tap, in group ->  R G B        R G B
+        out group   R            0 0 0        1 0 0
+                    G            1 0 0        1 1 0
+                    B            1 1 0        1 1 1
+                                 mask A       mask B
     """
     if mask_type not in ("A", "B", "vertical", None):
         raise ValueError(f"conv_mask: mask_type must be 'A', 'B', 'vertical' or None, got {mask_type!r}")
@@ -338,7 +384,31 @@ def conv_mask(kh, kw, mask_type):
     mask[ph + 1:, :] = 0                                  # rows below the centre: the future
     if mask_type in ("A", "B"):
         mask[ph, pw + (mask_type == "B"):] = 0            # right of the centre (and the centre, for A)
-    return mask
+    if out_groups is None and in_groups is None:
+        return mask
+    return _grouped_mask(mask, mask_type, out_groups, in_groups)
+
+
+def _grouped_mask(mask, mask_type, out_groups, in_groups):
+    """The (kh, kw) mask widened to (C_out, C_in, kh, kw), the centre tap masked by channel group."""
+    if mask_type not in ("A", "B") or out_groups is None or in_groups is None:
+        raise ValueError(f"conv_mask: channel groups need mask_type 'A' or 'B' and both out_groups and "
+                         f"in_groups, got mask_type {mask_type!r}")
+    out_groups, in_groups = np.asarray(out_groups), np.asarray(in_groups)
+    kh, kw = mask.shape
+    full = np.broadcast_to(mask, (len(out_groups), len(in_groups), kh, kw)).copy()
+    sees = in_groups[None, :] < out_groups[:, None] if mask_type == "A" else \
+        in_groups[None, :] <= out_groups[:, None]                        # (C_out, C_in)
+    full[:, :, kh // 2, kw // 2] = sees
+    return full
+
+
+def channel_groups(n_channels, n_groups):
+    """The group of each of n_channels channels split into n_groups equal consecutive blocks:
+    channel_groups(6, 3) = [0, 0, 1, 1, 2, 2]."""
+    if n_groups < 1 or n_channels % n_groups:
+        raise ValueError(f"channel_groups: {n_channels} channels do not split into {n_groups} equal groups")
+    return np.repeat(np.arange(n_groups), n_channels // n_groups)
 
 
 class MaskedConv2d(Module):
@@ -355,22 +425,33 @@ class MaskedConv2d(Module):
         1 0 0          1 1 0
         0 0 0          0 0 0
 
-    (conv_mask draws the other shapes.) One image channel: the input channels are not
-    ordered among themselves, as they would be for RGB. The mask goes to fused.conv2d as its
+    (conv_mask draws the other shapes.) With n_groups = 1 (one image channel) the channels
+    are not ordered among themselves and `mask` is (kh, kw); it goes to fused.conv2d as its
     `taps`: the op computes conv(x, w * mask), leaving out the masked-out taps (4 of 9 in a
     3x3 mask B, 25 of 49 in a 7x7 mask A). Masked-out weights still exist; they get zero
     gradient (the op's dw is zero there) and so never move.
+
+    n_groups = 3 orders the channels as well, for RGB images: the input and output channels
+    are each split into 3 equal consecutive blocks (R, G, B), and `mask` is (C_out, C_in, kh, kw)
+    (conv_mask with channel groups): at the centre tap an output of group g sees the inputs of
+    groups < g (mask A) or <= g (mask B). The layer then computes conv(x, w * mask) with the
+    product w * mask in the graph (so dw = dw' * mask), over the taps the spatial mask keeps.
     w ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = C_in kh kw (as in PyTorch), b = 0.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, mask_type="B", bias=True, rng=None,
-                 dtype=np.float32):
+                 dtype=np.float32, n_groups=1):
         rng = as_rng(rng)
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, (int, np.integer)) else tuple(kernel_size)
         if kh % 2 == 0 or kw % 2 == 0:
             raise ValueError(f"MaskedConv2d: kernel sizes must be odd, got {kh}x{kw}")
         self.mask_type = mask_type
-        self.mask = conv_mask(kh, kw, mask_type).astype(dtype)              # (kh, kw), broadcast over channels
+        self.n_groups = int(n_groups)
+        if self.n_groups == 1:
+            self.mask = conv_mask(kh, kw, mask_type).astype(dtype)          # (kh, kw), broadcast over channels
+        else:                                                               # (C_out, C_in, kh, kw)
+            self.mask = conv_mask(kh, kw, mask_type, channel_groups(out_channels, self.n_groups),
+                                  channel_groups(in_channels, self.n_groups)).astype(dtype)
         bound = 1.0 / np.sqrt(in_channels * kh * kw)
         self.weight = Parameter(rng.uniform(-bound, bound, (out_channels, in_channels, kh, kw)), dtype=dtype)
         self.bias = Parameter(np.zeros(out_channels), dtype=dtype) if bias else None
@@ -379,5 +460,8 @@ class MaskedConv2d(Module):
         if x.ndim != 4 or x.shape[1] != self.weight.shape[1]:
             raise ValueError(f"MaskedConv2d: expected input of shape (batch, {self.weight.shape[1]}, height, width), "
                              f"got {x.shape}")
-        return fused.conv2d(x, self.weight, self.bias, taps=self.mask > 0)    # (B, C_out, H, W)  conv(x, w * mask) + b
+        if self.mask.ndim == 2:
+            return fused.conv2d(x, self.weight, self.bias, taps=self.mask > 0)    # (B, C_out, H, W)  conv(x, w * mask) + b
+        w = self.weight * Tensor(self.mask.astype(self.weight.dtype, copy=False))   # centre tap masked by group
+        return fused.conv2d(x, w, self.bias, taps=self.mask.any(axis=(0, 1)))       # (B, C_out, H, W)
 

@@ -8,6 +8,7 @@ import pytest
 from tinyar import nn
 from tinyar.gradcheck import gradcheck
 from tinyar.models import REGISTRY, GatedPixelCNN, PixelCNN
+from tinyar.models.pixelcnn import blind_spot_offsets
 from tinyar.tensor import Tensor
 
 MODELS = [PixelCNN, GatedPixelCNN]
@@ -108,6 +109,47 @@ def test_blind_spot_of_plain_stack_and_none_in_gated():
     assert plain[1 * W + 2] > 0 and plain[0 * W + 3] > 0              # around it: seen
     assert np.all(gated[before] > 0)                                  # no blind spot
     assert np.all(gated[~before] == 0)
+
+
+def _blind_from_gradients(model, row, col, reach):
+    """Offsets (a - row, b - col) of the pixels before (row, col), within `reach` rows above and
+    columns either side, that logit (row, col) has zero gradient for. 16 standard normal inputs:
+    the corner of the field is reached by one path only, which must not die behind a ReLU."""
+    H, W = model.image_shape
+    x = Tensor(np.random.default_rng(5).standard_normal((16, H * W)), requires_grad=True)
+    out = model.forward(x)
+    upstream = np.zeros(out.shape)
+    upstream[:, row * W + col] = 1.0
+    out.backward(upstream)
+    seen = np.abs(x.grad).sum(axis=0).reshape(H, W)
+    return [(a - row, b - col) for a in range(row - reach, row + 1) for b in range(col - reach, col + reach + 1)
+            if (a, b) < (row, col) and seen[a, b] == 0]
+
+
+@pytest.mark.parametrize("first_kernel, kernel, n_layers", [(3, 3, 2), (3, 3, 4), (5, 3, 2), (7, 3, 4), (3, 5, 2),
+                                                            (3, 7, 2), (5, 1, 1)])
+def test_blind_spot_rule_matches_gradients(first_kernel, kernel, n_layers):
+    """blind_spot_offsets (the rule in pixelcnn.py's docstring) lists exactly the pixels the gradient
+    of output (R, R) misses, R = k1 // 2 + L (k // 2) its reach, on an (R + 1) x (2 R + 1) image.
+    (3, 7, 2): a later kernel wider than the first (the "p min(L, t) - 1" term of the rule)."""
+    R = first_kernel // 2 + n_layers * (kernel // 2)
+    model = _small(PixelCNN, image_shape=(R + 1, 2 * R + 1), n_layers=n_layers, n_channels=4, kernel_size=kernel,
+                   first_kernel_size=first_kernel, seed=6)
+    rule = blind_spot_offsets(first_kernel, kernel, n_layers)
+    assert _blind_from_gradients(model, R, R, R) == rule
+    assert len(rule) > 0 or kernel == 1
+
+
+def test_blind_spot_of_the_default_pixelcnn():
+    """7x7 mask A and four 3x3 layers: 10 blind pixels; for output (5, 2) the nearest is (4, 6),
+    while (4, 5) (and all of row 4 from column 2 - 7 up to 5) is seen."""
+    rule = blind_spot_offsets(7, 3, 4)
+    assert len(rule) == 10
+    assert (-1, 4) in rule and (-1, 3) not in rule                    # (5, 2) + (-1, 4) = (4, 6)
+    assert sorted(rule) == sorted([(-1, 4), (-1, 5), (-1, 6), (-1, 7), (-2, 5), (-2, 6), (-2, 7),
+                                   (-3, 6), (-3, 7), (-4, 7)])
+    three = blind_spot_offsets(3, 3, 5)                                # a 3x3 first layer: from (i-1, j+2)
+    assert (-1, 2) in three and (-1, 1) not in three and len(three) == 15
 
 
 # ------------------------------------------------------------------------------- gradients

@@ -1,4 +1,4 @@
-"""The recurrent models: char-RNN (RNN) and PixelRNN."""
+"""The recurrent models: char-RNN (RNN) and PixelRNN (and, beside the char-RNN, the Transformer through the CLI's --prompt)."""
 import importlib.util
 import itertools
 from pathlib import Path
@@ -142,6 +142,19 @@ def test_sampling_with_prompt_and_temperature():
         model.sample(1, temperature=float("nan"))                     # NaN <= 0 is False: not a pass
 
 
+@pytest.mark.parametrize("temperature", [0.5, 3.0])
+def test_pixel_rnn_temperature_divides_the_logit(temperature):
+    """With every logit z = 1 (v = 0, c = 1), each pixel is drawn from sigma(z / T): its frequency of 1s
+    is sigma(2) = 0.881 at T = 0.5 and sigma(1/3) = 0.583 at T = 3 (sigma(z T) would give 0.622, 0.953)."""
+    pix = PixelRNN(4, n_hidden=5, rng=0, dtype=np.float64)
+    pix.head.weight.data[...] = 0.0
+    pix.head.bias.data[...] = 1.0
+    np.testing.assert_allclose(pix.conditionals(np.zeros((1, 4))), 1 / (1 + np.exp(-1.0)))   # T = 1: sigma(z)
+    ones = pix.sample(2000, rng=4, temperature=temperature).mean()                  # over 8,000 pixels
+    expected = 1 / (1 + np.exp(-1.0 / temperature))
+    assert abs(ones - expected) < 4 * np.sqrt(expected * (1 - expected) / 8000)
+
+
 def test_bits_per_char_of_an_empty_stream_is_a_clear_error():
     model = RNN(4, n_hidden=6, seq_len=5, rng=0)
     assert model.bits_per_char(np.array([0, 1, 2])) > 0
@@ -199,12 +212,15 @@ def test_gradient_demo_runs_quickly(tmp_path):
     assert lstm3[29] > 0.1 * lstm3[1] and lstm3[29] > 1e3 * vanish[29] and lstm1[29] < lstm3[29]
 
 
-def test_cli_train_char_rnn_and_sample_with_a_prompt(tmp_path, capsys):
+@pytest.mark.parametrize("model_flags", [["char-rnn", "--epochs", "2", "--hidden", "16"],
+                                         ["transformer", "--epochs", "1", "--layers", "1", "--d-model", "8",
+                                          "--heads", "2", "--d-mlp", "16"]], ids=["char-rnn", "transformer"])
+def test_cli_train_a_text_model_and_sample_with_a_prompt(tmp_path, capsys, model_flags):
     from tinyar.cli import main
     text = tmp_path / "abc.txt"
     text.write_text("the cat sat on the mat. " * 120)
     run = tmp_path / "run"
-    assert main(["train", "char-rnn", "--text", str(text), "--epochs", "2", "--hidden", "16", "--seq-len", "24",
+    assert main(["train", *model_flags, "--text", str(text), "--seq-len", "24",
                  "--out", str(run), "--no-progress"]) in (0, None)
     capsys.readouterr()
     assert main(["sample", str(run), "--prompt", "the c", "--temperature", "0.5", "--n", "3"]) == 0

@@ -72,7 +72,7 @@ def test_jacobian_of_logits_wrt_later_inputs_is_exactly_zero():
     rng = np.random.default_rng(2)
     for t in range(6):
         h = Tensor(h0.copy(), requires_grad=True)
-        logits = model.decode(h)                                      # (B, T, V)
+        logits = model.from_embeddings(h)                             # (B, T, V)
         upstream = np.zeros(logits.shape)
         upstream[:, t] = rng.standard_normal((2, 3))
         logits.backward(upstream)
@@ -124,10 +124,32 @@ def test_sampling_with_and_without_cache_draws_the_same_sequences():
     b = model.sample(6, rng=11, use_cache=False)
     assert a.shape == (6, 9) and a.dtype.kind == "i" and a.min() >= 0 and a.max() < 5
     np.testing.assert_array_equal(a, b)
-    prefix = a[:, :4]
-    c = model.sample(6, rng=12, prefix=prefix)
-    np.testing.assert_array_equal(c[:, :4], prefix)
-    np.testing.assert_array_equal(c, model.sample(6, rng=12, prefix=prefix, use_cache=False))
+    prompt = a[:, :4]
+    c = model.sample(6, rng=12, prompt=prompt)
+    assert c.shape == (6, 9)                                          # the prompt, then up to max_len
+    np.testing.assert_array_equal(c[:, :4], prompt)
+    np.testing.assert_array_equal(c, model.sample(6, rng=12, prompt=prompt, use_cache=False))
+
+
+def test_prompt_is_kept_and_the_continuation_is_conditioned_on_it():
+    model = small(vocab_size=3, max_len=6, rng=1, vocab=["a", "b", "c"])
+    for p in model.parameters():
+        p.data *= 3                            # sharper conditionals: p(x_4 | "cab") = (0.91, 0.01, 0.08),
+                                               # p(x_4 | "aaa") = (0.45, 0.39, 0.16)
+    out = model.sample(4, rng=0, prompt="cab", length=2)
+    assert out.shape == (4, 5)
+    assert all(model.decode(row).startswith("cab") for row in out)     # kept verbatim
+    np.testing.assert_array_equal(model.sample(2, prompt=[2, 0], length=0), [[2, 0], [2, 0]])
+    # the token after the prompt follows p(x_4 | x_<4 = "cab"), not the unconditioned p(x_4)
+    p_next = np.exp(model.log_prob(np.array([[2, 0, 1, k] for k in range(3)])).data
+                    - model.log_prob(np.array([[2, 0, 1]])).data)     # p(x_4 = k | "cab"), sums to 1
+    np.testing.assert_allclose(p_next.sum(), 1.0, atol=1e-12)
+    draws = model.sample(6000, rng=1, prompt="cab", length=1)[:, 3]
+    np.testing.assert_allclose(np.bincount(draws, minlength=3) / 6000, p_next, atol=0.02)
+    with pytest.raises(ValueError, match="vocabulary"):
+        model.sample(1, prompt="xyz")
+    with pytest.raises(ValueError, match="max_len=6"):
+        model.sample(1, prompt="cab", length=4)                       # 3 + 4 tokens > max_len
 
 
 def test_sample_frequencies_match_the_model_probabilities():
@@ -192,3 +214,4 @@ def test_learns_a_deterministic_pattern():
         clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
     assert start > 5.0 and model.nll(x).item() < np.log(3) + 0.1
+

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
+# numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
+from tinyar.kernels import numba
 from tinyar.kernels.runtime import FASTMATH
 
 

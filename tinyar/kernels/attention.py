@@ -51,10 +51,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
-from tinyar.kernels import pick
+# numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
+from tinyar.kernels import numba, pick
 
 GELU_C = math.sqrt(2.0 / math.pi)                                         # u = GELU_C (x + GELU_A x^3)
 GELU_A = 0.044715

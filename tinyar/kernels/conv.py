@@ -83,10 +83,10 @@ from __future__ import annotations
 
 import threading
 
-import numba
 import numpy as np
 
-from tinyar.kernels import pick
+# numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
+from tinyar.kernels import numba, pick
 from tinyar.kernels.runtime import blas_gemm, gemm_block, single_thread_numba_blas
 
 

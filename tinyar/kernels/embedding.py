@@ -13,10 +13,10 @@ both end in this sum.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from tinyar.kernels import pick
+# numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
+from tinyar.kernels import numba, pick
 
 
 def embedding_backward_numpy(ids, dy, n_rows):

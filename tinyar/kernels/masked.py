@@ -43,10 +43,10 @@ kernels skip what the structure says is zero, and tests assert that the two agre
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from tinyar.kernels import pick, use_numba
+# numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
+from tinyar.kernels import numba, pick, use_numba
 from tinyar.kernels.runtime import FASTMATH, blas_gemm, gemm_block, single_thread_numba_blas
 
 

@@ -59,10 +59,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
-from tinyar.kernels import pick
+# numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
+from tinyar.kernels import numba, pick
 from tinyar.kernels.approx import sigmoid64, sigmoid_into
 from tinyar.kernels.runtime import FASTMATH
 from tinyar.ops import stable_sigmoid, stable_softplus

@@ -29,10 +29,10 @@ many steps vanish (its norm below 1) or explode (above 1).
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-from tinyar.kernels import pick
+# numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
+from tinyar.kernels import numba, pick
 from tinyar.kernels.approx import tanh_rational
 from tinyar.kernels.runtime import single_thread_numba_blas
 

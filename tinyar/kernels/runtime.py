@@ -16,11 +16,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import importlib
 import os
 import threading
 
-import numba
 import numpy as np
+
+# numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
+from tinyar.kernels import numba
 
 # fastmath flags of the compiled kernels: "reassoc" lets LLVM vectorise dot products and
 # sums (it may add in another order: a rounding-level change), "contract" lets it fuse
@@ -112,10 +115,19 @@ def blas_gemm(dtype):
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"BLAS kernels take float32 or float64 arrays, got {dtype}")
     if dtype not in _gemm_functions:
-        from numba.extending import get_cython_function_address
         name = "sgemm" if dtype == np.float32 else "dgemm"
-        _gemm_functions[dtype] = _GEMM_TYPE(get_cython_function_address("scipy.linalg.cython_blas", name))
+        _gemm_functions[dtype] = _GEMM_TYPE(cython_function_address("scipy.linalg.cython_blas", name))
     return _gemm_functions[dtype]
+
+
+def cython_function_address(module_name, function_name):
+    """The address of a C function a Cython module exports (a capsule in its __pyx_capi__): what
+    numba.extending.get_cython_function_address returns, without needing numba."""
+    capsule = importlib.import_module(module_name).__pyx_capi__[function_name]
+    capsule_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", ctypes.pythonapi))
+    pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+        ("PyCapsule_GetPointer", ctypes.pythonapi))
+    return pointer(capsule, capsule_name(capsule))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -144,9 +156,11 @@ def gemm_block(gemm, trans_a, trans_b, M, N, K, A, a_start, lda, B, b_start, ldb
     scalars[1] = beta
     size = A.itemsize
     i = ints.ctypes.data
+    # int(): the starts may be NumPy integers, which ctypes refuses as addresses when this runs
+    # as plain Python (without numba)
     gemm(flags.ctypes.data, flags.ctypes.data + 1, i, i + 4, i + 8, scalars.ctypes.data,
-         B.ctypes.data + b_start * size, i + 12, A.ctypes.data + a_start * size, i + 16,
-         scalars.ctypes.data + size, C.ctypes.data + c_start * size, i + 20)
+         B.ctypes.data + int(b_start) * size, i + 12, A.ctypes.data + int(a_start) * size, i + 16,
+         scalars.ctypes.data + size, C.ctypes.data + int(c_start) * size, i + 20)
 
 
 # ------------------------------------------------------------ freed memory

@@ -30,6 +30,6 @@ from tinyar.models.transformer import Transformer  # noqa: E402
 __all__ += ["Transformer"]
 REGISTRY.update({"transformer": Transformer})
 # ==== PixelCNN, GatedPixelCNN ====
-from tinyar.models.pixelcnn import PixelCNN, GatedPixelCNN  # noqa: E402
-__all__ += ["PixelCNN", "GatedPixelCNN"]
-REGISTRY.update({"pixelcnn": PixelCNN, "gated-pixelcnn": GatedPixelCNN})
+from tinyar.models.pixelcnn import PixelCNN, GatedPixelCNN, ColourPixelCNN  # noqa: E402
+__all__ += ["PixelCNN", "GatedPixelCNN", "ColourPixelCNN"]
+REGISTRY.update({"pixelcnn": PixelCNN, "gated-pixelcnn": GatedPixelCNN, "pixelcnn-colour": ColourPixelCNN})

@@ -6,7 +6,8 @@ A model of vectors x in R^D (or {0,1}^D, or {0..K-1}^D) defines
     sample(n, rng)   np.ndarray (n, D), drawn one dimension at a time in the model's order
 
 and, for the gradcheck table, the classmethod gradcheck_example() -> (small float64
-model, batch). A model of token sequences takes (batch, T) integer ids instead.
+model, batch). A model of token sequences (TokenModel: the RNN, the Transformer) takes
+(batch, T) integer ids instead, and may carry a vocabulary to encode a prompt string.
 
 `config` holds the constructor's arguments, so that a checkpoint (train.py) can
 rebuild the model by calling the class with them; every model sets it at the end
@@ -91,12 +92,78 @@ class AutoregressiveModel(Module, metaclass=ABCMeta):
                              f"of shape {x.shape}; use x[None, :]")
         if x.ndim != 2 or x.shape[1] != n_dims:
             raise ValueError(f"{name}: expected shape (batch, {n_dims}), got {x.shape}")
+        if x.dtype.kind == "c":                            # 1+0j == 1 would pass the value checks below
+            raise TypeError(f"{name}: expected real values, got complex dtype {x.dtype}")
         if self.data_kind == "binary":
             return check_binary(x, name)
         if self.data_kind in ("categorical", "tokens"):
             K = self.n_levels if n_levels is None else n_levels
             return check_categories(x, K, name)
         return check_real(x, name)
+
+
+class TokenModel(AutoregressiveModel):
+    """A model of token sequences (batch, T), ids 0..vocab_size-1, with an optional vocabulary.
+
+    `vocab` (a list of vocab_size strings, id -> character, or None) lets encode() turn a
+    prompt string into ids and decode() turn ids back into text. Subclasses set
+    self.vocab and self.vocab_size and define _check(x), the check of a (batch, T) id array.
+    """
+    data_kind = "tokens"
+    vocab = None
+
+    def encode(self, text):
+        """A string as an (n,) array of ids (needs the model's vocab)."""
+        name = type(self).__name__
+        if self.vocab is None:
+            raise ValueError(f"{name}: this model has no vocab (build it with vocab=dataset.vocab); pass ids instead")
+        index = {c: k for k, c in enumerate(self.vocab)}
+        unknown = sorted(set(text) - set(index))
+        if unknown:
+            raise ValueError(f"{name}: characters {unknown[:10]} are not in the model's vocabulary")
+        return np.array([index[c] for c in text], dtype=np.int64)
+
+    def decode(self, ids):
+        """A row of ids as a string (needs the model's vocab)."""
+        if self.vocab is None:
+            raise ValueError(f"{type(self).__name__}: this model has no vocab to decode with")
+        return "".join(self.vocab[int(k)] for k in np.asarray(ids).reshape(-1))
+
+    def prompt_ids(self, prompt, n):
+        """The prompt of sample(n, prompt=...) as (n, t0) ids: from a string (needs vocab),
+        (t0,) ids shared by all rows, (n, t0) ids, or None / empty (t0 = 0)."""
+        if prompt is None or len(prompt) == 0:
+            return np.zeros((n, 0), np.int64)
+        ids = self.encode(prompt) if isinstance(prompt, str) else np.asarray(prompt)
+        ids = np.broadcast_to(ids, (n, ids.shape[-1])) if ids.ndim == 1 else ids
+        if ids.shape[0] != n:
+            raise ValueError(f"{type(self).__name__}: prompt has {ids.shape[0]} rows, expected {n}")
+        return self._check(ids).copy()
+
+
+def check_n_samples(n, who):
+    """n, the number of samples asked of `who`.sample, as an int >= 0, or a clear error."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"{who}.sample: n must be an int >= 0, got {n!r} ({type(n).__name__})")
+    if n < 0:
+        raise ValueError(f"{who}.sample: n must be an int >= 0, got {n}")
+    return int(n)
+
+
+def check_temperature(temperature, who):
+    """The sampling temperature T as a float, finite and > 0, or a clear error.
+
+    Samplers draw from softmax(logits / T): T = 1 is the model itself, T < 1 sharper, T > 1
+    flatter. T = NaN would make every logit NaN (and every draw the same id), T <= 0 or inf
+    has no such meaning.
+    """
+    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer,
+                                                                                 np.floating)):
+        raise TypeError(f"{who}: temperature must be a number > 0, got {temperature!r} "
+                        f"({type(temperature).__name__})")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"{who}: temperature must be a finite number > 0, got {temperature}")
+    return float(temperature)
 
 
 def resolve_order(order, n_dims, rng):

@@ -20,7 +20,9 @@ is a single pass:
     logits = x (W * M)^T + b                                   (B, D)
     log p(x) = sum_i [x_i logits_i - softplus(logits_i)]       (Bernoulli, stably)
 
-Parameters: W (D, D) of which D(D-1)/2 are used, b (D,): O(D^2).
+Parameters: W (D, D) and b (D,): D^2 + D stored (n_parameters()), of which D(D-1)/2 + D
+= D(D+1)/2 are free, i.e. can change p(x) (n_parameters(free=True): W's masked-out entries
+are stored but never used). D = 64: 4,160 stored, 2,080 free. O(D^2) either way.
 Cost: log p(x) is O(D^2) per example (one matmul); a sample is D steps, the k-th a
 dot product of length D: O(D^2) in all, but sequential.
 
@@ -39,7 +41,7 @@ import numpy as np
 
 from tinyar import ops
 from tinyar.distributions import Bernoulli
-from tinyar.models.base import AutoregressiveModel, resolve_order
+from tinyar.models.base import AutoregressiveModel, check_n_samples, resolve_order
 from tinyar.nn import Parameter
 from tinyar.rng import as_rng
 from tinyar.tensor import Tensor, no_grad
@@ -69,6 +71,10 @@ class FVSBN(AutoregressiveModel):
         self.config = dict(n_dims=D, order=self.order.tolist(), init_std=float(init_std),
                            dtype=np.dtype(dtype).name)
 
+    def weight_masks(self):
+        """W is used as W * M (n_parameters(free=True) counts M's D(D - 1)/2 ones)."""
+        return {"W": self.mask}
+
     @classmethod
     def for_dataset(cls, dataset, rng=None, **kwargs):
         cls.require_kind(dataset, "binary", "FVSBN", "use data.digits(form='binary')")
@@ -94,6 +100,7 @@ class FVSBN(AutoregressiveModel):
     def sample(self, n, rng=None):
         """n samples (n, D), drawn in D steps along the ordering."""
         rng = as_rng(rng)
+        n = check_n_samples(n, "FVSBN")
         W = self.W.data * self.mask                                  # (D, D)
         b = self.b.data
         x = np.zeros((n, self.n_dims), dtype=self.W.dtype)

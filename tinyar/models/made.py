@@ -13,7 +13,10 @@ One pass of a masked feed-forward network gives every conditional at once [2]:
 
 Parameters: W^l (H_l, H_{l-1}) with H_0 = D K, b^l (H_l,), V (D K, H_L), c (D K,), and
 with direct connections A (D K, D K); K = 1 for binary data. Each masked product is
-fused.masked_matmul (kernels/masked.py).
+fused.masked_matmul (kernels/masked.py). Every entry of W^l, V and A is stored
+(n_parameters()), but only those the current mask lets through can change p(x)
+(n_parameters(free=True): the masks' nonzeros plus the biases). D = 64, one hidden layer
+of 500: 64,564 stored, 32,564 free (the exact number depends on the drawn degrees).
 
 Masks from connectivity numbers (Germain et al. [2]). Every unit gets a degree m:
 the largest number of leading dimensions (in the ordering) it may depend on.
@@ -69,7 +72,7 @@ import numpy as np
 from tinyar import fused, functional as F
 from tinyar import ops
 from tinyar.distributions import Bernoulli, Categorical
-from tinyar.models.base import AutoregressiveModel, resolve_order
+from tinyar.models.base import AutoregressiveModel, check_n_samples, resolve_order
 from tinyar.nn import MaskedLinear
 from tinyar.rng import as_rng, importance_resample
 from tinyar.tensor import Tensor, no_grad
@@ -254,6 +257,9 @@ class MADE(AutoregressiveModel):
         The log-mean-exp of each mask's log-likelihood: the mixture of N normalized models.
         """
         masks = range(self.n_masks) if masks is None else list(masks)
+        if len(masks) == 0:
+            raise ValueError(f"{type(self).__name__}.ensemble_log_prob: masks is empty; give at least one "
+                             f"mask index in 0..{self.n_masks - 1} (or None for all {self.n_masks})")
         current = self.mask_index
         try:
             log_probs = []
@@ -293,7 +299,7 @@ class MADE(AutoregressiveModel):
         ensemble=True: from the mixture of all N masks (each sample picks its mask uniformly).
         """
         rng = as_rng(rng)
-        n = int(n)
+        n = check_n_samples(n, type(self).__name__)
         if not ensemble or self.n_masks == 1:
             x = self._placeholder(np.empty((n, self.n_dims)))
             return self._fill(x, np.ones((n, self.n_dims), dtype=bool), rng)[0]

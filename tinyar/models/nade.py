@@ -63,7 +63,7 @@ from tinyar import fused, functional as F
 from tinyar import ops
 from tinyar.distributions import Bernoulli, Categorical, MixtureOfGaussians
 from tinyar.kernels import nade as nade_kernels
-from tinyar.models.base import AutoregressiveModel, resolve_order
+from tinyar.models.base import AutoregressiveModel, check_n_samples, resolve_order
 from tinyar.nn import Parameter
 from tinyar.rng import as_rng, importance_resample
 from tinyar.tensor import Tensor
@@ -157,7 +157,10 @@ class NADE(AutoregressiveModel):
         Each ordering's NADE is a normalized model, so their average is one too.
         """
         rng = as_rng(rng)
-        orders = [rng.permutation(self.n_dims) for _ in range(int(n_orderings))]
+        if isinstance(n_orderings, bool) or not isinstance(n_orderings, (int, np.integer)) or n_orderings < 1:
+            raise ValueError(f"{type(self).__name__}.ensemble_log_prob: n_orderings must be an int >= 1, "
+                             f"got {n_orderings!r}")
+        orders = [rng.permutation(self.n_dims) for _ in range(n_orderings)]
         log_probs = ops.stack([self.log_prob(x, order=o) for o in orders], axis=0)    # (N, B)
         return F.logsumexp(log_probs, axis=0) - math.log(len(orders))
 
@@ -165,7 +168,7 @@ class NADE(AutoregressiveModel):
     def sample(self, n, rng=None):
         """n samples (n, D), drawn one dimension at a time along the model's ordering."""
         rng = as_rng(rng)
-        n = int(n)
+        n = check_n_samples(n, type(self).__name__)
         order = np.broadcast_to(self.order, (n, self.n_dims))
         observed = np.zeros((n, self.n_dims), dtype=bool)
         x, _ = self._draw(np.ascontiguousarray(order), rng, np.zeros((n, self.n_dims)), observed)
@@ -306,7 +309,15 @@ class RNADE(NADE):
     p(x_d | x_<d) = sum_m pi_m N(x_d; mu_m, s_m^2), from out_d = b_d + V_d h (3 M numbers):
         pi = softmax(out_d[:M]),   mu = out_d[M:2M],   log s = lo + (hi - lo) sigmoid(out_d[2M:])
     with [lo, hi] = [log_scale_min, log_scale_max]: every scale stays positive and bounded,
-    so no component can collapse onto one data point (an unbounded likelihood).
+    so no component can collapse onto one data point (an unbounded likelihood). The bounds
+    follow the data (log_scale_bounds; for_dataset passes them, config keeps them):
+        hi = log(e (r1 - r0))       e sqrt(12) ~ 9 times the widest Gaussian the data's range
+                                    [r0, r1] calls for (one over all of it: s = (r1 - r0) / sqrt(12))
+        lo = log(delta / sqrt(12))  for data dequantized from levels delta apart (x = (k + u) delta):
+                                    the standard deviation of the noise u delta within one level.
+    A narrower component would fit that noise, not the data, and its gradients, which grow as
+    1 / s^2, make SGD jump (validation NLL up and down by several nats from one epoch to the
+    next). Without levels, lo = hi - 8 (on [0, 1]: [-7, 1]).
 
     Initialisation (init_range = [r0, r1], the data's range; for_dataset takes the 1% and 99%
     quantiles of the training values): every conditional starts as M Gaussians evenly spaced
@@ -325,19 +336,22 @@ class RNADE(NADE):
     on the discrete scale are (NLL + D log 17) / (D log 2).
     """
     data_kind = "continuous"
-    recipe = dict(lr=0.01, momentum=0.9, batch_size=100, epochs=200, clip=10.0,
+    # small steps, decayed to 0 (cosine): with gradients growing as 1 / s^2, larger steps make the
+    # validation NLL jump up and down by nats, and end apart on kernels that differ in rounding
+    recipe = dict(lr=0.002, momentum=0.9, batch_size=100, epochs=200, clip=10.0, schedule="cosine",
                   model=dict(n_hidden=100, n_components=5))
 
-    def __init__(self, n_dims, n_hidden=100, n_components=5, log_scale_min=-7.0, log_scale_max=1.0, order=None,
+    def __init__(self, n_dims, n_hidden=100, n_components=5, log_scale_min=None, log_scale_max=None, order=None,
                  order_agnostic=False, mask_inputs=False, init_range=(0.0, 1.0), rng=None, dtype=np.float32):
         self.n_components = M = int(n_components)
-        self.log_scale_min, self.log_scale_max = lo, hi = float(log_scale_min), float(log_scale_max)
+        default_lo, default_hi = self.log_scale_bounds(init_range)             # (checks init_range)
         self.init_range = r0, r1 = [float(v) for v in init_range]
+        lo = default_lo if log_scale_min is None else float(log_scale_min)
+        hi = default_hi if log_scale_max is None else float(log_scale_max)
+        self.log_scale_min, self.log_scale_max = lo, hi
         if M < 1 or not lo < hi:
             raise ValueError(f"RNADE: need n_components >= 1 and log_scale_min < log_scale_max, "
-                             f"got {n_components}, {log_scale_min}, {log_scale_max}")
-        if not (math.isfinite(r0) and math.isfinite(r1) and r0 < r1):
-            raise ValueError(f"RNADE: init_range must be two finite numbers low < high, got {init_range}")
+                             f"got {n_components}, {lo}, {hi}")
         rng = as_rng(rng)
         self._init_parameters(n_dims, n_hidden, 1, 3 * M, order, order_agnostic, mask_inputs, rng, dtype)
         # output biases: mu_m = r0 + (m + 1/2) (r1 - r0) / M and s_m = (r1 - r0) / (2 M) (see the class
@@ -359,7 +373,26 @@ class RNADE(NADE):
         if not r0 < r1:                                         # (nearly) constant data: any small interval
             r0, r1 = r0 - 0.5, r1 + 0.5
         kwargs.setdefault("init_range", [float(r0), float(r1)])
+        levels = getattr(dataset, "dequantized_levels", None)        # x = (k + u) / K: levels 1 / K apart
+        lo, hi = cls.log_scale_bounds(kwargs["init_range"], 1.0 / levels if levels else None)
+        kwargs.setdefault("log_scale_min", lo)
+        kwargs.setdefault("log_scale_max", hi)
         return cls(dataset.n_dims, rng=rng, **kwargs)
+
+    @staticmethod
+    def log_scale_bounds(data_range, level_spacing=None):
+        """(lo, hi) for log s, from the data's range [r0, r1] and the spacing delta of its levels
+        (dequantized data; None: none): hi = log(e (r1 - r0)), lo = log(delta / sqrt(12)), or
+        hi - 8 without levels (the class docstring says why)."""
+        r0, r1 = (float(v) for v in data_range)
+        if not (math.isfinite(r0) and math.isfinite(r1) and r0 < r1):
+            raise ValueError(f"RNADE: init_range must be two finite numbers low < high, got {data_range}")
+        hi = math.log(r1 - r0) + 1.0
+        lo = hi - 8.0 if level_spacing is None else math.log(level_spacing / math.sqrt(12.0))
+        if not lo < hi:
+            raise ValueError(f"RNADE: levels {level_spacing:g} apart leave no scales inside the data's range "
+                             f"[{r0:g}, {r1:g}] (need delta / sqrt(12) < e (r1 - r0))")
+        return lo, hi
 
     # Float32 data beyond this magnitude are refused: the backward recomputes each a_i by
     # subtraction from later, larger pre-activations, so float32 gradients lose precision as |x|

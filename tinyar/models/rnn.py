@@ -54,13 +54,13 @@ import numpy as np
 from tinyar import functional as F
 from tinyar import ops
 from tinyar.distributions import Bernoulli, Categorical, check_categories
-from tinyar.models.base import AutoregressiveModel
+from tinyar.models.base import TokenModel, check_n_samples, check_temperature
 from tinyar.nn import ElmanRNN, Linear
 from tinyar.rng import as_rng
 from tinyar.tensor import Tensor, no_grad
 
 
-class RNN(AutoregressiveModel):
+class RNN(TokenModel):
     """A tanh-RNN language model over token ids 0..vocab_size-1 (characters of a text, as in [3]).
 
     vocab_size: K, the number of values a token takes (the characters of a text;
@@ -128,9 +128,13 @@ class RNN(AutoregressiveModel):
     def logits(self, x, state=None):
         """Logits (B, T, K) of p(x_t | x_<t) for every t."""
         x = self._check(x)
-        h = self.hidden(x, state)
-        B, T, H = h.shape
-        return ops.reshape(self.head(ops.reshape(h, (B * T, H))), (B, T, -1))
+        return self._outputs(self.hidden(x, state))
+
+    def _outputs(self, hidden):
+        """The head on every state: (B, T, H) -> logits (B, T, K) (PixelRNN: (B, T, 1))."""
+        B, T, H = hidden.shape
+        n_out = self.head.weight.shape[0]                                 # not -1: B T may be 0
+        return ops.reshape(self.head(ops.reshape(hidden, (B * T, H))), (B, T, n_out))
 
     def _log_prob_given_logits(self, logits, x):
         B, T = x.shape
@@ -149,8 +153,7 @@ class RNN(AutoregressiveModel):
         x = self._check(x, chunk=True)
         h0, previous = self._initial(x.shape[0], state)
         hidden = self.rnn(self.inputs(x, previous), h0)               # (B, T, H), h_0..h_{T-1}
-        B, T, H = hidden.shape
-        logits = ops.reshape(self.head(ops.reshape(hidden, (B * T, H))), (B, T, -1))
+        logits = self._outputs(hidden)                                # (B, T, K)
         # carry h_{T-1} and x_T: the next chunk reads x_T first, from h_{T-1}, as the whole stream would
         return self._log_prob_given_logits(logits, x), (hidden.data[:, -1].copy(), x[:, -1].copy())
 
@@ -164,22 +167,6 @@ class RNN(AutoregressiveModel):
             return Categorical(self.logits(x)).probs()
 
     # ------------------------------------------------------------------ text
-    def encode(self, text):
-        """A string as an (n,) array of ids (needs the model's vocab)."""
-        if self.vocab is None:
-            raise ValueError("RNN: this model has no vocab (build it with vocab=dataset.vocab); pass ids instead")
-        index = {c: k for k, c in enumerate(self.vocab)}
-        unknown = sorted(set(text) - set(index))
-        if unknown:
-            raise ValueError(f"RNN: characters {unknown[:10]} are not in the model's vocabulary")
-        return np.array([index[c] for c in text], dtype=np.int64)
-
-    def decode(self, ids):
-        """A row of ids as a string (needs the model's vocab)."""
-        if self.vocab is None:
-            raise ValueError("RNN: this model has no vocab to decode with")
-        return "".join(self.vocab[int(k)] for k in np.asarray(ids).reshape(-1))
-
     def bits_per_char(self, stream, chunk=1000):
         """Average -log2 p(x_t | x_<t) over one long (n,) stream of ids, read chunk by chunk
         with the state carried across (exactly the log-likelihood of the whole stream)."""
@@ -194,15 +181,6 @@ class RNN(AutoregressiveModel):
         return -total / (stream.shape[1] * math.log(2))
 
     # ------------------------------------------------------------------ sampling
-    def _prompt_ids(self, prompt, n):
-        if prompt is None or len(prompt) == 0:
-            return np.zeros((n, 0), np.int64)
-        ids = self.encode(prompt) if isinstance(prompt, str) else np.asarray(prompt)
-        ids = np.broadcast_to(ids, (n, ids.shape[-1])) if ids.ndim == 1 else ids
-        if ids.shape[0] != n:
-            raise ValueError(f"{type(self).__name__}: prompt has {ids.shape[0]} rows, expected {n}")
-        return self._check(ids).copy()
-
     def sample(self, n, rng=None, prompt=None, temperature=1.0, length=None):
         """n sequences drawn one token at a time: (n, len(prompt) + length) ids, prompt first.
 
@@ -212,10 +190,12 @@ class RNN(AutoregressiveModel):
         length:      tokens to generate after the prompt (default seq_len)
         """
         rng = as_rng(rng)
-        if not temperature > 0:                                   # also refuses NaN
-            raise ValueError(f"{type(self).__name__}: temperature must be > 0, got {temperature}")
+        n = check_n_samples(n, type(self).__name__)
+        temperature = check_temperature(temperature, type(self).__name__)
         length = self.n_dims if length is None else int(length)
-        prefix = self._prompt_ids(prompt, n)
+        if length < 0:
+            raise ValueError(f"{type(self).__name__}: need length >= 0, got {length}")
+        prefix = self.prompt_ids(prompt, n)
         t0 = prefix.shape[1]
         x = np.zeros((n, t0 + length), np.int64)
         x[:, :t0] = prefix

@@ -62,7 +62,7 @@ from tinyar import fused, functional as F
 from tinyar import ops
 from tinyar.distributions import Categorical, check_categories
 from tinyar.kernels.attention import causal_mask, causal_softmax_forward_numpy
-from tinyar.models.base import AutoregressiveModel
+from tinyar.models.base import TokenModel, check_n_samples, check_temperature
 from tinyar.nn import Embedding, LayerNorm, Linear, Module
 from tinyar.rng import as_rng
 from tinyar.tensor import Tensor, is_grad_enabled, no_grad
@@ -218,7 +218,7 @@ class Block(Module):
 
 
 # ==== the model ====
-class Transformer(AutoregressiveModel):
+class Transformer(TokenModel):
     """Decoder-only Transformer over token ids 0..vocab_size-1, sequences up to max_len.
 
     vocab_size: V, the number of values a token takes (2 for binary pixels, 17
@@ -228,6 +228,8 @@ class Transformer(AutoregressiveModel):
                 of d_model / n_heads dimensions, an MLP of d_mlp GELU units
     fused:      use the fused ops (fused.causal_attention, fused.layer_norm, fused.gelu,
                 fused.linear); False builds them from primitives (slower, same numbers)
+    vocab:      optional list of V characters (id -> character): lets sample() take a
+                prompt string and decode() turn ids back into text
     """
 
     data_kind = "tokens"
@@ -237,9 +239,11 @@ class Transformer(AutoregressiveModel):
               "model": {"n_layers": 2, "d_model": 64, "n_heads": 4, "d_mlp": 256}}
 
     def __init__(self, vocab_size, max_len=64, n_layers=2, d_model=64, n_heads=4, d_mlp=256,
-                 fused=True, rng=None, dtype=np.float32):
+                 fused=True, vocab=None, rng=None, dtype=np.float32):
         if vocab_size < 2 or max_len < 1:
             raise ValueError(f"Transformer: need vocab_size >= 2 and max_len >= 1, got {vocab_size} and {max_len}")
+        if vocab is not None and len(vocab) != vocab_size:
+            raise ValueError(f"Transformer: vocab has {len(vocab)} entries, expected vocab_size = {vocab_size}")
         rng = as_rng(rng)
         self.vocab_size = int(vocab_size)
         self.n_levels = self.vocab_size                  # the values a token takes (check_input)
@@ -247,6 +251,7 @@ class Transformer(AutoregressiveModel):
         self.max_len = int(max_len)
         self.start = self.vocab_size                     # id of the start token <s> in the input table
         self.fused = bool(fused)
+        self.vocab = None if vocab is None else [str(c) for c in vocab]
         self.token_embedding = Embedding(vocab_size + 1, d_model, rng=rng, dtype=dtype)
         self.position_embedding = Embedding(max_len, d_model, rng=rng, dtype=dtype)
         self.blocks = [Block(d_model, n_heads, d_mlp, fused=fused, rng=rng, dtype=dtype) for _ in range(n_layers)]
@@ -254,10 +259,10 @@ class Transformer(AutoregressiveModel):
         self.head = Linear(d_model, vocab_size, rng=rng, dtype=dtype)
         self.config = dict(vocab_size=self.vocab_size, max_len=self.max_len, n_layers=int(n_layers),
                            d_model=int(d_model), n_heads=int(n_heads), d_mlp=int(d_mlp), fused=bool(fused),
-                           dtype=np.dtype(dtype).name)
+                           vocab=self.vocab, dtype=np.dtype(dtype).name)
 
     # ------------------------------------------------------------------ network
-    def _check_ids(self, x):
+    def _check(self, x):
         """x as a (batch, T) int array of ids in 0..V-1 with T <= max_len, or a clear error."""
         x = np.asarray(x.data if isinstance(x, Tensor) else x)
         if x.ndim != 2:
@@ -282,9 +287,9 @@ class Transformer(AutoregressiveModel):
             raise ValueError(f"Transformer: position {start + n - 1} is beyond the positional table "
                              f"(max_len={self.max_len})")
         h = self.token_embedding(ids) + self.position_embedding.weight[start:start + n]        # (B, n, C)
-        return self.decode(h, caches)
+        return self.from_embeddings(h, caches)
 
-    def decode(self, h, caches=None):
+    def from_embeddings(self, h, caches=None):
         """Logits (B, n, V) from the embedded inputs h (B, n, C): the blocks, LN and the head.
 
         (Split from forward() so that tests can differentiate with respect to h.)
@@ -303,12 +308,12 @@ class Transformer(AutoregressiveModel):
 
     def logits(self, x):
         """Logits (B, T, V) of p(x_t | x_<t) for every t, in one parallel pass."""
-        x = self._check_ids(x)
+        x = self._check(x)
         return self.forward(self.inputs(x))
 
     def log_prob(self, x):
         """log p(x) = sum_t log p(x_t | x_<t), in nats: a Tensor (batch,)."""
-        x = self._check_ids(x)
+        x = self._check(x)
         B, T = x.shape
         logits = self.forward(self.inputs(x))                                                   # (B, T, V)
         nll = F.cross_entropy(ops.reshape(logits, (B * T, self.vocab_size)), x.reshape(-1))     # (B T,)
@@ -317,7 +322,7 @@ class Transformer(AutoregressiveModel):
     def attention_maps(self, x):
         """Attention probabilities of every block and head for sequences x (B, T):
         a list of L arrays (B, H, T, T); row t is query position t (predicting x_t)."""
-        x = self._check_ids(x)
+        x = self._check(x)
         B, T = x.shape
         maps = []
         with no_grad():
@@ -332,47 +337,46 @@ class Transformer(AutoregressiveModel):
         """An empty key/value cache: one dict per block."""
         return [{} for _ in self.blocks]
 
-    def sample(self, n, rng=None, temperature=1.0, length=None, prefix=None, use_cache=True):
-        """n sequences (n, length) of ids, drawn one token at a time.
+    def sample(self, n, rng=None, prompt=None, temperature=1.0, length=None, use_cache=True):
+        """n sequences drawn one token at a time: (n, len(prompt) + length) ids, prompt first.
 
-        temperature: conditionals softmax(logits / temperature) (1 = the model;
-        < 1 sharper, > 1 flatter). prefix: optional (n, t0) ids to continue.
-        use_cache=False recomputes the whole prefix at every step (for the
-        benchmark and the tests; same distribution, O(T) times the work).
+        prompt:      a string (needs vocab), (t0,) ids for all rows, or (n, t0) ids; or None.
+                     Kept as given; the tokens after it are drawn conditioned on it.
+        temperature: draw from softmax(logits / temperature): 1 is the model itself,
+                     < 1 sharper, > 1 flatter
+        length:      tokens to generate after the prompt (default: up to the end of the
+                     positional table, max_len - len(prompt)); len(prompt) + length <= max_len
+        use_cache:   False recomputes the whole prefix at every step (for the benchmark and
+                     the tests; same distribution, O(T) times the work)
         """
         rng = as_rng(rng)
-        length = self.max_len if length is None else int(length)
-        if length < 0:
-            raise ValueError(f"Transformer: length must be >= 0, got {length}")
-        if length > self.max_len:
-            raise ValueError(f"Transformer: cannot sample {length} tokens; the positional table has "
-                             f"max_len={self.max_len}")
-        if temperature <= 0:
-            raise ValueError(f"Transformer: temperature must be > 0, got {temperature}")
-        x = np.zeros((n, length), dtype=np.int64)
-        t0 = 0
-        if prefix is not None:
-            prefix = self._check_ids(prefix)
-            if prefix.shape[0] != n or prefix.shape[1] > length:
-                raise ValueError(f"Transformer: prefix of shape {prefix.shape} does not fit ({n}, {length})")
-            t0 = prefix.shape[1]
-            x[:, :t0] = prefix
+        n = check_n_samples(n, "Transformer")
+        temperature = check_temperature(temperature, "Transformer")
+        prompt = self.prompt_ids(prompt, n)                                                     # (n, t0)
+        t0 = prompt.shape[1]
+        length = self.max_len - t0 if length is None else int(length)
+        if length < 0 or t0 + length > self.max_len:
+            raise ValueError(f"Transformer: cannot sample {length} tokens after a prompt of {t0}; need length >= 0 "
+                             f"and len(prompt) + length <= max_len={self.max_len}")
+        T = t0 + length
+        x = np.zeros((n, T), dtype=np.int64)
+        x[:, :t0] = prompt
         with no_grad():
-            if use_cache:                          # run <s> and the prefix once, filling the cache
+            if use_cache and length > 0:           # run <s> and the prompt once, filling the cache
                 caches = self.new_cache()
-                logits = self.forward(self.inputs(x[:, :t0 + 1]), caches, start=0)[:, -1]       # (n, V)
-            for t in range(t0, length):
+                logits = self.forward(self.inputs(x[:, :t0 + 1]), caches, start=0)[:, -1]      # (n, V)
+            for t in range(t0, T):
                 if not use_cache:
                     logits = self.forward(self.inputs(x[:, :t + 1]))[:, -1]                   # (n, V)
                 x[:, t] = Categorical(Tensor(logits.data / temperature)).sample(rng)
-                if use_cache and t + 1 < length:
+                if use_cache and t + 1 < T:
                     logits = self.forward(x[:, t:t + 1], caches, start=t + 1)[:, -1]          # (n, V)
         return x
 
     def cached_logits(self, x):
         """Logits (B, T, V) computed one token at a time through the key/value cache
         (the path sample() takes); equal to logits(x) up to rounding."""
-        x = self._check_ids(x)
+        x = self._check(x)
         inputs = self.inputs(x)
         caches = self.new_cache()
         with no_grad():
@@ -382,11 +386,12 @@ class Transformer(AutoregressiveModel):
     # ------------------------------------------------------------------ interface
     @classmethod
     def for_dataset(cls, dataset, rng=None, **kwargs):
-        """Sized for a data.Dataset: vocab_size = its n_levels, max_len = its n_dims."""
+        """Sized for a data.Dataset: vocab_size = its n_levels, max_len = its n_dims, and its vocab."""
         if dataset.kind == "continuous":
             raise ValueError("Transformer models discrete tokens; use digits(form='binary' or 'levels') or text()")
         options = {**cls.recipe["model"], **kwargs}
-        return cls(int(dataset.n_levels), max_len=int(dataset.n_dims), rng=rng, **options)
+        return cls(int(dataset.n_levels), max_len=int(dataset.n_dims), vocab=getattr(dataset, "vocab", None),
+                   rng=rng, **options)
 
     @classmethod
     def gradcheck_example(cls):
