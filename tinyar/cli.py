@@ -186,7 +186,12 @@ def add_train_arguments(p, model=None):
     d.add_argument("--seq-len", type=sequence_length, default=None,
                    help=f"sequence length for --data text (default {seq_len})" if model else
                         f"sequence length for --data text (default: the model's recipe, else {TEXT_SEQ_LEN})")
-    r = p.add_argument_group("recipe (defaults: the model's recipe)")
+    names = _registry()[model].recipe_names() if model else None
+    r = p.add_argument_group("recipe (defaults: the model's recipe for the data set)")
+    r.add_argument("--recipe", default=None, metavar="NAME",
+                   help=f"the recipe to start from: {', '.join(names)} (default: mnist for --data mnist "
+                        "when the model has one, else default)" if model else
+                        "the recipe to start from (see train MODEL --help; default: the data set's)")
     r.add_argument("--lr", type=positive_float, default=None, help="learning rate")
     r.add_argument("--momentum", type=momentum_value, default=None, help="SGD momentum, in [0, 1)")
     r.add_argument("--nesterov", action="store_const", const=True, default=None, help="Nesterov momentum")
@@ -226,9 +231,22 @@ def _add_model_options(p, model):
                            metavar=kwarg.upper())
 
 
-def recipe_from_args(model_cls, args):
-    """The model's recipe, with every recipe flag and model option given on the command line on top."""
-    recipe = dict(model_cls.recipe)
+def recipe_name_for(model_cls, spec, asked=None):
+    """The recipe a run uses: --recipe NAME if given, else the one named after the data set
+    (`mnist` for --data mnist or mnist-idx:FOLDER) when the model has it, else "default"."""
+    if asked is not None:
+        if asked not in model_cls.recipe_names():
+            raise SystemExit(f"error: argument --recipe: {model_cls.__name__} has no recipe {asked!r} "
+                             f"(it has {', '.join(model_cls.recipe_names())})")
+        return asked
+    data_name = "mnist" if spec == "mnist" or spec.startswith("mnist-idx:") else None
+    return data_name if data_name in model_cls.recipes else "default"
+
+
+def recipe_from_args(model_cls, args, name="default"):
+    """The model's recipe `name`, with every recipe flag and model option given on the command
+    line on top."""
+    recipe = dict(model_cls.recipe_named(name))
     recipe["model"] = dict(recipe.get("model", {}))
     for key in RECIPE_FLAGS:
         value = getattr(args, key, None)
@@ -335,10 +353,11 @@ def _train_settings(args, cls, out):
     """The run's settings (model, recipe, seed, data): from the flags, or with --resume from the
     run's run.json, with --epochs and --patience on top."""
     if not args.resume:
-        recipe = recipe_from_args(cls, args)
         spec = args.data or default_data(args.model)
+        name = recipe_name_for(cls, spec, args.recipe)
+        recipe = recipe_from_args(cls, args, name)
         _refuse_text_flags(args, spec)
-        return dict(model=args.model, recipe=recipe, seed=0 if args.seed is None else args.seed,
+        return dict(model=args.model, recipe_name=name, recipe=recipe, seed=0 if args.seed is None else args.seed,
                     data=dict(spec=spec, text=args.text, seq_len=recipe.get("seq_len", TEXT_SEQ_LEN)))
     if not (out / "run.json").exists() or not (out / "last.npz").exists():
         raise SystemExit(f"error: --resume: no run.json and last.npz in {out} to continue from")
@@ -363,7 +382,8 @@ def _refuse_resume_conflicts(args, settings, out):
              for key, flag in RECIPE_FLAGS.items() if key not in RESUME_MAY_CHANGE]
     asked += [(flag, getattr(args, f"model_{kwarg}", None), recipe["model"].get(kwarg))
               for flag, (kwarg, _, _) in MODEL_OPTIONS.get(args.model, {}).items()]
-    asked += [("--seed", args.seed, settings["seed"]), ("--data", args.data, settings["data"].get("spec")),
+    asked += [("--recipe", args.recipe, settings.get("recipe_name", "default")),
+              ("--seed", args.seed, settings["seed"]), ("--data", args.data, settings["data"].get("spec")),
               ("--text", args.text, settings["data"].get("text"))]
     for flag, given, used in asked:
         if given is not None and given != used:
@@ -467,7 +487,7 @@ def cmd_train(args, argv):
     run = _run_record(args, argv, cls, settings, dataset, model, schedule, out)
     print(f"{cls.__name__} ({model.n_parameters():,} parameters, {model.n_parameters(free=True):,} free) "
           f"on {dataset.describe()}")
-    print(f"recipe: {json.dumps(settings['recipe'])}, seed {settings['seed']} -> {out}")
+    print(f"recipe ({settings.get('recipe_name', 'default')}): {json.dumps(settings['recipe'])}, seed {settings['seed']} -> {out}")
     _prepare_run_folder(out, args.overwrite)
     if not args.resume:
         _write_json(out / "run.json", dict(run, history=None, final=None))    # settings, for --resume

@@ -31,6 +31,22 @@ class AutoregressiveModel(Module, metaclass=ABCMeta):
     """The interface; a model class that leaves an abstract method undefined cannot be built."""
     data_kind = "binary"
     config: dict
+    recipe: dict = {}     # the default recipe: the 8x8 digits (the text, for a character model)
+    recipes: dict = {}    # recipes for other data sets, by name, e.g. {"mnist": {...}}
+
+    @classmethod
+    def recipe_names(cls):
+        """The names `recipe_named` takes: "default", then the keys of `recipes`."""
+        return ["default", *cls.recipes]
+
+    @classmethod
+    def recipe_named(cls, name="default"):
+        """The recipe called `name`: "default" is `recipe`, any other a key of `recipes`."""
+        if name == "default":
+            return cls.recipe
+        if name not in cls.recipes:
+            raise ValueError(f"{cls.__name__} has no recipe {name!r}: expected one of {cls.recipe_names()}")
+        return cls.recipes[name]
 
     @abstractmethod
     def log_prob(self, x):
