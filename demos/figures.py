@@ -1,4 +1,4 @@
-"""The README's figures: six pictures drawn by the demos, made small enough to commit.
+"""The README's figures: seven pictures drawn by the demos, made small enough to commit.
 
 Each figure comes from a demo of this folder; this script loads the demo, calls its
 main() (or, for the attention maps, its train_model and plot_maps) with a scratch folder
@@ -17,9 +17,11 @@ colours go into a palette of 128: a few kB to a few tens of kB a figure.
   rnn_gradients.png     rnn_gradients.py    ||dL/dh_t|| against the distance from the loss: vanishing in a
                                             tanh RNN, exploding with a large W_hh, carried by an LSTM
   nade_caching.png      nade_caching.py     time of log p(x) against D: O(D^2 H) uncached, O(D H) cached
+  colour_patches.png    colour_patches.py   8x8 colour photo patches beside samples of a colour PixelCNN,
+                                            CategoricalNADE and CategoricalMADE, with their bits/dim
 
-Fixed seeds (each demo's own). About two minutes on 2 cores, most of it the Transformer's
-30 epochs and the NADE caching timings; the timing figure depends on the machine, the
+Fixed seeds (each demo's own). About six minutes on 2 cores, most of it the colour models'
+training, the Transformer's 30 epochs and the NADE caching timings; the timing figure depends on the machine, the
 others do not.
 
     python demos/figures.py                 # writes demos/figures/*.png
@@ -94,13 +96,19 @@ def rnn_gradients(work, quick):
     return path, None
 
 
+def colour_patches(work, quick):
+    path = work / "colour_patches.png"
+    load_demo("colour_patches").main(quick_flag(quick) + ["--out", str(path)])
+    return path, None
+
+
 def nade_caching(work, quick):
     load_demo("nade_caching").main(quick_flag(quick) + ["--out", str(work)])
     return work / "nade_caching.png", None
 
 
 # nade_caching holds numba and BLAS to one thread for the rest of the process: it runs last.
-FIGURES = [nade_samples, made_masks, receptive_field, attention_maps, rnn_gradients, nade_caching]
+FIGURES = [nade_samples, made_masks, receptive_field, attention_maps, rnn_gradients, colour_patches, nade_caching]
 
 
 def fold(image, near):

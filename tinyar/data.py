@@ -7,13 +7,16 @@ one per row, and what a model needs to know about them:
                  or "tokens" (ids 0..n_levels-1 of a vocabulary)
     n_dims       D, the number of dimensions of an example (or a sequence's length T)
     n_levels     2 for binary, K for categorical, the vocabulary size for tokens
-    image_shape  (H, W) when an example is an image flattened row by row, else None
+    image_shape  (H, W) when an example is an image flattened row by row; (H, W, 3) for a colour
+                 image flattened pixel by pixel with R, G, B at each pixel; else None
     vocab        the characters of a text data set (id -> character), else None
 
 Loaders:
 
     digits(form)          the UCI handwritten digits shipped with scikit-learn (offline):
                           1,797 images of 8x8 with intensities 0..16, in a fixed split
+    photo_patches()       8x8 colour patches (R, G, B of 0..255) of the two photographs shipped
+                          with scikit-learn (offline), split by position in the photos
     binarized_mnist()     the fixed binarization of MNIST of Larochelle & Murray (2011) [2],
                           downloaded once into a cache folder (TINYAR_DATA)
     mnist_idx(folder)     MNIST from the IDX files a user already has, binarized by a
@@ -30,6 +33,7 @@ References
         https://deepgenerativemodels.github.io/notes/autoregressive/
     [2] H. Larochelle, I. Murray. The neural autoregressive distribution estimator. AISTATS 2011.
     [3] E. Alpaydin, C. Kaynak. Optical recognition of handwritten digits. UCI ML repository, 1998.
+    [4] scikit-learn, sklearn.datasets.load_sample_images: china.jpg and flower.jpg (CC BY 2.0).
 """
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ class Dataset:
     test: np.ndarray
     n_dims: int
     n_levels: int | None = None
-    image_shape: tuple | None = None
+    image_shape: tuple | None = None      # (H, W), or (H, W, 3) for colour images
     vocab: list | None = None
     labels: dict | None = field(default=None, repr=False)    # split -> class labels, when known
     dequantized_levels: int | None = None     # K when the values are (x + u) / K of K-level data
@@ -124,6 +128,79 @@ def digits(form="binary", seed=0):
     return Dataset(f"digits-{form}", kind, values[train], values[valid], values[test], n_dims=64,
                    n_levels=levels, image_shape=(8, 8), dequantized_levels=17 if form == "continuous" else None,
                    labels={"train": y[train], "valid": y[valid], "test": y[test]})
+
+
+# ------------------------------------------------------------ colour photographs
+PHOTO_SPLIT = (0.8, 0.1, 0.1)          # fractions of each photograph's regions: train, valid, test
+
+
+def sample_photos():
+    """The two colour photographs that scikit-learn ships (china.jpg, flower.jpg), each a
+    (427, 640, 3) uint8 array (R, G, B of 0..255); decoded by Pillow, which matplotlib needs anyway."""
+    from sklearn.datasets import load_sample_images
+    return [np.asarray(image) for image in load_sample_images().images]
+
+
+def photo_patch_positions(photo_shapes, patch_size=8, region=4, seed=0):
+    """Where the patches of each split sit: {split: (n, 3) int array of (photo, top, left)}.
+
+    Each photograph is cut into a grid of non-overlapping patch_size x patch_size patches
+    (an 8x8 grid over 427 x 640 pixels: 53 x 80 patches; the last rows and columns that do
+    not fill a patch are dropped). The grid is grouped into regions of region x region patches
+    (32 x 32 pixels by default), and each region goes whole to one split: a permutation of
+    each photograph's regions drawn from np.random.default_rng(seed) gives the first 80% to
+    train, the next 10% to valid, the rest to test. No pixel belongs to two patches, so the
+    splits share none, and a test patch's neighbours are mostly test patches too.
+    Within a split the patches come in order of photo, row, column.
+    """
+    rng = np.random.default_rng(seed)
+    chosen = {"train": [], "valid": [], "test": []}
+    for k, (height, width) in enumerate(photo_shapes):
+        rows, cols = np.meshgrid(np.arange(height // patch_size), np.arange(width // patch_size), indexing="ij")
+        rows, cols = rows.ravel(), cols.ravel()                            # the grid, in raster order
+        regions = (rows // region) * (cols.max() // region + 1) + cols // region
+        order = rng.permutation(regions.max() + 1)                         # regions in a seeded order
+        bounds = np.round(np.cumsum(PHOTO_SPLIT)[:2] * len(order)).astype(np.int64)
+        split_of_region = np.empty(len(order), dtype=np.int64)
+        for s, part in enumerate(np.split(order, bounds)):
+            split_of_region[part] = s
+        for s, name in enumerate(chosen):
+            keep = split_of_region[regions] == s
+            chosen[name].append(np.stack([np.full(keep.sum(), k), rows[keep] * patch_size,
+                                          cols[keep] * patch_size], axis=1))
+    return {name: np.concatenate(parts) for name, parts in chosen.items()}
+
+
+def photo_patches(patch_size=8, levels=256, region=4, seed=0):
+    """Colour patches cut from the two photographs scikit-learn ships, no download [4].
+
+    Rows of D = 3 patch_size^2 values in 0..levels-1, laid out channel-last: raster over the
+    pixels (rows top to bottom, each left to right) with R, G, B at each pixel,
+
+        x[n, 3 (r W + c) + ch] = channel ch (0 R, 1 G, 2 B) of pixel (r, c),
+
+    so x.reshape(n, H, W, 3) is the patch, and an autoregressive model in the order of the
+    columns predicts R, then G, then B of each pixel before the next pixel. The split is by
+    position (photo_patch_positions): 8,480 patches of 8x8, about 80 / 10 / 10% train / valid /
+    test. levels = K < 256 quantizes each value v to floor(v K / 256) (e.g. K = 4 for tests
+    that enumerate). Kind "categorical", n_levels K, image_shape (H, W, 3).
+    """
+    patch_size, levels, region = int(patch_size), int(levels), int(region)
+    if not 2 <= levels <= 256:
+        raise ValueError(f"photo_patches: levels must be in 2..256, got {levels}")
+    if not 1 <= patch_size <= 64 or region < 1:
+        raise ValueError(f"photo_patches: need 1 <= patch_size <= 64 and region >= 1, got patch_size "
+                         f"{patch_size}, region {region}")
+    photos = sample_photos()
+    positions = photo_patch_positions([p.shape[:2] for p in photos], patch_size, region, seed)
+    splits = {}
+    for name, where in positions.items():
+        patches = [photos[k][top:top + patch_size, left:left + patch_size] for k, top, left in where]
+        x = np.stack(patches).reshape(len(where), 3 * patch_size ** 2).astype(np.int64)   # (n, H W 3)
+        splits[name] = x * levels // 256                                  # 0..levels-1
+    return Dataset(f"photos-{patch_size}x{patch_size}" + ("" if levels == 256 else f"-{levels}levels"),
+                   "categorical", splits["train"], splits["valid"], splits["test"],
+                   n_dims=3 * patch_size ** 2, n_levels=levels, image_shape=(patch_size, patch_size, 3))
 
 
 # ---------------------------------------------------------------------- MNIST
@@ -517,6 +594,8 @@ def from_spec(spec, data_kind="binary", text_path=None, seq_len=64, seed=0):
                            or token model, the 17 levels for a categorical one, dequantized
                            for a continuous one)
     digits-binary, digits-levels, digits-continuous    one form explicitly
+    photos                 8x8 colour patches of the photographs in scikit-learn, 256 levels
+                           (photo_patches); photos-K: quantized to K levels (e.g. photos-4)
     mnist                  binarized MNIST (downloaded once, see binarized_mnist)
     mnist-idx:FOLDER       MNIST from IDX files in FOLDER, binarized at 0.5
     text                   characters of text_path (default: Python's bundled documentation)
@@ -529,6 +608,10 @@ def from_spec(spec, data_kind="binary", text_path=None, seq_len=64, seed=0):
         return digits(DIGITS_FORM[data_kind], seed=seed)
     if spec.startswith("digits-"):
         return digits(spec[len("digits-"):], seed=seed)
+    if spec == "photos":
+        return photo_patches()
+    if spec.startswith("photos-") and spec[len("photos-"):].isdigit():
+        return photo_patches(levels=int(spec[len("photos-"):]))
     if spec == "mnist":
         return binarized_mnist()
     if spec.startswith("mnist-idx:"):
@@ -538,7 +621,7 @@ def from_spec(spec, data_kind="binary", text_path=None, seq_len=64, seed=0):
     if spec.endswith((".npy", ".npz")):
         return from_array(spec, seed=seed)
     raise ValueError(f"unknown data set {spec!r}: expected digits, digits-binary, digits-levels, "
-                     "digits-continuous, mnist, mnist-idx:FOLDER, text, or a PATH.npy / PATH.npz file")
+                     "digits-continuous, photos, photos-K (K levels), mnist, mnist-idx:FOLDER, text, or a PATH.npy / PATH.npz file")
 
 
 # ----------------------------------------------------------------- minibatches

@@ -19,7 +19,7 @@ def test_figures_quick_writes_every_figure_small(tmp_path, capsys):
     figures = load_figures()
     result = figures.main(["--quick", "--out", str(tmp_path)])
     names = {f"{f.__name__}.png" for f in figures.FIGURES}
-    assert len(names) == 6 and set(result["sizes"]) == names
+    assert len(names) == 7 and set(result["sizes"]) == names
     assert {p.name for p in tmp_path.glob("*.png")} == names
     for name in names:
         path = tmp_path / name
@@ -29,7 +29,7 @@ def test_figures_quick_writes_every_figure_small(tmp_path, capsys):
             assert image.mode == "P" and image.width <= figures.MAX_WIDTH, (name, image.mode, image.size)
     with Image.open(tmp_path / "made_masks.png") as image:     # 4 panels in a row, folded into 2 x 2
         assert image.height > 0.8 * image.width
-    assert "wrote 6 figures" in capsys.readouterr().out
+    assert "wrote 7 figures" in capsys.readouterr().out
 
 
 def test_fold_cuts_at_a_blank_column_and_keeps_every_pixel():
