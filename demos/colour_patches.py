@@ -50,7 +50,6 @@ import numpy as np
 
 from tinyar import data, metrics, plot, train
 from tinyar.models import CategoricalMADE, CategoricalNADE, ColourPixelCNN
-from tinyar.optim import SGD, CosineLR
 
 FULL = dict(n_train=5000, epochs=2, batch_size=50, n_samples=8, models={
     "ColourPixelCNN": (ColourPixelCNN, dict(n_channels=24, n_layers=2, first_kernel_size=5), 0.003),
@@ -68,10 +67,11 @@ def fit(model, photos, lr, settings):
     model's own learning rate; the kept parameters are those of the best validation NLL."""
     x = photos.train[np.random.default_rng(0).permutation(len(photos.train))[:settings["n_train"]]]
     start_at_histograms(model, x)
-    optimizer = SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True)
-    steps = settings["epochs"] * -(-len(x) // settings["batch_size"])
-    train.fit(model, x, photos.valid[:300], optimizer, epochs=settings["epochs"], batch_size=settings["batch_size"],
-              schedule=CosineLR(optimizer, total=steps), progress=False, log=lambda message: None)
+    recipe = dict(lr=lr, momentum=0.9, nesterov=True, schedule="cosine", epochs=settings["epochs"],
+                  batch_size=settings["batch_size"])
+    optimizer, schedule = train.make_optimizer(model, recipe, len(x))
+    train.fit(model, x, photos.valid[:300], optimizer, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
+              schedule=schedule, progress=False, log=lambda message: None)
 
 
 def log_histograms(x, n_levels):
@@ -108,16 +108,12 @@ def start_at_histograms(model, x):
         model.out_logits.bias.data[...] = pooled.reshape(-1)                             # R block, G, B
 
 
-def colour_rows(rows, image_shape, pad=1):
-    """A list of (n, H W 3) arrays of 0..255 -> one (rows, cols) RGB picture in [0, 1], each
-    list entry a row of patches, with `pad` pixels of grey between patches."""
-    H, W, _ = image_shape
+def colour_rows(rows, image_shape):
+    """A list of (n, H W 3) arrays of 0..255, each a row of patches -> one RGB picture in [0, 1]
+    (plot.image_grid, one row per list entry)."""
     n_cols = max(len(r) for r in rows)
-    picture = np.full((len(rows) * (H + pad) - pad, n_cols * (W + pad) - pad, 3), 0.5)
-    for i, patches in enumerate(rows):
-        for j, patch in enumerate(np.asarray(patches).reshape(len(patches), H, W, 3)):
-            picture[i * (H + pad):i * (H + pad) + H, j * (W + pad):j * (W + pad) + W] = patch / 255.0
-    return picture
+    padded = [np.vstack([r, np.full((n_cols - len(r), np.shape(r)[1]), np.nan)]) for r in rows]
+    return plot.colour_picture(plot.image_grid(np.vstack(padded), image_shape, n_cols=n_cols), 0.0, 255.0)
 
 
 def draw(rows, labels, image_shape, path):

@@ -268,8 +268,8 @@ def test_a_user_array_of_any_width_trains_and_draws_its_samples(tmp_path, capsys
     assert drawn == [((3, 10), (2, 5))] and (out / "samples.png").stat().st_size > 0
 
 
-def test_colour_samples_are_drawn_as_their_three_planes(tmp_path, monkeypatch):
-    """(n, H W 3) rows, R, G, B at each pixel, are drawn as H x 3W grey pictures: R | G | B."""
+def test_colour_samples_are_drawn_in_colour(tmp_path, monkeypatch):
+    """(n, H W 3) rows, R, G, B at each pixel, are drawn as colour images of shape (H, W, 3)."""
     from tinyar import plot
     from tinyar.cli import write_samples
     from tinyar.models import ColourPixelCNN
@@ -282,8 +282,20 @@ def test_colour_samples_are_drawn_as_their_three_planes(tmp_path, monkeypatch):
         def sample(self, n, rng=None):
             return np.arange(n * 6).reshape(n, 6)
     drawn = []
-    monkeypatch.setattr(plot, "sample_grid", lambda rows, shape, path, **k: drawn.append((rows, shape, k["title"])))
+    monkeypatch.setattr(plot, "sample_grid", lambda rows, shape, path, **k: drawn.append((rows, shape, k)))
     write_samples(Counting(), dict(info, n_dims=6, image_shape=[1, 2, 3]), tmp_path / "fake.png", n=2)
-    (rows, shape, title), = drawn
-    assert shape == (1, 6) and rows.tolist() == [[0, 3, 1, 4, 2, 5], [6, 9, 7, 10, 8, 11]]
-    assert title == "ColourPixelCNN: 2 samples (R, G, B planes side by side)"
+    (rows, shape, options), = drawn
+    assert shape == (1, 2, 3) and rows.tolist() == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]
+    assert options["vmin"] == 0.0 and options["vmax"] == 3
+
+
+def test_a_colour_grid_puts_each_pixels_rgb_in_place():
+    from tinyar import plot
+    rows = np.arange(2 * 12).reshape(2, 12)          # two 2x2 colour images
+    grid = plot.image_grid(rows, (2, 2, 3), n_cols=2, pad=1)
+    assert grid.shape == (2, 5, 3)
+    assert grid[0, 0].tolist() == [0, 1, 2] and grid[1, 1].tolist() == [9, 10, 11]      # image 0
+    assert np.isnan(grid[:, 2]).all() and grid[0, 3].tolist() == [12, 13, 14]         # pad, image 1
+    rgb = plot.colour_picture(grid, 0.0, 23.0)
+    assert np.allclose(rgb[1, 4], np.array([21, 22, 23]) / 23.0)
+    assert (rgb[:, 2] == rgb[0, 2]).all() and not np.isnan(rgb).any()                # padding: one colour

@@ -126,6 +126,8 @@ def test_fit_stream_refuses_a_negative_clip_and_bad_counts():
     text = np.tile([0, 1, 2], 40)
     with pytest.raises(ValueError, match=r"fit_stream: need clip > 0 \(a finite number\), got clip=-1.0"):
         train.fit_stream(model, text, SGD(model.parameters(), lr=0.1), seq_len=5, batch_size=2, clip=-1.0, log=None)
+    with pytest.raises(ValueError, match=r"fit_stream: need clip > 0 \(a finite number\), got clip=0"):
+        train.fit_stream(model, text, SGD(model.parameters(), lr=0.1), seq_len=5, batch_size=2, clip=0, log=None)
     with pytest.raises(ValueError, match="fit_stream: need seq_len >= 1, got seq_len=0"):
         train.fit_stream(model, text, SGD(model.parameters(), lr=0.1), seq_len=0, batch_size=2, log=None)
     np.testing.assert_array_equal(model.head.weight.data, before)

@@ -157,10 +157,10 @@ MODEL_OPTIONS = {
 
 
 def default_data(model):
-    """The --data a model (a name in models.REGISTRY) trains on when none is given."""
-    if model == "pixelcnn-colour":
-        return "photos"
-    return "text" if _registry()[model].data_kind == "tokens" else "digits"
+    """The --data a model (a name in models.REGISTRY) trains on when none is given: its class's
+    `default_data`, else text for a token model and digits for the others."""
+    cls = _registry()[model]
+    return cls.default_data or ("text" if cls.data_kind == "tokens" else "digits")
 
 
 def _registry():
@@ -272,8 +272,8 @@ def picture_shape(n_dims):
 def write_samples(model, info, path, n=64, seed=SAMPLE_SEED, **sample_options):
     """Draw n samples and save them as a picture (images) or as text (tokens); returns the samples.
 
-    Images are drawn in grey (grey_pictures: a colour image as its three planes, an example
-    with no image shape as a picture_shape(D) image). sample_options
+    Images are drawn in grey, or in colour for an image shape (H, W, 3); an example with no
+    image shape as a picture_shape(D) image. sample_options
     (e.g. prompt=..., temperature=... for the text models) go to model.sample."""
     import numpy as np
 
@@ -289,25 +289,11 @@ def write_samples(model, info, path, n=64, seed=SAMPLE_SEED, **sample_options):
                                              f"{Path(path).with_suffix('.txt').name}")
         Path(path).with_suffix(".txt").write_text("\n\n".join(decode(r, info["vocab"]) for r in samples) + "\n")
     else:
-        pictures, shape = grey_pictures(samples, info)
-        if len(info.get("image_shape") or ()) == 3:
-            title += " (R, G, B planes side by side)"
+        shape = tuple(info.get("image_shape") or picture_shape(info["n_dims"]))
         kind = info["kind"]
         vmax = 1.0 if kind in ("binary", "continuous") else (info.get("n_levels") or 2) - 1
-        plot.sample_grid(pictures, shape, path, title=title, vmin=0.0, vmax=vmax)
+        plot.sample_grid(samples, shape, path, title=title, vmin=0.0, vmax=vmax)
     return samples
-
-
-def grey_pictures(samples, info):
-    """(rows, (H, W)) to draw the (n, D) samples as grey images: with the data's image shape;
-    a colour image (H, W, 3) (R, G, B at each pixel) as its three planes side by side (H, 3W);
-    no image shape: picture_shape(D)."""
-    shape = tuple(info.get("image_shape") or picture_shape(info["n_dims"]))
-    if len(shape) == 3:
-        H, W, C = shape
-        planes = samples.reshape(len(samples), H, W, C).transpose(0, 1, 3, 2)     # (n, H, C, W)
-        return planes.reshape(len(samples), H * C * W), (H, C * W)
-    return samples, shape
 
 
 def dataset_info(dataset):

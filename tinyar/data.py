@@ -145,7 +145,7 @@ def photo_patch_positions(photo_shapes, patch_size=8, region=4, seed=0):
     """Where the patches of each split sit: {split: (n, 3) int array of (photo, top, left)}.
 
     Each photograph is cut into a grid of non-overlapping patch_size x patch_size patches
-    (an 8x8 grid over 427 x 640 pixels: 53 x 80 patches; the last rows and columns that do
+    (a grid of 8x8 patches over 427 x 640 pixels: 53 x 80 patches; the last rows and columns that do
     not fill a patch are dropped). The grid is grouped into regions of region x region patches
     (32 x 32 pixels by default), and each region goes whole to one split: a permutation of
     each photograph's regions drawn from np.random.default_rng(seed) gives the first 80% to

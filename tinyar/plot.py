@@ -34,28 +34,33 @@ def save(fig, path, dpi=100):
 
 def image_grid(images, image_shape, n_cols=None, pad=1):
     """(n, H*W) rows -> one (rows*(H+pad)-pad, cols*(W+pad)-pad) array, images left to right,
-    top to bottom, separated by `pad` pixels of NaN (drawn as the background)."""
+    top to bottom, separated by `pad` pixels of NaN (drawn as the background). Colour images,
+    image_shape (H, W, 3) with R, G, B at each pixel, give a (..., ..., 3) array."""
     images = np.asarray(images, dtype=np.float64)
-    H, W = image_shape
-    if images.ndim != 2 or images.shape[1] != H * W:
-        raise ValueError(f"image_grid: expected (n, {H * W}) rows for images of shape {image_shape}, "
+    H, W, *channels = image_shape
+    size = H * W * math.prod(channels)
+    if images.ndim != 2 or images.shape[1] != size:
+        raise ValueError(f"image_grid: expected (n, {size}) rows for images of shape {tuple(image_shape)}, "
                          f"got {images.shape}")
     n = len(images)
     n_cols = n_cols or int(math.ceil(math.sqrt(n)))
     n_rows = int(math.ceil(n / n_cols))
-    grid = np.full((n_rows * (H + pad) - pad, n_cols * (W + pad) - pad), np.nan)
-    for k, img in enumerate(images.reshape(n, H, W)):
+    grid = np.full((n_rows * (H + pad) - pad, n_cols * (W + pad) - pad, *channels), np.nan)
+    for k, img in enumerate(images.reshape(n, H, W, *channels)):
         r, c = divmod(k, n_cols)
         grid[r * (H + pad):r * (H + pad) + H, c * (W + pad):c * (W + pad) + W] = img
     return grid
 
 
 def sample_grid(samples, image_shape, path, n_cols=None, title=None, vmin=None, vmax=None):
-    """Save samples (n, H*W) as a grid of grey images (white = high) to path (PNG)."""
+    """Save samples (n, H*W) as a grid of grey images (white = high) to path (PNG); with
+    image_shape (H, W, 3), (n, H*W*3) rows as colour images."""
     grid = image_grid(samples, image_shape, n_cols)
     finite = grid[np.isfinite(grid)]
     vmin = float(finite.min()) if vmin is None else vmin
     vmax = float(finite.max()) if vmax is None else vmax
+    if grid.ndim == 3:
+        grid = colour_picture(grid, vmin, vmax)
     width = 6.0                                          # inches; the image fills the width
     height = width * grid.shape[0] / grid.shape[1]        # square pixels
     title_height = 0.4 if title else 0.0
@@ -69,9 +74,20 @@ def sample_grid(samples, image_shape, path, n_cols=None, title=None, vmin=None, 
     return save(fig, path)
 
 
+def colour_picture(grid, vmin, vmax):
+    """An (h, w, 3) grid of values in [vmin, vmax] (NaN padding) as RGB in [0, 1] for imshow,
+    the padding in the grey images' background colour."""
+    from matplotlib.colors import to_rgb
+    rgb = np.clip((grid - vmin) / (vmax - vmin if vmax > vmin else 1.0), 0.0, 1.0)
+    return np.where(np.isnan(grid), np.array(to_rgb(BACKGROUND)), rgb)
+
+
+BACKGROUND = "#7a8ca8"                                          # the padding between images
+
+
 def _grey():
     from matplotlib import colormaps
-    return colormaps["gray"].with_extremes(bad="#7a8ca8")        # bad (NaN): the padding between images
+    return colormaps["gray"].with_extremes(bad=BACKGROUND)       # bad (NaN): the padding between images
 
 
 def learning_curve(history, path, title=None, unit="nats"):

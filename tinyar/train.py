@@ -588,12 +588,12 @@ def fit_stream(model, ids, optimizer, seq_len=100, batch_size=32, epochs=1, clip
     The stream becomes batch_size parallel streams (data.parallel_streams), and each epoch
     walks them seq_len ids at a time (the last piece may be shorter): sgd_steps(stream=True),
     as fit(stream=True) does on the equal rows of a text data set. clip: the gradient-norm
-    limit (0 or None: none; a negative one is an error). Returns a list of per-epoch dicts: train_bpc (the epoch's mean
+    limit, > 0, as in fit (None: no clipping). Returns a list of per-epoch dicts: train_bpc (the epoch's mean
     loss in bits per id), valid_bpc (model.bits_per_char(valid_ids), if given), seconds.
     """
     for name, value in dict(seq_len=seq_len, batch_size=batch_size, epochs=epochs).items():
         check_count("fit_stream", name, value)
-    if clip:                                          # 0 and None: no clipping; below 0: an error
+    if clip is not None:                             # clip -1 would climb the loss, clip 0 freeze the model
         check_setting("fit_stream", "clip", clip, 0, low_allowed=False)
     rows = data_.parallel_streams(ids, batch_size)
     history = []
@@ -601,7 +601,7 @@ def fit_stream(model, ids, optimizer, seq_len=100, batch_size=32, epochs=1, clip
         t0, total, count = time.time(), 0.0, 0
         pieces = (rows[:, s:s + seq_len] for s in range(0, rows.shape[1], seq_len))
         try:
-            for x, value in sgd_steps(model, pieces, optimizer, clip=clip or None, stream=True):
+            for x, value in sgd_steps(model, pieces, optimizer, clip=clip, stream=True):
                 total += value * len(x)                              # nats: the piece's NLL summed over rows
                 count += x.size
         except NonFiniteLoss as e:

@@ -93,6 +93,16 @@ def single_thread_numba_blas():
                     lib.set_num_threads(n)
 
 
+def one_blas_thread(on=True):
+    """A block in which NumPy's BLAS runs on one thread (on=False: a block that changes nothing).
+    For many small products, where a second BLAS thread spins more than it computes (the
+    cached PixelCNN sampler; benchmarks/README.md, PixelCNN sampling)."""
+    if not on:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(1, user_api="blas")
+
+
 # -------------------------------------------------- gemm on blocks, from numba
 # BLAS's gemm on row-major blocks, callable from numba-compiled code (convolution, MADE).
 #

@@ -31,6 +31,7 @@ class AutoregressiveModel(Module, metaclass=ABCMeta):
     """The interface; a model class that leaves an abstract method undefined cannot be built."""
     data_kind = "binary"
     config: dict
+    default_data = None   # the command line's --data when none is given (None: digits, or text)
     recipe: dict = {}     # the default recipe: the 8x8 digits (the text, for a character model)
     recipes: dict = {}    # recipes for other data sets, by name, e.g. {"mnist": {...}}
 
@@ -122,11 +123,19 @@ class TokenModel(AutoregressiveModel):
     """A model of token sequences (batch, T), ids 0..vocab_size-1, with an optional vocabulary.
 
     `vocab` (a list of vocab_size strings, id -> character, or None) lets encode() turn a
-    prompt string into ids and decode() turn ids back into text. Subclasses set
-    self.vocab and self.vocab_size and define _check(x), the check of a (batch, T) id array.
+    prompt string into ids and decode() turn ids back into text. Subclasses call
+    _set_vocab(vocab_size, vocab) and define _check(x), the check of a (batch, T) id array.
     """
     data_kind = "tokens"
     vocab = None
+
+    def _set_vocab(self, vocab_size, vocab):
+        """self.vocab_size, self.n_levels (the values a token takes) and self.vocab (strings)."""
+        if vocab is not None and len(vocab) != vocab_size:
+            raise ValueError(f"{type(self).__name__}: vocab has {len(vocab)} entries, "
+                             f"expected vocab_size = {vocab_size}")
+        self.vocab_size = self.n_levels = int(vocab_size)
+        self.vocab = None if vocab is None else [str(c) for c in vocab]
 
     def encode(self, text):
         """A string as an (n,) array of ids (needs the model's vocab)."""

@@ -16,7 +16,9 @@ with direct connections A (D K, D K); K = 1 for binary data. Each masked product
 fused.masked_matmul (kernels/masked.py). Every entry of W^l, V and A is stored
 (n_parameters()), but only those the current mask lets through can change p(x)
 (n_parameters(free=True): the masks' nonzeros plus the biases). D = 64, one hidden layer
-of 500: 64,564 stored, 32,564 free (the exact number depends on the drawn degrees).
+of 500: 64,564 stored, 32,564 free (a hidden unit of degree m keeps m inputs and D - m
+outputs, so one hidden layer always has H D free weights; with two or more, the count
+depends on the drawn degrees).
 
 Masks from connectivity numbers (Germain et al. [2]). Every unit gets a degree m:
 the largest number of leading dimensions (in the ordering) it may depend on.

@@ -336,8 +336,7 @@ class RNADE(NADE):
     on the discrete scale are (NLL + D log 17) / (D log 2).
     """
     data_kind = "continuous"
-    # small steps, decayed to 0 (cosine): with gradients growing as 1 / s^2, larger steps make the
-    # validation NLL jump up and down by nats, and end apart on kernels that differ in rounding
+    # small steps, decayed to 0 (cosine): the gradients grow as 1 / s^2 for a component's scale s
     recipe = dict(lr=0.002, momentum=0.9, batch_size=100, epochs=200, clip=10.0, schedule="cosine",
                   model=dict(n_hidden=100, n_components=5))
 

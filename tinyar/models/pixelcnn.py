@@ -83,16 +83,15 @@ References
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 from abc import abstractmethod
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from tinyar import ops
 from tinyar.distributions import Bernoulli, Categorical
+from tinyar.kernels.runtime import one_blas_thread
 from tinyar.models.base import AutoregressiveModel, check_n_samples
 from tinyar.nn import MaskedConv2d, Module
 from tinyar.queries import is_prefix, log_conditionals
@@ -287,10 +286,7 @@ class _ImageModel(AutoregressiveModel):
         canvas = (levels / (self.n_levels - 1)).astype(self.dtype)[:, None]   # (n, 1, H, W) network input
         needed = ~observed.all(axis=0)                                    # (H, W) pixels some row draws
         pixels = self._cached_logits(canvas) if cached else self._rerun_logits(canvas, needed)
-        # the cached path's products are small, (n, C k^2) by (C k^2, C): one BLAS thread does them
-        # faster than two (which spin more than they compute)
-        blas = threadpool_limits(1, user_api="blas") if cached else contextlib.nullcontext()
-        with no_grad(), blas:
+        with no_grad(), one_blas_thread(on=cached):                       # small products (kernels/runtime.py)
             for (r, c), z in pixels:                                      # z (n, n_outputs): logits of (r, c)
                 todo = ~observed[:, r, c]
                 if not todo.any():
@@ -526,6 +522,7 @@ class ColourPixelCNN(AutoregressiveModel):
     n_layers, kernel_size, first_kernel_size: as PixelCNN
     """
     data_kind = "categorical"
+    default_data = "photos"
     # `recipe`: the sizes and learning rate of demos/colour_patches.py (no clipping: the loss sums
     # 192 softmaxes, and a clipped step would barely move each one)
     recipe = dict(lr=0.003, momentum=0.9, nesterov=True, batch_size=50, epochs=20, schedule="cosine",
@@ -618,13 +615,14 @@ class ColourPixelCNN(AutoregressiveModel):
     def sample(self, n, rng=None):
         """n images (n, D): raster order over the pixels, R, G, B in turn within each pixel; a
         subpixel's logits come from the network run over the rows so far."""
-        from tinyar.models.base import check_n_samples
         n, rng = check_n_samples(n, type(self).__name__), as_rng(rng)
         H, W, _ = self.image_shape
         levels = np.zeros((n, H, W, 3), dtype=np.int64)
+        if n == 0:
+            return levels.reshape(0, self.n_dims)
         canvas = np.zeros((n, 3, H, W), dtype=self.dtype)                 # the network input, x / (K - 1)
         with no_grad():
-            for r in range(H if n else 0):
+            for r in range(H):
                 for c in range(W):
                     for channel in range(3):                               # R, then G (sees R), then B
                         z = self.logits_image(Tensor(canvas[:, :, :r + 1])).data[:, channel, :, r, c]  # (n, K)

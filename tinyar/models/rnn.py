@@ -73,7 +73,6 @@ class RNN(TokenModel):
     Sequences of ANY length can be scored: log_prob(x) for x (batch, T), any T >= 1.
     """
 
-    data_kind = "tokens"
     # `recipe`: a character LM in chunks of 100 characters, lr per chunk, gradient norm clipped at 50;
     # bits/char against PyTorch's nn.RNN: README.md's results (details in benchmarks/README.md).
     recipe = {"lr": 0.005, "momentum": 0.9, "batch_size": 32, "epochs": 20, "clip": 50.0, "seq_len": 100,
@@ -83,14 +82,10 @@ class RNN(TokenModel):
         if vocab_size < 2 or n_hidden < 1 or seq_len < 1:
             raise ValueError(f"RNN: need vocab_size >= 2, n_hidden >= 1, seq_len >= 1; "
                              f"got {vocab_size}, {n_hidden}, {seq_len}")
-        if vocab is not None and len(vocab) != vocab_size:
-            raise ValueError(f"RNN: vocab has {len(vocab)} entries, expected vocab_size = {vocab_size}")
         rng = as_rng(rng)
-        self.vocab_size = int(vocab_size)
-        self.n_levels = self.vocab_size                   # the values a token takes
+        self._set_vocab(vocab_size, vocab)
         self.n_dims = int(seq_len)                        # default length of samples
         self.n_hidden = int(n_hidden)
-        self.vocab = None if vocab is None else [str(c) for c in vocab]
         self.start = self.vocab_size                      # id of <s>: the last column of W_xh
         self.rnn = ElmanRNN(self.vocab_size + 1, n_hidden, rng=rng, dtype=dtype)
         self.head = Linear(n_hidden, self.vocab_size, rng=rng, dtype=dtype)   # V (K, H), c (K,)

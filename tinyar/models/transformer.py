@@ -232,7 +232,6 @@ class Transformer(TokenModel):
                 prompt string and decode() turn ids back into text
     """
 
-    data_kind = "tokens"
     # `recipe`: SGD with momentum, the global gradient norm clipped at 1, warm-up then cosine decay;
     # its test NLL and bits/char are in README.md's results (details in benchmarks/README.md).
     recipe = {"lr": 0.01, "momentum": 0.9, "batch_size": 20, "epochs": 100, "clip": 1.0, "warmup": 200,
@@ -242,16 +241,12 @@ class Transformer(TokenModel):
                  fused=True, vocab=None, rng=None, dtype=np.float32):
         if vocab_size < 2 or max_len < 1:
             raise ValueError(f"Transformer: need vocab_size >= 2 and max_len >= 1, got {vocab_size} and {max_len}")
-        if vocab is not None and len(vocab) != vocab_size:
-            raise ValueError(f"Transformer: vocab has {len(vocab)} entries, expected vocab_size = {vocab_size}")
         rng = as_rng(rng)
-        self.vocab_size = int(vocab_size)
-        self.n_levels = self.vocab_size                  # the values a token takes (check_input)
+        self._set_vocab(vocab_size, vocab)
         self.n_dims = int(max_len)                       # default length of samples
         self.max_len = int(max_len)
         self.start = self.vocab_size                     # id of the start token <s> in the input table
         self.fused = bool(fused)
-        self.vocab = None if vocab is None else [str(c) for c in vocab]
         self.token_embedding = Embedding(vocab_size + 1, d_model, rng=rng, dtype=dtype)
         self.position_embedding = Embedding(max_len, d_model, rng=rng, dtype=dtype)
         self.blocks = [Block(d_model, n_heads, d_mlp, fused=fused, rng=rng, dtype=dtype) for _ in range(n_layers)]
