@@ -32,7 +32,7 @@ _threads = common.set_threads("1")                  # before NumPy starts its BL
 
 import numpy as np                                  # noqa: E402
 
-from tinyar import fused, ops                              # noqa: E402
+from tinyar import ops                                     # noqa: E402
 from tinyar.models import RNN                       # noqa: E402
 from tinyar.nn import ElmanRNN                      # noqa: E402
 from tinyar.tensor import Tensor                    # noqa: E402
@@ -49,7 +49,7 @@ def recurrence_rows(x):
     layer = ElmanRNN(V + 1, H, rng=0)
     h0 = Tensor(np.zeros((B, H), np.float32))
 
-    def fused():
+    def fused_op():
         layer.zero_grad()
         ops.sum_(layer(x, h0)).backward()
 
@@ -59,9 +59,9 @@ def recurrence_rows(x):
 
     rows = []
     with kernels("numba"):
-        rows.append(("tinyar fused op, numba kernel", median_time(fused)))
+        rows.append(("tinyar fused op, numba kernel", median_time(fused_op)))
     with kernels("numpy"):
-        rows.append(("tinyar fused op, NumPy twin", median_time(fused)))
+        rows.append(("tinyar fused op, NumPy twin", median_time(fused_op)))
     rows.append(("tinyar unrolled primitive ops", median_time(unrolled, repeat=5, warmup=1)))
     if torch is not None:
         rnn = torch.nn.RNN(V + 1, H, nonlinearity="tanh", batch_first=True)
