@@ -20,7 +20,7 @@ colours go into a palette of 128: a few kB to a few tens of kB a figure.
   colour_patches.png    colour_patches.py   8x8 colour photo patches beside samples of a colour PixelCNN,
                                             CategoricalNADE and CategoricalMADE, with their bits/dim
 
-Fixed seeds (each demo's own). About six minutes on 2 cores, most of it the colour models'
+Fixed seeds (each demo's own). About three minutes on 2 cores, most of it the colour models'
 training, the Transformer's 30 epochs and the NADE caching timings; the timing figure depends on the machine, the
 others do not.
 
