@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tinyar.models import REGISTRY, CategoricalMADE, CategoricalNADE, MADE, NADE, PixelRNN, RNN, Transformer
-from tinyar.models.base import check_n_samples, check_temperature
+from tinyar.checks import check_n_samples, check_temperature
 
 
 def small_text_models():
@@ -18,13 +18,13 @@ def small_text_models():
 @pytest.mark.parametrize("model", small_text_models(), ids=lambda m: type(m).__name__)
 @pytest.mark.parametrize("temperature", [float("nan"), float("inf"), 0.0, -1.0, np.float32("nan")])
 def test_every_sampler_refuses_a_temperature_that_is_not_finite_and_positive(model, temperature):
-    with pytest.raises(ValueError, match=f"{type(model).__name__}: temperature must be a finite number > 0"):
+    with pytest.raises(ValueError, match=rf"{type(model).__name__}: need temperature > 0 \(a finite number\), got temperature="):
         model.sample(2, rng=0, temperature=temperature)
 
 
 @pytest.mark.parametrize("model", small_text_models(), ids=lambda m: type(m).__name__)
 def test_a_temperature_that_is_not_a_number_is_a_type_error(model):
-    with pytest.raises(TypeError, match="temperature must be a number > 0, got '0.5' \\(str\\)"):
+    with pytest.raises(TypeError, match="temperature must be a number, got '0.5'"):
         model.sample(2, rng=0, temperature="0.5")
 
 
@@ -40,9 +40,9 @@ def test_every_model_takes_only_a_non_negative_int_number_of_samples(name):
     model, x = REGISTRY[name].gradcheck_example()
     who = type(model).__name__
     for bad in (2.5, "3", None, True):
-        with pytest.raises(TypeError, match=f"{who}.sample: n must be an int >= 0, got"):
+        with pytest.raises(TypeError, match=f"{who}.sample: n must be a whole number, got"):
             model.sample(bad, rng=0)
-    with pytest.raises(ValueError, match=f"{who}.sample: n must be an int >= 0, got -1"):
+    with pytest.raises(ValueError, match=f"{who}.sample: need n >= 0, got n=-1"):
         model.sample(-1, rng=0)
     assert model.sample(0, rng=0).shape[0] == 0
     assert model.sample(np.int64(2), rng=0).shape[0] == 2
@@ -83,9 +83,11 @@ def test_a_float_id_out_of_range_is_reported_as_the_value_given(model):
 # ---------------------------------------------------------------- ensembles
 def test_an_ensemble_of_no_member_is_a_clear_error():
     nade = NADE(4, n_hidden=3, rng=0)
-    for bad in (0, -2, 2.5):
-        with pytest.raises(ValueError, match=f"NADE.ensemble_log_prob: n_orderings must be an int >= 1, got {bad}"):
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match=f"NADE.ensemble_log_prob: need n_orderings >= 1, got n_orderings={bad}"):
             nade.ensemble_log_prob(np.zeros((2, 4)), n_orderings=bad)
+    with pytest.raises(TypeError, match="NADE.ensemble_log_prob: n_orderings must be a whole number, got 2.5"):
+        nade.ensemble_log_prob(np.zeros((2, 4)), n_orderings=2.5)
     assert nade.ensemble_log_prob(np.zeros((2, 4)), n_orderings=1).shape == (2,)
     made = MADE(4, n_hidden=[5], n_masks=3, rng=0)
     with pytest.raises(ValueError, match=r"MADE.ensemble_log_prob: masks is empty; .* 0\.\.2"):

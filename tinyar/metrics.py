@@ -73,7 +73,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from tinyar.optim import check_count, check_setting
+from tinyar.checks import check_count, check_setting
 from tinyar.tensor import no_grad
 
 

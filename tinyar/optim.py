@@ -16,28 +16,11 @@ ascent, clip 0 freezes the model, momentum >= 1 lets the velocity grow without b
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
+from tinyar.checks import check_count, check_setting
 from tinyar.kernels import sgd
-
-
-def check_setting(where, name, value, low, high=math.inf, low_allowed=True):
-    """float(value) if it is a finite number with low <= value < high (low < value < high when
-    low_allowed is False); else a one-line ValueError (TypeError for a non-number) naming
-    `where`, `name`, the range it needs and the value that came."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{where}: {name} must be a number, got {value!r}")
-    value = float(value)
-    above_low = value >= low if low_allowed else value > low
-    if math.isfinite(value) and above_low and value < high:
-        return value
-    if math.isfinite(high):
-        needed = f"{low:g} {'<=' if low_allowed else '<'} {name} < {high:g}"
-    else:
-        needed = f"{name} {'>=' if low_allowed else '>'} {low:g}"
-    raise ValueError(f"{where}: need {needed} (a finite number), got {name}={value}")
 
 
 class SGD:
@@ -127,16 +110,6 @@ def clip_grad_norm_(params, max_norm):
             if p.grad is not None:
                 p.grad = p.grad * np.asarray(scale, dtype=p.grad.dtype)
     return total
-
-
-def check_count(where, name, value, at_least=1):
-    """value if it is a whole number >= at_least; else a one-line ValueError (TypeError for a
-    non-integer) naming `where`, `name` and the value that came."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{where}: {name} must be a whole number, got {value!r}")
-    if value < at_least:
-        raise ValueError(f"{where}: need {name} >= {at_least}, got {name}={value}")
-    return int(value)
 
 
 class StepLR:

@@ -47,7 +47,8 @@ import numpy as np
 from tinyar import data as data_
 from tinyar import metrics
 from tinyar.kernels.runtime import keep_freed_memory
-from tinyar.optim import SGD, CosineLR, check_count, check_setting, clip_grad_norm_
+from tinyar.checks import check_count, check_setting
+from tinyar.optim import SGD, CosineLR, clip_grad_norm_
 
 FORMAT = "tinyar-checkpoint"
 VERSION = 2                # 2: MADE numbers its hidden units by degree (MADE.upgrade_config rebuilds 1)

@@ -140,7 +140,7 @@ def test_samples_have_the_shape_range_and_seed_behaviour():
     np.testing.assert_array_equal(model.sample(5, rng=np.random.default_rng(7)), a)
     assert not np.array_equal(model.sample(5, rng=np.random.default_rng(8)), a)
     assert model.sample(0).shape == (0, 27)
-    with pytest.raises(TypeError, match="n must be an int"):
+    with pytest.raises(TypeError, match="n must be a whole number"):
         model.sample(2.5)
 
 

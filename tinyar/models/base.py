@@ -166,31 +166,6 @@ class TokenModel(AutoregressiveModel):
         return self._check(ids).copy()
 
 
-def check_n_samples(n, who):
-    """n, the number of samples asked of `who`.sample, as an int >= 0, or a clear error."""
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"{who}.sample: n must be an int >= 0, got {n!r} ({type(n).__name__})")
-    if n < 0:
-        raise ValueError(f"{who}.sample: n must be an int >= 0, got {n}")
-    return int(n)
-
-
-def check_temperature(temperature, who):
-    """The sampling temperature T as a float, finite and > 0, or a clear error.
-
-    Samplers draw from softmax(logits / T): T = 1 is the model itself, T < 1 sharper, T > 1
-    flatter. T = NaN would make every logit NaN (and every draw the same id), T <= 0 or inf
-    has no such meaning.
-    """
-    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer,
-                                                                                 np.floating)):
-        raise TypeError(f"{who}: temperature must be a number > 0, got {temperature!r} "
-                        f"({type(temperature).__name__})")
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"{who}: temperature must be a finite number > 0, got {temperature}")
-    return float(temperature)
-
-
 def resolve_order(order, n_dims, rng):
     """The ordering of the dimensions as an int array: None -> natural, "random" -> a
     permutation drawn from rng, or a given permutation (checked)."""

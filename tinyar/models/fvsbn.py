@@ -41,7 +41,8 @@ import numpy as np
 
 from tinyar import ops
 from tinyar.distributions import Bernoulli
-from tinyar.models.base import AutoregressiveModel, check_n_samples, resolve_order
+from tinyar.checks import check_n_samples
+from tinyar.models.base import AutoregressiveModel, resolve_order
 from tinyar.nn import Parameter
 from tinyar.rng import as_rng
 from tinyar.tensor import Tensor, no_grad

@@ -74,7 +74,8 @@ import numpy as np
 from tinyar import fused, functional as F
 from tinyar import ops
 from tinyar.distributions import Bernoulli, Categorical
-from tinyar.models.base import AutoregressiveModel, check_n_samples, resolve_order
+from tinyar.checks import check_n_samples
+from tinyar.models.base import AutoregressiveModel, resolve_order
 from tinyar.nn import MaskedLinear
 from tinyar.rng import as_rng, importance_resample
 from tinyar.tensor import Tensor, no_grad

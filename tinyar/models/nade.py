@@ -63,7 +63,8 @@ from tinyar import fused, functional as F
 from tinyar import ops
 from tinyar.distributions import Bernoulli, Categorical, MixtureOfGaussians
 from tinyar.kernels import nade as nade_kernels
-from tinyar.models.base import AutoregressiveModel, check_n_samples, resolve_order
+from tinyar.checks import check_count, check_n_samples
+from tinyar.models.base import AutoregressiveModel, resolve_order
 from tinyar.nn import Parameter
 from tinyar.rng import as_rng, importance_resample
 from tinyar.tensor import Tensor
@@ -160,9 +161,7 @@ class NADE(AutoregressiveModel):
         Each ordering's NADE is a normalized model, so their average is one too.
         """
         rng = as_rng(rng)
-        if isinstance(n_orderings, bool) or not isinstance(n_orderings, (int, np.integer)) or n_orderings < 1:
-            raise ValueError(f"{type(self).__name__}.ensemble_log_prob: n_orderings must be an int >= 1, "
-                             f"got {n_orderings!r}")
+        n_orderings = check_count(f"{type(self).__name__}.ensemble_log_prob", "n_orderings", n_orderings)
         orders = [rng.permutation(self.n_dims) for _ in range(n_orderings)]
         log_probs = ops.stack([self.log_prob(x, order=o) for o in orders], axis=0)    # (N, B)
         return F.logsumexp(log_probs, axis=0) - math.log(len(orders))

@@ -90,9 +90,10 @@ from abc import abstractmethod
 import numpy as np
 
 from tinyar import ops
+from tinyar.checks import check_n_samples
 from tinyar.distributions import Bernoulli, Categorical
 from tinyar.kernels.runtime import one_blas_thread
-from tinyar.models.base import AutoregressiveModel, check_n_samples
+from tinyar.models.base import AutoregressiveModel
 from tinyar.nn import MaskedConv2d, Module
 from tinyar.queries import is_prefix, log_conditionals
 from tinyar.rng import as_rng, importance_resample

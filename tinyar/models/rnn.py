@@ -54,7 +54,8 @@ import numpy as np
 from tinyar import functional as F
 from tinyar import ops
 from tinyar.distributions import Bernoulli, Categorical, check_categories
-from tinyar.models.base import TokenModel, check_n_samples, check_temperature
+from tinyar.checks import check_n_samples, check_temperature
+from tinyar.models.base import TokenModel
 from tinyar.nn import ElmanRNN, Linear
 from tinyar.rng import as_rng
 from tinyar.tensor import Tensor, no_grad

@@ -62,7 +62,8 @@ from tinyar import fused, functional as F
 from tinyar import ops
 from tinyar.distributions import Categorical, check_categories
 from tinyar.kernels.attention import causal_mask, causal_softmax_forward_numpy
-from tinyar.models.base import TokenModel, check_n_samples, check_temperature
+from tinyar.checks import check_n_samples, check_temperature
+from tinyar.models.base import TokenModel
 from tinyar.nn import Embedding, LayerNorm, Linear, Module
 from tinyar.rng import as_rng
 from tinyar.tensor import Tensor, is_grad_enabled, no_grad
