@@ -299,3 +299,19 @@ def test_a_colour_grid_puts_each_pixels_rgb_in_place():
     rgb = plot.colour_picture(grid, 0.0, 23.0)
     assert np.allclose(rgb[1, 4], np.array([21, 22, 23]) / 23.0)
     assert (rgb[:, 2] == rgb[0, 2]).all() and not np.isnan(rgb).any()                # padding: one colour
+
+
+def test_clip_none_turns_off_a_recipes_clipping_and_resume_keeps_it(tmp_path):
+    from tinyar import cli
+    from tinyar.models import RNADE
+    assert RNADE.recipe["clip"] == 10.0
+    out = tmp_path / "run"
+    cli.main(["train", "rnade", "--data", "digits", "--epochs", "1", "--clip", "none", "--out", str(out),
+              "--no-progress", "--n-samples", "4"])
+    assert json.loads((out / "run.json").read_text())["settings"]["recipe"]["clip"] is None
+    with pytest.raises(SystemExit, match="which uses no --clip .*drop --clip 10"):
+        cli.main(["train", "rnade", "--data", "digits", "--epochs", "2", "--clip", "10", "--out", str(out), "--resume"])
+    cli.main(["train", "rnade", "--data", "digits", "--epochs", "2", "--clip", "none", "--out", str(out), "--resume",
+              "--no-progress", "--n-samples", "4"])
+    with pytest.raises(SystemExit):
+        cli.main(["train", "rnade", "--clip", "-1", "--out", str(tmp_path / "other")])

@@ -77,6 +77,14 @@ def positive_float(text):
     return _number(text, float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 
+NO_CLIP = "none"
+
+
+def clip_norm(text):
+    """A clipping norm: a finite number > 0, or `none` (no clipping, whatever the recipe says)."""
+    return NO_CLIP if text.strip().lower() == NO_CLIP else positive_float(text)
+
+
 def nonnegative_float(text):
     """A weight decay or a standard deviation: a finite number >= 0."""
     return _number(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
@@ -198,7 +206,8 @@ def add_train_arguments(p, model=None):
     r.add_argument("--weight-decay", type=nonnegative_float, default=None, help="L2 weight decay")
     r.add_argument("--batch-size", type=positive_int, default=None, help="minibatch size")
     r.add_argument("--epochs", type=positive_int, default=None, help="number of epochs (in all, when resuming)")
-    r.add_argument("--clip", type=positive_float, default=None, help="clip the gradient norm to this value")
+    r.add_argument("--clip", type=clip_norm, default=None,
+                   help="clip the gradient norm to this value (none: no clipping)")
     r.add_argument("--schedule", choices=["constant", "cosine"], default=None,
                    help="learning-rate schedule (cosine: warm-up then cosine decay to 0)")
     r.add_argument("--warmup", type=nonnegative_int, default=None, help="warm-up steps of the cosine schedule")
@@ -251,7 +260,7 @@ def recipe_from_args(model_cls, args, name="default"):
     for key in RECIPE_FLAGS:
         value = getattr(args, key, None)
         if value is not None:
-            recipe[key] = value
+            recipe[key] = None if value is NO_CLIP else value
     for key, value in vars(args).items():
         if key.startswith("model_") and value is not None:
             recipe["model"][key[len("model_"):]] = value
@@ -372,7 +381,7 @@ def _refuse_resume_conflicts(args, settings, out):
               ("--seed", args.seed, settings["seed"]), ("--data", args.data, settings["data"].get("spec")),
               ("--text", args.text, settings["data"].get("text"))]
     for flag, given, used in asked:
-        if given is not None and given != used:
+        if given is not None and (None if given is NO_CLIP else given) != used:
             uses = f"{flag} {used}" if used is not None else f"no {flag} (the default)"
             raise SystemExit(f"error: --resume continues the run in {out} with the settings of its run.json, "
                              f"which uses {uses}: drop {flag} {given}, or start a new run (another --out, "
