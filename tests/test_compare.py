@@ -62,3 +62,38 @@ def test_markdown_table_puts_a_run_without_a_finite_nll_last_and_names_the_seed(
     lines = compare.markdown_table(rows, seed=3).splitlines()
     assert [line.split(" (C)")[0] for line in lines[4:]] == ["| a", "| c", "| b"]
     assert "trained with seed 3" in lines[0]
+
+
+def test_on_mnist_each_model_uses_its_mnist_recipe_and_the_default_list_is_those_that_have_one():
+    from tinyar.models import FVSBN, MADE, NADE
+    assert compare.default_models("mnist") == ["fvsbn", "nade", "nade-oa", "made"]
+    assert compare.default_models("mnist-idx:/folder") == compare.default_models("mnist")
+    assert compare.default_models("digits") == list(compare.BUDGETS)
+    for name, cls in (("fvsbn", FVSBN), ("nade", NADE), ("made", MADE)):
+        spec_cls, recipe = compare._spec(name, "mnist")
+        assert spec_cls is cls and recipe == dict(cls.recipes["mnist"], model=cls.recipes["mnist"]["model"])
+    _, oa = compare._spec("nade-oa", "mnist")                   # the order-agnostic entry: NADE's recipe + its options
+    assert oa["lr"] == NADE.recipes["mnist"]["lr"] and oa["model"]["order_agnostic"] is True
+    _, pixel_rnn = compare._spec("pixel-rnn", "mnist")          # no MNIST recipe: the digits one, with its budget
+    assert pixel_rnn["epochs"] == compare.BUDGETS["pixel-rnn"][2]["epochs"]
+
+
+def test_compare_quick_on_mnist_trains_with_the_mnist_recipes(monkeypatch, tmp_path):
+    from tinyar import data
+    rng = np.random.default_rng(0)
+    images = (rng.random((300, 784)) < 0.13).astype(np.float32)
+    fake = data.Dataset("binarized-mnist", "binary", images[:200], images[200:250], images[250:],
+                        n_dims=784, n_levels=2, image_shape=(28, 28))
+    monkeypatch.setattr(data, "from_spec", lambda spec, *a, **k: fake if spec == "mnist" else None)
+    from tinyar import train
+    seen, real_fit = [], train.fit
+
+    def fit(model, train, valid, optimizer, **kwargs):
+        seen.append((type(model).__name__, optimizer.lr, optimizer.weight_decay))
+        return real_fit(model, train, valid, optimizer, **kwargs)
+    monkeypatch.setattr("tinyar.train.fit", fit)
+    rows = compare.compare("mnist", models=["fvsbn", "made"], out=tmp_path, quick=True, log=lambda m: None)
+    assert [r["model"] for r in rows] == ["fvsbn", "made"] and all(np.isfinite(r["test_nll"]) for r in rows)
+    from tinyar.models import FVSBN, MADE
+    assert seen[0][:2] == ("FVSBN", FVSBN.recipes["mnist"]["lr"])
+    assert seen[1] == ("MADE", MADE.recipes["mnist"]["lr"], MADE.recipes["mnist"]["weight_decay"])

@@ -248,8 +248,7 @@ def recipe_name_for(model_cls, spec, asked=None):
             raise SystemExit(f"error: argument --recipe: {model_cls.__name__} has no recipe {asked!r} "
                              f"(it has {', '.join(model_cls.recipe_names())})")
         return asked
-    data_name = "mnist" if spec == "mnist" or spec.startswith("mnist-idx:") else None
-    return data_name if data_name in model_cls.recipes else "default"
+    return model_cls.recipe_for_data(spec)
 
 
 def recipe_from_args(model_cls, args, name="default"):
@@ -674,7 +673,8 @@ def _add_compare_parser(sub):
                                    "OUT/results.md, OUT/results.json and a bar plot OUT/nll.png.")
     p.add_argument("--data", default="digits", help="data set (default digits: the binarized digits)")
     p.add_argument("--models", default=None,
-                   help=f"comma-separated subset of: {','.join(DEFAULT_MODELS)} (default: all)")
+                   help=f"comma-separated subset of: {','.join(DEFAULT_MODELS)} (default: all; for --data "
+                        "mnist, the models with an MNIST recipe)")
     p.add_argument("--out", default="compare", help="output folder (default compare)")
     p.add_argument("--quick", action="store_true", help="tiny models, one epoch on 200 images (for the tests)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of every model's weights and shuffling")

@@ -41,6 +41,14 @@ class AutoregressiveModel(Module, metaclass=ABCMeta):
         return ["default", *cls.recipes]
 
     @classmethod
+    def recipe_for_data(cls, spec):
+        """The name of the recipe for the data set `spec` (a --data value): "mnist" for
+        binarized MNIST (mnist, mnist-idx:FOLDER) when the class has one, else "default"."""
+        spec = str(spec)
+        name = "mnist" if spec == "mnist" or spec.startswith("mnist-idx:") else None
+        return name if name in cls.recipes else "default"
+
+    @classmethod
     def recipe_named(cls, name="default"):
         """The recipe called `name`: "default" is `recipe`, any other a key of `recipes`."""
         if name == "default":
