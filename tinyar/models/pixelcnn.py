@@ -153,7 +153,8 @@ class _ImageModel(AutoregressiveModel):
 
     A subclass builds its masked stack in `build_stack` and defines `features(x)`: (B, 1, H, W)
     input -> (B, C, H, W), causal in raster order (output pixel i depends only on input pixels
-    before i); its `gradcheck_size` sizes the model of the gradcheck table.
+    before i), and `raster_features`, the same features position by position for the cached
+    sampler; its `gradcheck_size` sizes the model of the gradcheck table.
     """
     data_kind = "binary"
 
@@ -315,10 +316,10 @@ class _ImageModel(AutoregressiveModel):
         for pixel, h in self.raster_features(canvas):
             yield pixel, _pointwise(self.out_logits, np.maximum(_pointwise(self.out_hidden, np.maximum(h, 0)), 0))
 
+    @abstractmethod
     def raster_features(self, canvas):
         """Yield ((r, c), h_L[:, :, r, c] as (n, C)) for every pixel in raster order, reading canvas
         (n, 1, H, W) as it stands when (r, c) comes (its pixels before (r, c) final by then)."""
-        raise NotImplementedError(f"{type(self).__name__} has no cached sampler: pass cached=False")
 
     def conditionals(self, x, cached=False):
         """p(x_i = 1 | x_<i) as (B, D) for binary images, or the (B, D, K) probabilities (no graph).
