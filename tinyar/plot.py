@@ -66,7 +66,7 @@ def sample_grid(samples, image_shape, path, n_cols=None, title=None, vmin=None, 
     title_height = 0.4 if title else 0.0
     fig = figure(width, height + title_height)
     ax = fig.add_axes((0, 0, 1, height / (height + title_height)))
-    ax.imshow(grid, cmap=_grey(), vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1, interpolation="nearest",
+    ax.imshow(grid, cmap=grey(), vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1, interpolation="nearest",
               aspect="auto")
     ax.set_axis_off()
     if title:
@@ -85,7 +85,8 @@ def colour_picture(grid, vmin, vmax):
 BACKGROUND = "#7a8ca8"                                          # the padding between images
 
 
-def _grey():
+def grey():
+    """The grey colour map of sample pictures, NaN (the padding between images) in BACKGROUND."""
     from matplotlib import colormaps
     return colormaps["gray"].with_extremes(bad=BACKGROUND)       # bad (NaN): the padding between images
 
