@@ -351,3 +351,41 @@ def test_a_checkpoint_from_before_sorted_hidden_units_rebuilds_its_own_masks(tmp
     np.testing.assert_allclose(loaded.log_prob(x).data, old.log_prob(x).data, rtol=1e-12)
     today = MADE(6, n_hidden=[8], rng=0, dtype=np.float64)     # the same seeds, sorted: other masks
     assert not all(np.array_equal(a.mask, b.mask) for a, b in zip(today.layers, old.layers))
+
+
+def test_start_at_marginals_sets_the_output_biases_to_the_logits_of_the_data_means():
+    from tinyar.data import Dataset
+    x = np.zeros((4, 5))
+    x[:, 1] = 1                                   # always on: clipped to 1 - 1e-3
+    x[:3, 2] = 1                                  # on in 3 of 4 rows
+    x[:1, 3] = 1                                  # 1 of 4
+    dataset = Dataset("tiny", "binary", x, x, x, n_dims=5)
+    model = MADE.for_dataset(dataset, rng=0, n_hidden=[7], start_at_marginals=True)
+    q = np.array([1e-3, 1 - 1e-3, 0.75, 0.25, 1e-3])
+    np.testing.assert_allclose(model.output.bias.data, np.log(q / (1 - q)), rtol=1e-6)
+    assert "start_at_marginals" not in model.config                 # an initialisation, not part of the model
+    plain = MADE.for_dataset(dataset, rng=0, n_hidden=[7])
+    np.testing.assert_array_equal(plain.output.bias.data, 0.0)
+    np.testing.assert_array_equal(plain.layers[0].weight.data, model.layers[0].weight.data)   # same draw otherwise
+
+
+def test_start_at_marginals_starts_training_from_the_independent_pixels_model():
+    """With the hidden layer's share removed (V = 0), log p(x) is exactly the independent-
+    Bernoulli log-likelihood of the data means: the starting point the method promises."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((200, 6)) < np.linspace(0.1, 0.9, 6)).astype(np.float64)
+    model = MADE(6, n_hidden=[8], rng=0, dtype=np.float64)
+    model.start_at_marginals(x)
+    model.output.weight.data[...] = 0.0
+    q = x.mean(axis=0)
+    expected = (x * np.log(q) + (1 - x) * np.log(1 - q)).sum(axis=1)
+    np.testing.assert_allclose(model.log_prob(x).data, expected, rtol=1e-10)
+
+
+def test_start_at_marginals_refuses_what_it_cannot_use():
+    with pytest.raises(ValueError, match="no rows"):
+        MADE(4, n_hidden=[5], rng=0).start_at_marginals(np.zeros((0, 4)))
+    with pytest.raises(ValueError, match=r"expected shape \(batch, 4\)"):
+        MADE(4, n_hidden=[5], rng=0).start_at_marginals(np.zeros((3, 5)))
+    with pytest.raises(TypeError, match="only for binary data"):
+        CategoricalMADE(4, n_levels=3, n_hidden=[5], rng=0).start_at_marginals(np.zeros((3, 4)))

@@ -358,10 +358,35 @@ class MADE(AutoregressiveModel):
 
     # ---------------------------------------------------------- construction
     @classmethod
-    def for_dataset(cls, dataset, rng=None, **kwargs):
+    def for_dataset(cls, dataset, rng=None, start_at_marginals=False, **kwargs):
+        """A MADE for the data set's D; start_at_marginals=True also sets the output biases from
+        its training split (start_at_marginals)."""
         if dataset.kind != cls.data_kind:
             raise ValueError(f"{cls.__name__} models {cls.data_kind} data; {dataset.name} is {dataset.kind}")
-        return cls(dataset.n_dims, rng=rng, **kwargs)
+        model = cls(dataset.n_dims, rng=rng, **kwargs)
+        if start_at_marginals:
+            model.start_at_marginals(dataset.train)
+        return model
+
+    def start_at_marginals(self, x):
+        """Set the output biases to the logits of the per-dimension means of x (B, D):
+
+            c_d = log(q_d / (1 - q_d)),    q_d = mean_b x_bd clipped to [1e-3, 1 - 1e-3]
+
+        so that, with the hidden layer's contribution small at initialisation, p(x_d = 1 | x_<d)
+        starts near the data's marginal q_d rather than near 1/2. Starting at 1/2 puts the loss
+        far above that of independent pixels (on binarized MNIST about 543 nats against 206),
+        and the first steps' large gradients push many ReLU units below zero for every input,
+        where they stay (a dead unit gets no gradient). An initialisation only: nothing of it is
+        in the config, and a checkpoint keeps the trained biases."""
+        if self.data_kind != "binary":
+            raise TypeError(f"{type(self).__name__}.start_at_marginals: only for binary data (one logit per "
+                            f"dimension); this model has {self._k} logits per dimension")
+        x = self.check_input(x)
+        if len(x) == 0:
+            raise ValueError(f"{type(self).__name__}.start_at_marginals: x has no rows to take the means of")
+        q = np.clip(x.mean(axis=0), 1e-3, 1 - 1e-3)
+        self.output.bias.data[...] = np.log(q / (1 - q))
 
     def _randomize_biases(self, rng):
         """Nonzero biases, so that no ReLU sits exactly at its kink (for gradchecks)."""
