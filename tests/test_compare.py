@@ -65,11 +65,11 @@ def test_markdown_table_puts_a_run_without_a_finite_nll_last_and_names_the_seed(
 
 
 def test_on_mnist_each_model_uses_its_mnist_recipe_and_the_default_list_is_those_that_have_one():
-    from tinyar.models import FVSBN, MADE, NADE
-    assert compare.default_models("mnist") == ["fvsbn", "nade", "nade-oa", "made"]
+    from tinyar.models import FVSBN, MADE, NADE, PixelCNN
+    assert compare.default_models("mnist") == ["fvsbn", "nade", "nade-oa", "made", "pixelcnn"]
     assert compare.default_models("mnist-idx:/folder") == compare.default_models("mnist")
     assert compare.default_models("digits") == list(compare.BUDGETS)
-    for name, cls in (("fvsbn", FVSBN), ("nade", NADE), ("made", MADE)):
+    for name, cls in (("fvsbn", FVSBN), ("nade", NADE), ("made", MADE), ("pixelcnn", PixelCNN)):
         spec_cls, recipe = compare._spec(name, "mnist")
         assert spec_cls is cls and recipe == dict(cls.recipes["mnist"], model=cls.recipes["mnist"]["model"])
     _, oa = compare._spec("nade-oa", "mnist")                   # the order-agnostic entry: NADE's recipe + its options
