@@ -127,7 +127,8 @@ def test_every_model_has_its_options_and_they_name_constructor_arguments():
     from tinyar.models import REGISTRY
     assert set(MODEL_OPTIONS) == set(REGISTRY)
     for name, options in MODEL_OPTIONS.items():
-        arguments = inspect.signature(REGISTRY[name].__init__).parameters
+        cls = REGISTRY[name]                          # the CLI builds models by cls.for_dataset(dataset, **options)
+        arguments = {**inspect.signature(cls.__init__).parameters, **inspect.signature(cls.for_dataset).parameters}
         for flag, (kwarg, parse, help_text) in options.items():
             assert flag.startswith("--") and kwarg in arguments and callable(parse) and help_text, (name, flag)
     kwarg, parse, _ = MODEL_OPTIONS["made"]["--hidden"]

@@ -128,7 +128,7 @@ _MADE_OPTIONS = {
     "--hidden": ("n_hidden", parse_sizes, "hidden layer sizes, comma-separated (e.g. 500,500)"),
     "--masks": ("n_masks", positive_int, "number of masks (orderings and connectivity) drawn in training"),
     "--order": ("order", str, "'natural' or 'random' (default: natural for one mask, random for several)"),
-    "--direct": ("direct", bool, "add direct input-to-output connections"),
+    "--direct": ("direct", bool, "direct input-to-output connections (--no-direct: none)"),
     "--mask-seed": ("mask_seed", nonnegative_int, "seed of the masks"),
 }
 _RNN_OPTIONS = {"--hidden": ("n_hidden", positive_int, "hidden units H of the tanh RNN")}
@@ -147,7 +147,9 @@ MODEL_OPTIONS = {
     "nade-categorical": _NADE_OPTIONS,
     "rnade": dict(_NADE_OPTIONS, **{
         "--components": ("n_components", positive_int, "mixture components M per dimension")}),
-    "made": _MADE_OPTIONS,
+    "made": dict(_MADE_OPTIONS, **{
+        "--start-at-marginals": ("start_at_marginals", bool, "output biases start at the logits of the training "
+                                                             "data's pixel means (--no-start-at-marginals: at 0)")}),
     "made-categorical": _MADE_OPTIONS,
     "char-rnn": _RNN_OPTIONS,
     "pixel-rnn": _RNN_OPTIONS,
@@ -232,8 +234,8 @@ def _add_model_options(p, model):
     """The flags of MODEL_OPTIONS[model]; each value lands in args.model_<keyword>."""
     m = p.add_argument_group(f"{_registry()[model].__name__} options")
     for flag, (kwarg, parse, help_) in MODEL_OPTIONS[model].items():
-        if parse is bool:
-            m.add_argument(flag, dest=f"model_{kwarg}", action="store_const", const=True, default=None,
+        if parse is bool:                              # --flag / --no-flag: True / False
+            m.add_argument(flag, dest=f"model_{kwarg}", action=argparse.BooleanOptionalAction, default=None,
                            help=help_)
         else:
             m.add_argument(flag, dest=f"model_{kwarg}", type=parse, default=None, help=help_,

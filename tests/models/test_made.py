@@ -359,7 +359,7 @@ def test_start_at_marginals_sets_the_output_biases_to_the_logits_of_the_data_mea
     x[:, 1] = 1                                   # always on: clipped to 1 - 1e-3
     x[:3, 2] = 1                                  # on in 3 of 4 rows
     x[:1, 3] = 1                                  # 1 of 4
-    dataset = Dataset("tiny", "binary", x, x, x, n_dims=5)
+    dataset = Dataset("tiny", "binary", x, 1 - x, np.ones_like(x), n_dims=5)     # the means of train only
     model = MADE.for_dataset(dataset, rng=0, n_hidden=[7], start_at_marginals=True)
     q = np.array([1e-3, 1 - 1e-3, 0.75, 0.25, 1e-3])
     np.testing.assert_allclose(model.output.bias.data, np.log(q / (1 - q)), rtol=1e-6)
@@ -369,14 +369,18 @@ def test_start_at_marginals_sets_the_output_biases_to_the_logits_of_the_data_mea
     np.testing.assert_array_equal(plain.layers[0].weight.data, model.layers[0].weight.data)   # same draw otherwise
 
 
-def test_start_at_marginals_starts_training_from_the_independent_pixels_model():
-    """With the hidden layer's share removed (V = 0), log p(x) is exactly the independent-
-    Bernoulli log-likelihood of the data means: the starting point the method promises."""
+@pytest.mark.parametrize("direct", [False, True])
+def test_start_at_marginals_is_the_independent_pixels_model_when_the_other_terms_are_zero(direct):
+    """With the hidden layer's share (V) and the direct connections (A) set to zero, log p(x)
+    is exactly the independent-Bernoulli log-likelihood of the data means: the model the
+    method starts training near."""
     rng = np.random.default_rng(0)
     x = (rng.random((200, 6)) < np.linspace(0.1, 0.9, 6)).astype(np.float64)
-    model = MADE(6, n_hidden=[8], rng=0, dtype=np.float64)
+    model = MADE(6, n_hidden=[8], direct=direct, rng=0, dtype=np.float64)
     model.start_at_marginals(x)
     model.output.weight.data[...] = 0.0
+    if direct:
+        model.skip.weight.data[...] = 0.0
     q = x.mean(axis=0)
     expected = (x * np.log(q) + (1 - x) * np.log(1 - q)).sum(axis=1)
     np.testing.assert_allclose(model.log_prob(x).data, expected, rtol=1e-10)
@@ -389,3 +393,15 @@ def test_start_at_marginals_refuses_what_it_cannot_use():
         MADE(4, n_hidden=[5], rng=0).start_at_marginals(np.zeros((3, 5)))
     with pytest.raises(TypeError, match="only for binary data"):
         CategoricalMADE(4, n_levels=3, n_hidden=[5], rng=0).start_at_marginals(np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("flags, direct, marginals", [
+    ([], True, True),                                                   # the mnist recipe as it is
+    (["--no-direct"], False, True),
+    (["--no-start-at-marginals"], True, False),
+])
+def test_the_mnist_recipe_switches_turn_off_with_their_no_flags(flags, direct, marginals):
+    from tinyar.cli import build_parser, recipe_from_args
+    args = build_parser("made").parse_args(["train", "made", "--recipe", "mnist", *flags])
+    model = recipe_from_args(MADE, args, "mnist")["model"]
+    assert model["direct"] is direct and model["start_at_marginals"] is marginals

@@ -138,7 +138,8 @@ class MADE(AutoregressiveModel):
     recipe = dict(lr=0.02, momentum=0.9, batch_size=100, epochs=200, schedule="cosine",
                   model=dict(n_hidden=[500]))
     # binarized MNIST (--data mnist): a wide hidden layer held back by weight decay, direct
-    # connections, output biases from the data; the best of the runs tried, in the README
+    # connections, output biases from the data (start_at_marginals); its validation NLL is in
+    # README.md, "Binarized MNIST"
     recipes = {"mnist": dict(lr=0.03, momentum=0.9, weight_decay=1e-3, batch_size=100, epochs=30,
                              schedule="cosine", model=dict(n_hidden=[2000], direct=True, start_at_marginals=True))}
     n_levels = 2
@@ -360,7 +361,7 @@ class MADE(AutoregressiveModel):
     @classmethod
     def for_dataset(cls, dataset, rng=None, start_at_marginals=False, **kwargs):
         """A MADE for the data set's D; start_at_marginals=True also sets the output biases from
-        its training split (start_at_marginals)."""
+        its training split (see the method start_at_marginals)."""
         if dataset.kind != cls.data_kind:
             raise ValueError(f"{cls.__name__} models {cls.data_kind} data; {dataset.name} is {dataset.kind}")
         model = cls(dataset.n_dims, rng=rng, **kwargs)
@@ -373,8 +374,9 @@ class MADE(AutoregressiveModel):
 
             c_d = log(q_d / (1 - q_d)),    q_d = mean_b x_bd clipped to [1e-3, 1 - 1e-3]
 
-        so that, with the hidden layer's contribution small at initialisation, p(x_d = 1 | x_<d)
-        starts near the data's marginal q_d rather than near 1/2. Starting at 1/2 puts the loss
+        so that, with the other terms of the logit small at initialisation (the hidden layer's
+        V h and the direct connections' A x, from weights of order 1/sqrt(fan-in)),
+        p(x_d = 1 | x_<d) starts near the data's marginal q_d rather than near 1/2. Starting at 1/2 puts the loss
         far above that of independent pixels (on binarized MNIST about 543 nats against 206),
         and the first steps' large gradients push many ReLU units below zero for every input,
         where they stay (a dead unit gets no gradient). An initialisation only: nothing of it is
