@@ -144,7 +144,7 @@ class MADE(AutoregressiveModel):
     # connections, output biases from the data (start_at_marginals); its validation NLL is in
     # README.md, "Binarized MNIST"
     recipes = {"mnist": dict(lr=0.03, momentum=0.9, weight_decay=1e-3, batch_size=100, epochs=30,
-                             schedule="cosine", model=dict(n_hidden=[4000], direct=True, start_at_marginals=True))}
+                             schedule="cosine", model=dict(n_hidden=[8000], direct=True, start_at_marginals=True))}
     n_levels = 2
 
     def __init__(self, n_dims, n_hidden=(500,), direct=False, order=None, n_masks=1, mask_seed=0, rng=None,
