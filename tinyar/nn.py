@@ -56,8 +56,7 @@ class Module:
         A weight W that a layer uses as W * M, M a fixed 0/1 mask (weight_masks()), contributes
         the number of nonzeros of M broadcast to W's shape: a masked-out entry is stored, but
         it never reaches the output and its gradient is zero (only weight decay moves it, towards
-        0). For an FVSBN
-        over D = 64 pixels: D^2 + D = 4,160 stored, D(D - 1)/2 + D = 2,080 free.
+        0). For an FVSBN over D = 64 pixels: D^2 + D = 4,160 stored, D(D - 1)/2 + D = 2,080 free.
         """
         if not free:
             return int(sum(p.size for p in self.parameters()))

@@ -379,11 +379,11 @@ class MADE(AutoregressiveModel):
 
         so that, with the other terms of the logit small at initialisation (the hidden layer's
         V h and the direct connections' A x, from weights of order 1/sqrt(fan-in)),
-        p(x_d = 1 | x_<d) starts near the data's marginal q_d rather than near 1/2. Starting at 1/2 puts the loss
-        far above that of independent pixels (on binarized MNIST about 543 nats against 206),
-        and the first steps' large gradients push many ReLU units below zero for every input,
-        where they stay (a dead unit gets no gradient). An initialisation only: nothing of it is
-        in the config, and a checkpoint keeps the trained biases."""
+        p(x_d = 1 | x_<d) starts near the data's marginal q_d rather than near 1/2. Starting at
+        1/2 puts the loss far above that of independent pixels (on binarized MNIST about 543
+        nats against 206), and the first steps' large gradients push many ReLU units below zero
+        for every input, where they stay (a dead unit gets no gradient). An initialisation only:
+        nothing of it is in the config, and a checkpoint keeps the trained biases."""
         if self.data_kind != "binary":
             raise TypeError(f"{type(self).__name__}.start_at_marginals: only for binary data (one logit per "
                             f"dimension); this model has {self._k} logits per dimension")

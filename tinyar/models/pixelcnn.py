@@ -352,8 +352,8 @@ class PixelCNN(_ImageModel):
     recipe = dict(lr=0.02, momentum=0.9, nesterov=True, batch_size=50, epochs=20, clip=10.0, schedule="cosine",
                   model=dict(n_channels=32, n_layers=4, kernel_size=3, first_kernel_size=7))
     # binarized MNIST (--data mnist): three times the depth, reaching R = 3 + 12 = 15 rows above
-    # a pixel (its blind spot grows with it: 12 + 11 + ... + 1 = 78 pixels); an epoch takes
-    # about 8.5 minutes on one core. Its validation NLL is in README.md, "Binarized MNIST".
+    # a pixel (its blind spot grows with it: 12 + 11 + ... + 1 = 78 pixels). Its validation NLL
+    # is in README.md, "Binarized MNIST"; its time per epoch in benchmarks/README.md.
     recipes = {"mnist": dict(recipe, epochs=15, model=dict(recipe["model"], n_layers=12))}
     gradcheck_size = dict(seed=0, n_channels=3, n_layers=2)
 
