@@ -85,21 +85,6 @@ class TorchNADE:
 
 
 # ------------------------------------------------------------------ memory (one subprocess per path)
-def _status_bytes(field):
-    """VmRSS (resident now) or VmHWM (peak resident since the last reset) of this process, in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak():
-    """Writing 5 to clear_refs resets VmHWM to the current VmRSS (Linux >= 4.0)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
 def memory_child(path):
     """Run one forward + backward of `path` and print its memory figures as JSON."""
     import resource
@@ -116,8 +101,8 @@ def memory_child(path):
         os.environ["TINYAR_KERNELS"] = path
         tinyar_step(small, small_x)                                 # warm-up (numba loads its compiled kernels)
         run = lambda: tinyar_step(model, x)
-    _reset_peak()
-    before = _status_bytes("VmRSS")
+    common.reset_peak()
+    before = common.status_bytes("VmRSS")
     traced = None
     if path != "torch":
         tracemalloc.start()
@@ -126,7 +111,7 @@ def memory_child(path):
         tracemalloc.stop()
     else:
         run()
-    peak = _status_bytes("VmHWM")
+    peak = common.status_bytes("VmHWM")
     lifetime_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(dict(path=path, rss_before=before, peak=peak, lifetime_peak=lifetime_peak,
                           extra=max(0, peak - before), traced=traced)))

@@ -2,8 +2,10 @@
 
     python benchmarks/bench_transformer.py [--default-malloc]     (under a minute; run alone:
     flock /tmp/tinyar-heavy.lock python benchmarks/bench_transformer.py)
-    python benchmarks/bench_transformer.py --fresh tinyar|torch --threads 1|2
+    python benchmarks/bench_transformer.py --fresh tinyar|torch|torch-sdpa --threads 1|2
                                                         (one side's model step alone, see below)
+    python benchmarks/bench_transformer.py --pixels [--fresh ...]
+                                                        (the same at 784 pixels, see below)
 
 1. Causal attention alone, forward + backward, q, k, v of shape (B, H, T, d) = (32, 4, 128, 32):
    the fused op with numba kernels, the same op on its NumPy twins, the op built from
@@ -27,8 +29,13 @@ therefore first asks glibc (mallopt) to keep freed blocks of up to 32 MB for reu
 train.fit does in every training run (tinyar.keep_freed_memory), the same setting for
 tinyar and PyTorch, which share this process; --default-malloc
 leaves glibc's defaults. The model table prints the page faults per step. --fresh SIDE
-times only that side's model step, first thing in a process with glibc's defaults: what a
+times only that side's model step (torch: masked softmax; torch-sdpa: scaled_dot_product_attention), first thing in a process with glibc's defaults: what a
 program that does nothing else gets (run it once per side and thread count).
+
+--pixels: the shapes of the Transformer over binarized MNIST's 28x28 pixels in raster
+order, the default model (2 blocks, 4 heads, d_model 64, MLP 256) on binary tokens, B = 20,
+T = 784 (attention alone: (B, H, T, d) = (20, 4, 784, 16)); sampling is left out. With
+--fresh it also prints the step's peak memory above what the process held before it.
 
 Medians of repeated runs after a warm-up (numba compiles on the first call).
 """
@@ -53,6 +60,7 @@ from tinyar.tensor import Tensor                    # noqa: E402
 torch = common.optional_torch()                     # the PyTorch columns are optional
 
 B, H, T, C, D_MLP, V, LAYERS = 32, 4, 128, 128, 512, 96, 2
+PIXELS = dict(B=20, H=4, T=784, C=64, D_MLP=256, V=2, LAYERS=2)      # --pixels: binarized MNIST's shapes
 
 
 median_time = functools.partial(common.median_time, repeat=7, warmup=2)
@@ -210,19 +218,26 @@ def fresh(side, threads):
     else:
         torch.set_num_threads(threads)
         torch.manual_seed(0)
-        step = torch_model_step(torch_model(False), x)
+        step = torch_model_step(torch_model(side == "torch-sdpa"), x)
     with threadpool_limits(limits=threads, user_api="blas"):
         seconds, faults = timed_with_faults(step, repeat=11, warmup=3)
-    print(f"{side}, model step alone in a fresh process, {threads} thread(s), glibc's default malloc: "
-          f"{seconds * 1e3:.1f} ms, {faults:,.0f} page faults per step")
+        common.reset_peak()
+        before = common.status_bytes("VmRSS")
+        step()
+        extra = common.status_bytes("VmHWM") - before
+    print(f"{side}, model step alone in a fresh process, {threads} thread(s), glibc's default malloc, "
+          f"B {B}, T {T}, d_model {C}: {seconds * 1e3:.1f} ms, {faults:,.0f} page faults per step, "
+          f"peak memory of a step {extra / 2**20:,.0f} MiB above the {before / 2**20:,.0f} MiB held before it")
 
 
 def main():
+    if "--pixels" in sys.argv:
+        globals().update(PIXELS)                        # every function reads the shapes at call time
     if "--fresh" in sys.argv:
         side = sys.argv[sys.argv.index("--fresh") + 1]
         threads = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 1
-        if side not in ("tinyar", "torch") or (side == "torch" and not torch):
-            raise SystemExit("--fresh: expected tinyar or torch (PyTorch installed)")
+        if side not in ("tinyar", "torch", "torch-sdpa") or (side != "tinyar" and not torch):
+            raise SystemExit(f"--fresh: expected tinyar, torch or torch-sdpa (PyTorch installed), got {side!r}")
         return fresh(side, threads)
     rng = np.random.default_rng(0)
     kept = "--default-malloc" not in sys.argv and keep_freed_memory()
@@ -239,6 +254,8 @@ def main():
                 compare(threads, rng)
         else:
             compare(torch.get_num_threads() if torch else "default", rng)
+    if "--pixels" in sys.argv:
+        return print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 
     # 3. sampling
     n, length = 8, 256

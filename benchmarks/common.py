@@ -18,7 +18,8 @@ is the checkout's. It does not import NumPy itself (median_time does, when first
   environment before NumPy, numba or PyTorch start their thread pools;
 - optional_torch: PyTorch, or None when it is not installed (its columns are optional);
 - median_time: median seconds of repeated calls after a warm-up;
-- kernels: a context manager that sets TINYAR_KERNELS ("numba" or "numpy") inside a block.
+- kernels: a context manager that sets TINYAR_KERNELS ("numba" or "numpy") inside a block;
+- status_bytes, reset_peak: this process's resident memory now and at its peak (Linux /proc).
 """
 from __future__ import annotations
 
@@ -91,3 +92,18 @@ class kernels:
             os.environ.pop("TINYAR_KERNELS", None)
         else:
             os.environ["TINYAR_KERNELS"] = self.previous
+
+
+def status_bytes(field):
+    """VmRSS (resident now) or VmHWM (peak resident since the last reset) of this process, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak():
+    """Writing 5 to clear_refs resets VmHWM to the current VmRSS (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")

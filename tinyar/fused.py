@@ -263,6 +263,8 @@ def causal_attention(q, k, v):
         dS_ij = P_ij (dP_ij - sum_l P_il dP_il)       softmax's backward (derived in kernels/attention.py)
         dq = dS k / sqrt(d),   dk = dS^T q / sqrt(d)  S is bilinear in q and k
     Masked entries have P_ij = 0, hence dS_ij = 0: no gradient crosses the mask.
+    The forward keeps only L_i = log sum_j exp(S_ij), one number per row, and the VJP
+    recomputes P_ij = exp(S_ij - L_i): no (Tq, Tk) array lives between the two passes.
     """
     from tinyar.kernels.attention import choose
     _require_float("causal_attention", q, k, v)
@@ -273,22 +275,17 @@ def causal_attention(q, k, v):
     if k.shape != v.shape or q.shape[:-2] != k.shape[:-2] or k.shape[-1] != d or Tq > Tk:
         raise ValueError(f"causal_attention: expected q (..., Tq, d) and k, v (..., Tk, d) with Tq <= Tk, "
                          f"got q {q.shape}, k {k.shape}, v {v.shape}")
-    softmax, softmax_backward = choose("causal_softmax")
+    forward, backward = choose("causal_attention")            # the twins under TINYAR_KERNELS=numpy
     scale = float(1.0 / np.sqrt(d))                           # a Python float: float32 stays float32
-    qs = q.data * scale                                       # (..., Tq, d)   q / sqrt(d)
-    S = qs @ _blas_friendly(np.swapaxes(k.data, -1, -2))      # (..., Tq, Tk)
-    P = softmax(_rows(S, 2), Tk - Tq).reshape(S.shape)        # (..., Tq, Tk)  masked, stable softmax
-    y = P @ v.data                                            # (..., Tq, d)
+    qs = _rows(q.data, 2) * scale                             # (N, Tq, d)   q / sqrt(d), N = batch x heads
+    kr, vr = _rows(k.data, 2), _rows(v.data, 2)               # (N, Tk, d)
+    y, L = forward(qs, kr, vr)                                # y (N, Tq, d); L (N, Tq): log of each row's sum
 
     def vjp(dy):
-        dv = np.swapaxes(P, -1, -2) @ dy                      # (..., Tk, d)   dv = P^T dy
-        dP = dy @ _blas_friendly(np.swapaxes(v.data, -1, -2))  # (..., Tq, Tk)  dP = dy v^T
-        dS = softmax_backward(_rows(P, 2), _rows(dP, 2)).reshape(P.shape)   # (..., Tq, Tk)
-        dq = dS @ k.data                                      # (..., Tq, d)
-        dq *= scale                                           # dq = dS k / sqrt(d)
-        dk = np.swapaxes(dS, -1, -2) @ qs                     # (..., Tk, d)   dk = dS^T q / sqrt(d)
-        return dq, dk, dv
-    return Tensor._make(y, (q, k, v), vjp, "causal_attention")
+        dqs, dk, dv = backward(qs, kr, vr, L, _rows(dy, 2))  # P recomputed from L: P_ij = exp(S_ij - L_i)
+        dqs *= scale                                          # dq = dS k / sqrt(d)
+        return dqs.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
+    return Tensor._make(y.reshape(q.shape), (q, k, v), vjp, "causal_attention")
 
 
 @register

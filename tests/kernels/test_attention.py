@@ -8,32 +8,75 @@ from tinyar.kernels import attention as K
 DTYPES = [(np.float64, 1e-12), (np.float32, 2e-6)]
 
 
+def dense_attention(q, k, v):
+    """y = softmax(q k^T / sqrt(d) + M) v and each row's log-normalizer, in float64, the plain way."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    Tq, Tk = q.shape[1], k.shape[1]
+    S = q @ np.swapaxes(k, 1, 2) / np.sqrt(q.shape[2])
+    S[:, np.arange(Tk)[None, :] > np.arange(Tq)[:, None] + Tk - Tq] = -np.inf
+    L = np.log(np.exp(S).sum(axis=2))
+    return np.exp(S - L[..., None]) @ v, L
+
+
+# (N, Tq, Tk, d): one row; Tq = Tk below, at and past one block of rows (64); Tq < Tk (a cache)
+ATTENTION_SHAPES = [(1, 1, 1, 1), (3, 5, 5, 4), (2, 64, 64, 8), (5, 70, 70, 3), (2, 130, 130, 16),
+                    (4, 3, 7, 5), (2, 1, 9, 4), (3, 66, 80, 2)]
+
+
 @pytest.mark.parametrize("dtype, tol", DTYPES)
-@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 5), (4, 3, 7), (2, 16, 16)])
-def test_causal_softmax_and_its_backward(shape, dtype, tol):
+@pytest.mark.parametrize("shape", ATTENTION_SHAPES)
+def test_causal_attention_kernel_agrees_with_its_twin_and_the_definition(shape, dtype, tol):
+    N, Tq, Tk, d = shape
     rng = np.random.default_rng(sum(shape))
-    S = (3 * rng.standard_normal(shape)).astype(dtype)
-    dP = rng.standard_normal(shape).astype(dtype)
-    offset = shape[2] - shape[1]
-    P_numba = K.causal_softmax_forward_numba(S.copy(), offset)
-    P_numpy = K.causal_softmax_forward_numpy(S.copy(), offset)
-    assert P_numba.dtype == dtype
-    np.testing.assert_allclose(P_numba, P_numpy, rtol=tol, atol=tol)
-    np.testing.assert_allclose(P_numba.sum(axis=-1), 1.0, atol=10 * tol)
-    future = np.arange(shape[2])[None, :] > np.arange(shape[1])[:, None] + offset
-    assert np.all(P_numba[:, future] == 0.0)
-    dS_numba = K.causal_softmax_backward_numba(P_numpy, dP.copy())
-    dS_numpy = K.causal_softmax_backward_numpy(P_numpy, dP.copy())
-    np.testing.assert_allclose(dS_numba, dS_numpy, rtol=tol, atol=tol)
-    np.testing.assert_allclose(dS_numba.sum(axis=-1), 0.0, atol=10 * tol)    # softmax's Jacobian kills constants
+    q, k, v, dy = (rng.standard_normal((N, T, d)).astype(dtype) for T in (Tq, Tk, Tk, Tq))
+    qs = q * dtype(1 / np.sqrt(d))
+    y, L = K.causal_attention_forward_numba(qs, k, v)
+    y_twin, L_twin = K.causal_attention_forward_numpy(qs, k, v)
+    y_def, L_def = dense_attention(q, k, v)
+    assert y.dtype == L.dtype == dtype and y.shape == (N, Tq, d) and L.shape == (N, Tq)
+    for a, b in ((y, y_twin), (L, L_twin), (y, y_def), (L, L_def)):
+        np.testing.assert_allclose(a, b, rtol=10 * tol, atol=10 * tol)
+    grads = K.causal_attention_backward_numba(qs, k, v, L, dy)
+    twins = K.causal_attention_backward_numpy(qs, k, v, L_twin, dy)
+    for a, b, like in zip(grads, twins, (q, k, v)):
+        assert a.dtype == dtype and a.shape == like.shape
+        np.testing.assert_allclose(a, b, rtol=10 * tol, atol=10 * tol)
+    if Tq == Tk:        # the last key is seen by the last query only: dv_last = P_last,last dy_last
+        p_last = np.exp((qs[:, -1] * k[:, -1]).sum(axis=1) - L[:, -1])
+        np.testing.assert_allclose(grads[2][:, -1], p_last[:, None] * dy[:, -1], rtol=10 * tol, atol=10 * tol)
+        no_last = np.concatenate([dy[:, :-1], np.zeros_like(dy[:, -1:])], axis=1)
+        assert np.all(K.causal_attention_backward_numba(qs, k, v, L, no_last)[1][:, -1] == 0)
 
 
-def test_causal_softmax_is_stable_for_huge_scores():
-    S = np.array([[[1000.0, 0, 0], [1000.0, -1000.0, 0], [-1000.0, 1000.0, 999.0]]])
-    for fn in (K.causal_softmax_forward_numba, K.causal_softmax_forward_numpy):
-        P = fn(S.copy(), 0)
-        assert np.all(np.isfinite(P))
-        np.testing.assert_allclose(P[0, 2], [0.0, 1 / (1 + np.exp(-1)), np.exp(-1) / (1 + np.exp(-1))])
+def test_causal_attention_is_stable_for_huge_scores():
+    """Scores of +-1000 (exp would overflow or vanish without the row maximum): finite, exact."""
+    q = np.array([[[1.0], [1.0], [1.0]]]) * 1000.0
+    k = np.array([[[1.0], [-1.0], [0.999]]])
+    v = np.array([[[1.0], [2.0], [3.0]]])
+    for forward in (K.causal_attention_forward_numba, K.causal_attention_forward_numpy):
+        y, L = forward(q, k, v)
+        assert np.all(np.isfinite(y)) and np.all(np.isfinite(L))
+        w = np.exp(np.array([1000.0, -1000.0, 999.0]) - 1000.0)
+        np.testing.assert_allclose(y[0, 2, 0], (w @ [1.0, 2.0, 3.0]) / w.sum())
+        np.testing.assert_allclose(L[0], [1000.0, 1000.0, 1000.0 + np.log(w.sum())])
+
+
+def test_causal_attention_does_not_depend_on_the_thread_count():
+    """The (batch, head) pairs go to fixed lanes: one numba thread or two, the same numbers."""
+    import numba
+    rng = np.random.default_rng(7)
+    q, k, v, dy = (rng.standard_normal((9, 70, 8)).astype(np.float32) for _ in range(4))
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            y, L = K.causal_attention_forward_numba(q, k, v)
+            results.append((y, L) + K.causal_attention_backward_numba(q, k, v, L, dy))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("dtype, tol", DTYPES)
@@ -89,12 +132,12 @@ def test_causal_mask_marks_the_future():
 
 def test_choose_honours_the_numpy_switch(monkeypatch):
     monkeypatch.setenv("TINYAR_KERNELS", "numpy")
-    assert K.choose("causal_softmax") == (K.causal_softmax_forward_numpy, K.causal_softmax_backward_numpy)
+    assert K.choose("causal_attention") == (K.causal_attention_forward_numpy, K.causal_attention_backward_numpy)
     assert K.choose("gelu") == (K.gelu_forward_numpy, K.gelu_backward_numpy)
     monkeypatch.setenv("TINYAR_KERNELS", "numba")
     assert K.choose("layer_norm") == (K.layer_norm_forward_numba, K.layer_norm_backward_numba)
-    assert K.choose("causal_softmax") == (K.causal_softmax_forward_numba, K.causal_softmax_backward_numba)
+    assert K.choose("causal_attention") == (K.causal_attention_forward_numba, K.causal_attention_backward_numba)
     monkeypatch.setenv("TINYAR_KERNELS", "numpy")
     assert K.choose("layer_norm") == (K.layer_norm_forward_numpy, K.layer_norm_backward_numpy)
-    with pytest.raises(ValueError, match="causal_softmax"):
+    with pytest.raises(ValueError, match="causal_attention"):
         K.choose("softmax")

@@ -91,6 +91,24 @@ def sigmoid32_into(a, h):
 
 
 @_jit
+def exp_neg_into(t, out, n):
+    """out[j] = e^-t[j] for j < n, every t[j] >= 0 (float32: the scheme of sigmoid32_into, in two
+    passes, 2^-k first; float64: the exact exp). For t > 87 the float32 result is e^-87 ~ 2e-38
+    instead of a smaller number, which changes no sum it enters."""
+    if t.itemsize == 4:
+        bits = out.view(np.int32)
+        for j in range(n):
+            k, _ = exp_parts32(t[j])
+            bits[j] = (np.int32(127) - np.int32(k)) << 23             # the float32 2^-k
+        for j in range(n):
+            _, e_r = exp_parts32(t[j])
+            out[j] *= e_r                                             # e^-t = e^r 2^-k
+    else:
+        for j in range(n):
+            out[j] = math.exp(-t[j])
+
+
+@_jit
 def sigmoid64(a):
     """sigma(a) for a float64 a, with the exact exp."""
     e = math.exp(-abs(a))

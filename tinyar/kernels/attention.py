@@ -25,8 +25,16 @@ Its backward, one row at a time. Softmax's Jacobian is dP_l/dS_j = P_l ([l = j] 
     dS_ij = sum_l dP_il dP_il/dS_ij = sum_l dP_il P_il ([l = j] - P_ij)
           = P_ij (dP_ij - sum_l P_il dP_il)
 
-A masked entry has P_ij = 0, hence dS_ij = 0: no gradient crosses the mask. (The rest of
-attention's backward, through q k^T / sqrt(d) and P v, is in fused.causal_attention.)
+A masked entry has P_ij = 0, hence dS_ij = 0: no gradient crosses the mask.
+
+Causal attention, y = P v with S = q k^T / sqrt(d) (derivation of the rest of its backward
+in fused.causal_attention). The forward keeps, besides y, only each row's log-normalizer
+
+    L_i = m_i + log sum_{l <= i + offset} exp(S_il - m_i) = log sum_l exp(S_il),   so  P_ij = exp(S_ij - L_i),
+
+and the backward recomputes S and then P from L: nothing of size (Tq, Tk) outlives a call.
+That lets the compiled version work through the queries a block of rows at a time, over
+the keys those rows may see, and never hold more than one block's scores.
 
 LayerNorm over the last axis of x (N, C), one row at a time:
 
@@ -55,6 +63,8 @@ import numpy as np
 
 # numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
 from tinyar.kernels import numba, pick
+from tinyar.kernels.approx import exp_neg_into
+from tinyar.kernels.runtime import blas_gemm, gemm_block, single_thread_numba_blas
 
 GELU_C = math.sqrt(2.0 / math.pi)                                         # u = GELU_C (x + GELU_A x^3)
 GELU_A = 0.044715
@@ -80,6 +90,42 @@ def causal_softmax_backward_numpy(P, dP):
     dP -= (dP * P).sum(axis=-1, keepdims=True)
     dP *= P                                                               # zero where P = 0 (masked)
     return dP
+
+
+def transposed(a):
+    """a (N, T, d) -> a^T (N, d, T) in C order: NumPy's batched matmul takes a slow loop without
+    BLAS (about 10x slower) when its right operand is a swapaxes view."""
+    return np.ascontiguousarray(np.swapaxes(a, -1, -2))
+
+
+def causal_scores(qs, k):
+    """S = qs k^T (N, Tq, Tk), -inf where key j lies in the future of query i."""
+    S = qs @ transposed(k)
+    S[..., causal_mask(S.shape[-2], S.shape[-1], S.shape[-1] - S.shape[-2])] = -np.inf
+    return S
+
+
+def causal_attention_forward_numpy(qs, k, v):
+    """qs (N, Tq, d) = q / sqrt(d), k and v (N, Tk, d) -> y = P v (N, Tq, d) and L (N, Tq),
+    L_i = log sum_{l <= i + offset} exp(S_il) with S = qs k^T."""
+    S = causal_scores(qs, k)                                              # (N, Tq, Tk), -inf on the mask
+    m = S.max(axis=-1, keepdims=True)                                     # key 0 is always seen: finite
+    S -= m
+    np.exp(S, out=S)                                                      # exp(S_ij - m_i); masked -> 0
+    total = S.sum(axis=-1, keepdims=True)
+    S /= total                                                            # P
+    return S @ v, (m + np.log(total))[..., 0]                             # y = P v, L
+
+
+def causal_attention_backward_numpy(qs, k, v, L, dy):
+    """(dqs, dk, dv) for y = P v, with P recomputed as exp(S - L): dv = P^T dy, dP = dy v^T,
+    dS = P (dP - sum_l P_il dP_il), dqs = dS k, dk = dS^T qs (dq = dqs / sqrt(d))."""
+    P = causal_scores(qs, k)
+    P -= L[..., None]
+    np.exp(P, out=P)                                                      # P_ij = exp(S_ij - L_i)
+    dv = np.swapaxes(P, -1, -2) @ dy
+    dS = causal_softmax_backward_numpy(P, dy @ transposed(v))             # from dP = dy v^T
+    return dS @ k, np.swapaxes(dS, -1, -2) @ qs, dv
 
 
 # ------------------------------------------------------------------ LayerNorm
@@ -117,70 +163,137 @@ def gelu_backward_numpy(x, t, dy):
 
 
 # ---- compiled fast path: safe to skip on a first reading ----
-# One sweep per row does a whole formula, with no temporaries. exp and tanh stay NumPy calls
-# over the whole array between two sweeps: in a numba loop they would be scalar library calls.
+# One sweep per row does a whole formula, with no temporaries. tanh stays a NumPy call over the
+# whole array between two sweeps (in a numba loop it would be a scalar library call); the
+# softmax's exp is approx.exp_neg_into, which the compiler vectorises.
 # Row sums may be reassociated (SIMD partial sums); no other fastmath flag, so no FMA contraction.
 _SUMS = {"reassoc"}
 
 
-@numba.njit(cache=True)
-def _causal_shift_numba(S, offset):
-    """S_ij <- S_ij - m_i where key j is visible, -inf where it is masked."""
-    N, Tq, Tk = S.shape
-    for n in range(N):
-        for i in range(Tq):
-            row = S[n, i]                                                 # a view: (Tk,)
-            last = min(i + offset, Tk - 1)                                # keys 0..last are visible
-            m = row[0]
-            for j in range(1, last + 1):                                  # m_i = max_{j <= last} S_ij
-                if row[j] > m:
-                    m = row[j]
-            for j in range(last + 1):
-                row[j] -= m                                               # S_ij - m_i <= 0
-            row[last + 1:] = -np.inf                                      # masked: exp(-inf) = 0
-    return S
+# Causal attention in blocks of query rows: for each (batch, head) n and each block of rows
+# i0..i0+m-1, three products on the keys 0..kv-1 those rows may see (kv = i0 + m + offset),
+# BLAS gemm calls from the compiled code (kernels/runtime.py):
+#     s = qs_block k^T (m, kv),   rows of s -> P (exp, sum, divide; zeros on the mask),   y_block = s v
+# and in the backward, with P recomputed from L,
+#     g = dy_block v^T,   g -> dS = P (g - sum_l P_il g_il),   dqs_block = dS k,
+#     dk += dS^T qs_block,   dv += P^T dy_block.
+# The (batch, head) pairs are dealt round-robin to N_LANES lanes that numba's threads run side
+# by side, each with its own block of scores: results do not depend on the thread count.
+# The blocks skip the masked keys past kv (about half of S) and keep the scores in cache.
+N_LANES = 4
+BLOCK_ROWS = 64                 # query rows per block
 
 
-@numba.njit(cache=True, fastmath=_SUMS)
-def _normalize_rows_numba(E, offset):
-    """E_ij <- E_ij / sum_{l <= last} E_il (the masked E_ij are already 0)."""
-    N, Tq, Tk = E.shape
-    for n in range(N):
-        for i in range(Tq):
-            row = E[n, i]
-            last = min(i + offset, Tk - 1)
-            total = 0.0
-            for j in range(last + 1):
-                total += row[j]
-            inv = 1.0 / total                                             # >= 1 term equals exp(0) = 1
-            for j in range(last + 1):                                     # P_ij
-                row[j] *= inv
-    return E
+@numba.njit(cache=True, error_model="numpy", fastmath=_SUMS)
+def _softmax_rows(s, t, i0, m, kv, offset, L, n):
+    """Rows r < m of s (scores of queries i0 + r over keys 0..kv-1) -> P, and L[n, i0 + r]."""
+    for r in range(m):
+        row = s[r]
+        seen = min(i0 + r + offset + 1, kv)                               # keys 0..seen-1 are visible
+        mx = row[0]
+        for j in range(1, seen):
+            mx = max(mx, row[j])
+        for j in range(seen):
+            t[j] = mx - row[j]                                            # >= 0
+        exp_neg_into(t, row, seen)                                        # exp(S_ij - m_i)
+        total = row[0] * 0.0
+        for j in range(seen):
+            total += row[j]
+        inv = 1.0 / total
+        for j in range(seen):
+            row[j] *= inv
+        row[seen:kv] = 0.0                                                # the mask
+        L[n, i0 + r] = mx + math.log(total)
 
 
-def causal_softmax_forward_numba(S, offset):
-    """causal_softmax_forward_numpy in three sweeps: numba shifts each row by its max (and puts
-    -inf on the mask), NumPy exponentiates the whole array in place, numba divides each row by its sum."""
-    _causal_shift_numba(S, offset)
-    np.exp(S, out=S)                                                      # exp(S_ij - m_i); masked -> 0
-    return _normalize_rows_numba(S, offset)
+@numba.njit(cache=True, error_model="numpy", fastmath=_SUMS)
+def _recompute_rows(s, t, i0, m, kv, offset, L, n):
+    """Rows r < m of s (scores) -> P_ij = exp(S_ij - L_i), zeros on the mask."""
+    for r in range(m):
+        row = s[r]
+        seen = min(i0 + r + offset + 1, kv)
+        l_i = L[n, i0 + r]
+        for j in range(seen):
+            t[j] = max(l_i - row[j], 0.0)                                 # L_i >= S_ij (up to rounding)
+        exp_neg_into(t, row, seen)
+        row[seen:kv] = 0.0
 
 
-@numba.njit(cache=True, fastmath=_SUMS)
-def causal_softmax_backward_numba(P, dP):
-    N, Tq, Tk = P.shape
+@numba.njit(cache=True, parallel=True)
+def _attention_forward(gemm, qs, k, v, y, L, S, T):
+    N, Tq, d = qs.shape
+    Tk = k.shape[1]
     offset = Tk - Tq
-    for n in range(N):
-        for i in range(Tq):
-            p, g = P[n, i], dP[n, i]                                      # row views: (Tk,)
-            last = min(i + offset, Tk - 1)
-            dot = 0.0
-            for j in range(last + 1):                                     # sum_l P_il dP_il
-                dot += p[j] * g[j]
-            for j in range(last + 1):                                     # dS_ij = P_ij (dP_ij - dot)
-                g[j] = p[j] * (g[j] - dot)
-            g[last + 1:] = 0.0
-    return dP
+    n_lanes, block = S.shape[0], S.shape[1]
+    for lane in numba.prange(n_lanes):
+        s, t = S[lane], T[lane]                                           # (block, Tk), (Tk,)
+        for n in range(lane, N, n_lanes):
+            for i0 in range(0, Tq, block):
+                m = min(block, Tq - i0)
+                kv = min(i0 + m + offset, Tk)
+                gemm_block(gemm, False, True, m, kv, d, qs, (n * Tq + i0) * d, d, k, n * Tk * d, d, 0.0, s, 0, Tk)
+                _softmax_rows(s, t, i0, m, kv, offset, L, n)
+                gemm_block(gemm, False, False, m, d, kv, s, 0, Tk, v, n * Tk * d, d, 0.0, y, (n * Tq + i0) * d, d)
+    return y, L
+
+
+@numba.njit(cache=True, parallel=True, fastmath=_SUMS)
+def _attention_backward(gemm, qs, k, v, L, dy, dqs, dk, dv, S, G, T):
+    N, Tq, d = qs.shape
+    Tk = k.shape[1]
+    offset = Tk - Tq
+    n_lanes, block = S.shape[0], S.shape[1]
+    for lane in numba.prange(n_lanes):
+        s, g, t = S[lane], G[lane], T[lane]
+        for n in range(lane, N, n_lanes):
+            dk[n] = 0.0
+            dv[n] = 0.0
+            for i0 in range(0, Tq, block):
+                m = min(block, Tq - i0)
+                kv = min(i0 + m + offset, Tk)
+                q0, k0 = (n * Tq + i0) * d, n * Tk * d                    # where the block's rows start
+                gemm_block(gemm, False, True, m, kv, d, qs, q0, d, k, k0, d, 0.0, s, 0, Tk)        # S
+                _recompute_rows(s, t, i0, m, kv, offset, L, n)                                   # P
+                gemm_block(gemm, False, True, m, kv, d, dy, q0, d, v, k0, d, 0.0, g, 0, Tk)       # dP = dy v^T
+                for r in range(m):                                        # dS = P (dP - sum_l P_il dP_il)
+                    p, gr = s[r], g[r]
+                    dot = p[0] * 0.0
+                    for j in range(kv):
+                        dot += p[j] * gr[j]
+                    for j in range(kv):
+                        gr[j] = p[j] * (gr[j] - dot)                      # 0 where P is (the mask)
+                gemm_block(gemm, False, False, m, d, kv, g, 0, Tk, k, k0, d, 0.0, dqs, q0, d)     # dqs = dS k
+                gemm_block(gemm, True, False, kv, d, m, g, 0, Tk, qs, q0, d, 1.0, dk, k0, d)      # dk += dS^T qs
+                gemm_block(gemm, True, False, kv, d, m, s, 0, Tk, dy, q0, d, 1.0, dv, k0, d)      # dv += P^T dy
+    return dqs, dk, dv
+
+
+def _attention_scratch(Tq, Tk, dtype, rows=2):
+    """Each lane's room: `rows` blocks of scores (n_lanes, block, Tk) and a row (n_lanes, Tk)."""
+    block = min(BLOCK_ROWS, Tq)
+    return [np.empty((N_LANES, block, Tk), dtype) for _ in range(rows)] + [np.empty((N_LANES, Tk), dtype)]
+
+
+def causal_attention_forward_numba(qs, k, v):
+    """causal_attention_forward_numpy in blocks of query rows (no (Tq, Tk) array)."""
+    if qs.dtype not in (np.float32, np.float64) or not (k.dtype == v.dtype == qs.dtype):
+        return causal_attention_forward_numpy(qs, k, v)
+    qs, k, v = (np.ascontiguousarray(a) for a in (qs, k, v))
+    y, L = np.empty_like(qs), np.empty(qs.shape[:2], qs.dtype)
+    S, T = _attention_scratch(qs.shape[1], k.shape[1], qs.dtype, rows=1)
+    with single_thread_numba_blas():                  # numba's threads share the cores, BLAS one each
+        return _attention_forward(blas_gemm(qs.dtype), qs, k, v, y, L, S, T)
+
+
+def causal_attention_backward_numba(qs, k, v, L, dy):
+    """causal_attention_backward_numpy in blocks of query rows, P recomputed block by block."""
+    if qs.dtype not in (np.float32, np.float64) or not (k.dtype == v.dtype == dy.dtype == qs.dtype):
+        return causal_attention_backward_numpy(qs, k, v, L, dy)
+    qs, k, v, L, dy = (np.ascontiguousarray(a) for a in (qs, k, v, L, dy))
+    dqs, dk, dv = np.empty_like(qs), np.empty_like(k), np.empty_like(v)
+    S, G, T = _attention_scratch(qs.shape[1], k.shape[1], qs.dtype)
+    with single_thread_numba_blas():
+        return _attention_backward(blas_gemm(qs.dtype), qs, k, v, L, dy, dqs, dk, dv, S, G, T)
 
 
 @numba.njit(cache=True, fastmath=_SUMS)
@@ -268,8 +381,9 @@ def gelu_backward_numba(x, t, dy):
 
 # ------------------------------------------------------------------ the choice
 # The compiled kernels are used for every shape and dtype: no measured threshold below which
-# the twins win. They are single-threaded. Figures: benchmarks/README.md, section "Transformer".
-PAIRS = ("causal_softmax", "layer_norm", "gelu")
+# the twins win. Attention runs on numba's threads, LayerNorm and GELU on one. Figures:
+# benchmarks/README.md, section "Transformer".
+PAIRS = ("causal_attention", "layer_norm", "gelu")
 
 
 def choose(name):
