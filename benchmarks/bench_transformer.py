@@ -16,8 +16,8 @@
 3. Sampling 256 tokens for 8 sequences: with the key/value cache (O(t) per new token)
    against recomputing the whole prefix at every step (O(t^2)).
 
-Tables 1 and 2 run twice: with BLAS and PyTorch on 1 thread, then on 2 (threadpoolctl,
-which scikit-learn installs). The numba kernels are single-threaded. The load average
+Tables 1 and 2 run twice: with BLAS, numba and PyTorch on 1 thread, then on 2 (threadpoolctl,
+which scikit-learn installs, and numba.set_num_threads). The load average
 is printed: on a shared machine, other processes' threads distort the 2-thread figures most.
 
 Memory. A step allocates and frees ~100 MB of arrays of up to 8 MB. By default glibc's
@@ -165,8 +165,9 @@ def table(title, rows, reference, faults=None):
 
 
 def compare(threads, rng):
-    """Tables 1 and 2 with BLAS (and PyTorch) limited to `threads` threads."""
-    print(f"\n=== {threads} thread{'s' if threads > 1 else ''} (BLAS and PyTorch) ===")
+    """Tables 1 and 2 with BLAS, numba (and PyTorch) limited to `threads` threads."""
+    print(f"\n=== {threads} thread{'s' if threads > 1 else ''} (BLAS, numba and PyTorch) ===")
+    set_numba_threads(threads)
     if torch:
         torch.set_num_threads(threads)
     # 1. attention alone
@@ -208,11 +209,19 @@ def compare(threads, rng):
           faults={name: faults for name, (_, faults) in runs})
 
 
+def set_numba_threads(threads):
+    """numba's threads for the compiled kernels (attention runs on them), at most the pool's size."""
+    import numba
+    if isinstance(threads, int):                        # not "default" (no threadpoolctl)
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
 def fresh(side, threads):
     """The whole-model step of one side alone, first thing in this process, glibc's default malloc."""
     from threadpoolctl import threadpool_limits
     x = np.random.default_rng(0).integers(0, V, (B, T))
     if side == "tinyar":
+        set_numba_threads(threads)
         step = tinyar_model_step(Transformer(V, max_len=T, n_layers=LAYERS, d_model=C, n_heads=H,
                                              d_mlp=D_MLP, rng=0), x)
     else:

@@ -13,10 +13,12 @@ weight goes to <s> (it is in each panel's title).
 Then a table of the cost of attention against the number of pixels D: the
 scores q k^T and the mix P v take 2 D^2 d_model multiply-adds per block and
 image, against D (4 d_model^2 + 2 d_model d_mlp) for the projections and the
-MLP, and the attention matrices alone take H D^2 floats per block (kept for the
-backward pass). At D = 64 attention is a small share; at 64x64 = 4,096 pixels
-it dominates, and the probabilities of one block for one image take 256 MB.
-The last column measures one forward pass over 8 random images.
+MLP. The attention matrix P of a block holds H D^2 floats: what attention built
+from primitives (`fused=False`) keeps for the backward pass; the fused op keeps
+H D (one log-normalizer per row) and recomputes P in the backward. At D = 64
+attention is a small share; at 64x64 = 4,096 pixels it dominates, and P of one
+block for one image takes 256 MB. The last column measures one forward pass
+over 8 random images.
 
 Full run: 30 epochs of the recipe (warm-up, then cosine decay over the 30
 epochs; about a minute on one core), test NLL 17.60 nats (the full recipe,
@@ -131,6 +133,7 @@ def main(argv=None):
           f"{model.config['n_heads']} heads, MLP {model.config['d_mlp']})")
     print(f"{'D':>6} {'image':>7} {'attention MACs':>15} {'other MACs':>12} {'attention':>10} "
           f"{'P (MB)':>8} {'forward, 8 images':>18}")
+    print("(P (MB): the attention matrix of one block and image, kept by attention built from primitives)")
     for D, attn, other, share, mb, ms in rows:
         side = int(round(np.sqrt(D)))
         print(f"{D:>6} {side:>3}x{side:<3} {attn:>15,} {other:>12,} {share:>9.0%} {mb:>8.2f} "
