@@ -62,8 +62,11 @@ def test_causal_attention_is_stable_for_huge_scores():
 
 
 def test_causal_attention_does_not_depend_on_the_thread_count():
-    """The (batch, head) pairs go to fixed lanes: one numba thread or two, the same numbers."""
+    """The (batch, head) pairs go to fixed lanes: one numba thread or all of them (which the kernel
+    uses when NumPy's BLAS runs on one thread), the same numbers."""
     import numba
+    from tinyar.kernels.runtime import one_blas_thread
+    pytest.importorskip("threadpoolctl")
     rng = np.random.default_rng(7)
     q, k, v, dy = (rng.standard_normal((9, 70, 8)).astype(np.float32) for _ in range(4))
     before = numba.get_num_threads()
@@ -71,8 +74,9 @@ def test_causal_attention_does_not_depend_on_the_thread_count():
         results = []
         for threads in (1, numba.config.NUMBA_NUM_THREADS):
             numba.set_num_threads(threads)
-            y, L = K.causal_attention_forward_numba(q, k, v)
-            results.append((y, L) + K.causal_attention_backward_numba(q, k, v, L, dy))
+            with one_blas_thread():
+                y, L = K.causal_attention_forward_numba(q, k, v)
+                results.append((y, L) + K.causal_attention_backward_numba(q, k, v, L, dy))
     finally:
         numba.set_num_threads(before)
     for a, b in zip(*results):

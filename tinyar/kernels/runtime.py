@@ -103,6 +103,39 @@ def one_blas_thread(on=True):
     return threadpool_limits(1, user_api="blas")
 
 
+_numpy_blas = None          # threadpoolctl controllers of NumPy's BLAS, found on first use
+
+
+def numpy_blas_threads():
+    """The thread count of the BLAS NumPy's products run on (threadpoolctl), None if unknown."""
+    global _numpy_blas
+    if _numpy_blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _numpy_blas = []
+        else:
+            numpy_root = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy")
+            libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+            _numpy_blas = [lib for lib in libs if lib.filepath and lib.filepath.startswith(numpy_root)] or libs
+    return max(lib.get_num_threads() for lib in _numpy_blas) if _numpy_blas else None
+
+
+@contextlib.contextmanager
+def numba_threads_unless_blas_spins():
+    """A block whose parallel numba loops run on all of numba's threads if NumPy's BLAS runs on
+    one thread, and on one thread otherwise. Between products OpenBLAS's idle workers spin on
+    the cores for a while; numba's threads then compete with them for the same two cores,
+    and a kernel that alternates with NumPy products is slower on two threads than on one
+    (the Transformer: benchmarks/README.md, "Threads")."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(before if numpy_blas_threads() == 1 else 1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 # -------------------------------------------------- gemm on blocks, from numba
 # BLAS's gemm on row-major blocks, callable from numba-compiled code (convolution, MADE).
 #
