@@ -2,7 +2,7 @@
 
     python benchmarks/bench_transformer.py [--default-malloc]     (under a minute; run alone:
     flock /tmp/tinyar-heavy.lock python benchmarks/bench_transformer.py)
-    python benchmarks/bench_transformer.py --fresh tinyar|torch|torch-sdpa --threads 1|2
+    python benchmarks/bench_transformer.py --fresh tinyar|torch|torch-sdpa --threads 1|2 [--blas 1|2]
                                                         (one side's model step alone, see below)
     python benchmarks/bench_transformer.py --pixels [--fresh ...]
                                                         (the same at 784 pixels, see below)
@@ -12,7 +12,8 @@
    primitives (models.transformer.causal_attention_composite), and PyTorch (masked softmax; and
    scaled_dot_product_attention).
 2. The whole model, forward + backward of the mean NLL: 2 blocks, 4 heads, d_model 128,
-   MLP 512, B = 32, T = 128, vocabulary 96, float32. Same variants.
+   MLP 512, B = 32, T = 128, vocabulary 96, float32. Same variants, and on 2 threads tinyar
+   with NumPy's BLAS held to one thread (the attention kernel then runs on numba's two).
 3. Sampling 256 tokens for 8 sequences: with the key/value cache (O(t) per new token)
    against recomputing the whole prefix at every step (O(t^2)).
 
@@ -29,13 +30,15 @@ therefore first asks glibc (mallopt) to keep freed blocks of up to 32 MB for reu
 train.fit does in every training run (tinyar.keep_freed_memory), the same setting for
 tinyar and PyTorch, which share this process; --default-malloc
 leaves glibc's defaults. The model table prints the page faults per step. --fresh SIDE
-times only that side's model step (torch: masked softmax; torch-sdpa: scaled_dot_product_attention), first thing in a process with glibc's defaults: what a
-program that does nothing else gets (run it once per side and thread count).
+times only that side's model step (torch: masked softmax; torch-sdpa:
+scaled_dot_product_attention), first thing in a process with glibc's defaults: what a
+program that does nothing else gets (run it once per side and thread count), and the
+step's peak memory above what the process held before it; --blas N holds BLAS to N
+threads instead of --threads (tinyar's numba kernels keep --threads).
 
 --pixels: the shapes of the Transformer over binarized MNIST's 28x28 pixels in raster
 order, the default model (2 blocks, 4 heads, d_model 64, MLP 256) on binary tokens, B = 20,
-T = 784 (attention alone: (B, H, T, d) = (20, 4, 784, 16)); sampling is left out. With
---fresh it also prints the step's peak memory above what the process held before it.
+T = 784 (attention alone: (B, H, T, d) = (20, 4, 784, 16)); sampling is left out.
 
 Medians of repeated runs after a warm-up (numba compiles on the first call).
 """
@@ -195,6 +198,10 @@ def compare(threads, rng):
     runs = []
     with kernels("numba"):
         runs.append(("tinyar, fused ops on numba kernels", timed_with_faults(tinyar_model_step(one_op, x))))
+        if isinstance(threads, int) and threads > 1:    # NumPy's BLAS on one thread, numba's on all
+            from threadpoolctl import threadpool_limits
+            with threadpool_limits(limits=1, user_api="blas"):
+                runs.append(("tinyar, numba kernels, NumPy's BLAS on 1", timed_with_faults(tinyar_model_step(one_op, x))))
     with kernels("numpy"):
         runs.append(("tinyar, fused ops on NumPy twins", timed_with_faults(tinyar_model_step(one_op, x))))
     runs.append(("tinyar, every layer from primitives", timed_with_faults(tinyar_model_step(plain, x), repeat=3)))
@@ -216,8 +223,9 @@ def set_numba_threads(threads):
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
-def fresh(side, threads):
-    """The whole-model step of one side alone, first thing in this process, glibc's default malloc."""
+def fresh(side, threads, blas):
+    """The whole-model step of one side alone, first thing in this process, glibc's default malloc;
+    BLAS on `blas` threads."""
     from threadpoolctl import threadpool_limits
     x = np.random.default_rng(0).integers(0, V, (B, T))
     if side == "tinyar":
@@ -228,13 +236,13 @@ def fresh(side, threads):
         torch.set_num_threads(threads)
         torch.manual_seed(0)
         step = torch_model_step(torch_model(side == "torch-sdpa"), x)
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with threadpool_limits(limits=blas, user_api="blas"):
         seconds, faults = timed_with_faults(step, repeat=11, warmup=3)
         common.reset_peak()
         before = common.status_bytes("VmRSS")
         step()
         extra = common.status_bytes("VmHWM") - before
-    print(f"{side}, model step alone in a fresh process, {threads} thread(s), glibc's default malloc, "
+    print(f"{side}, model step alone in a fresh process, {threads} thread(s), BLAS on {blas}, glibc's default malloc, "
           f"B {B}, T {T}, d_model {C}: {seconds * 1e3:.1f} ms, {faults:,.0f} page faults per step, "
           f"peak memory of a step {extra / 2**20:,.0f} MiB above the {before / 2**20:,.0f} MiB held before it")
 
@@ -245,9 +253,10 @@ def main():
     if "--fresh" in sys.argv:
         side = sys.argv[sys.argv.index("--fresh") + 1]
         threads = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 1
+        blas = int(sys.argv[sys.argv.index("--blas") + 1]) if "--blas" in sys.argv else threads
         if side not in ("tinyar", "torch", "torch-sdpa") or (side != "tinyar" and not torch):
             raise SystemExit(f"--fresh: expected tinyar, torch or torch-sdpa (PyTorch installed), got {side!r}")
-        return fresh(side, threads)
+        return fresh(side, threads, blas)
     rng = np.random.default_rng(0)
     kept = "--default-malloc" not in sys.argv and keep_freed_memory()
     print(f"NumPy {np.__version__}, " + (f"PyTorch {torch.__version__}" if torch else "PyTorch not installed")
