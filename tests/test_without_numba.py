@@ -103,6 +103,21 @@ def test_without_numba_a_forced_compiled_kernel_runs_as_plain_python():
     assert all(float(gap) < 1e-12 for gap in stdout.split()), stdout
 
 
+def test_without_numba_the_attention_kernel_runs_as_plain_python():
+    """causal_attention_*_numba called directly (no numba): the same numbers as the twins."""
+    stdout, _ = run_without_numba(
+        "import numpy as np\n"
+        "from tinyar.kernels import attention as K\n"
+        "rng = np.random.default_rng(0)\n"
+        "q, k, v, dy = (rng.standard_normal((2, 5, 3)) for _ in range(4))\n"
+        "y, L = K.causal_attention_forward_numba(q, k, v)\n"
+        "y2, L2 = K.causal_attention_forward_numpy(q, k, v)\n"
+        "g = K.causal_attention_backward_numba(q, k, v, L, dy)\n"
+        "g2 = K.causal_attention_backward_numpy(q, k, v, L2, dy)\n"
+        "print(max(float(np.abs(a - b).max()) for a, b in zip((y, L) + g, (y2, L2) + g2)))\n")
+    assert float(stdout) < 1e-12, stdout
+
+
 def test_cython_function_address_is_the_one_numba_finds():
     from numba.extending import get_cython_function_address
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyar.ops import _blas_friendly, as_tensor, register, stable_sigmoid, stable_softplus
+from tinyar.ops import as_tensor, register, stable_sigmoid, stable_softplus
 from tinyar.tensor import Tensor
 
 
@@ -263,8 +263,9 @@ def causal_attention(q, k, v):
         dS_ij = P_ij (dP_ij - sum_l P_il dP_il)       softmax's backward (derived in kernels/attention.py)
         dq = dS k / sqrt(d),   dk = dS^T q / sqrt(d)  S is bilinear in q and k
     Masked entries have P_ij = 0, hence dS_ij = 0: no gradient crosses the mask.
-    The forward keeps only L_i = log sum_j exp(S_ij), one number per row, and the VJP
-    recomputes P_ij = exp(S_ij - L_i): no (Tq, Tk) array lives between the two passes.
+    Besides q / sqrt(d), k and v the forward keeps only L_i = log sum_j exp(S_ij), one number
+    per row, and the VJP recomputes P_ij = exp(S_ij - L_i): no (Tq, Tk) array lives between
+    the two passes.
     """
     from tinyar.kernels.attention import choose
     _require_float("causal_attention", q, k, v)

@@ -1,7 +1,9 @@
-"""Causal softmax, LayerNorm and GELU: what a Transformer block computes between its matrix products.
+"""Causal attention, LayerNorm and GELU: the parts of a Transformer block besides its Linear layers.
 
 Each function comes as a forward and its backward pass, on plain arrays; the fused ops
-fused.causal_attention, fused.layer_norm and fused.gelu wrap them as graph nodes.
+fused.causal_attention, fused.layer_norm and fused.gelu wrap them as graph nodes. The
+causal softmax and its backward are the attention twin's building blocks (and give the
+attention maps of models.transformer).
 
 Causal softmax. Scores S (N, Tq, Tk), one row per query. Query i sits at position
 i + offset (offset = Tk - Tq: 0 in training, > 0 when the earlier keys come from a
@@ -27,14 +29,16 @@ Its backward, one row at a time. Softmax's Jacobian is dP_l/dS_j = P_l ([l = j] 
 
 A masked entry has P_ij = 0, hence dS_ij = 0: no gradient crosses the mask.
 
-Causal attention, y = P v with S = q k^T / sqrt(d) (derivation of the rest of its backward
-in fused.causal_attention). The forward keeps, besides y, only each row's log-normalizer
+Causal attention, y = P v with S = q k^T / sqrt(d) and P its causal softmax (derivation of
+the rest of its backward in fused.causal_attention). The forward keeps, besides y, only
+each row's log-normalizer
 
-    L_i = m_i + log sum_{l <= i + offset} exp(S_il - m_i) = log sum_l exp(S_il),   so  P_ij = exp(S_ij - L_i),
+    L_i = m_i + log sum_{l <= i + offset} exp(S_il - m_i) = log sum_{l <= i + offset} exp(S_il),
 
-and the backward recomputes S and then P from L: nothing of size (Tq, Tk) outlives a call.
-That lets the compiled version work through the queries a block of rows at a time, over
-the keys those rows may see, and never hold more than one block's scores.
+so that P_ij = exp(S_ij - L_i), and the backward recomputes S and then P from L: nothing of
+size (Tq, Tk) outlives a call. That lets the compiled version work through the queries a
+block of rows at a time, over the keys those rows may see, holding the scores of a few
+blocks of rows at a time instead of all of them.
 
 LayerNorm over the last axis of x (N, C), one row at a time:
 
@@ -93,8 +97,8 @@ def causal_softmax_backward_numpy(P, dP):
 
 
 def transposed(a):
-    """a (N, T, d) -> a^T (N, d, T) in C order: NumPy's batched matmul takes a slow loop without
-    BLAS (about 10x slower) when its right operand is a swapaxes view."""
+    """a (N, T, d) -> a^T (N, d, T), copied to C order so that NumPy's batched matmul hands it
+    to BLAS (a swapaxes view as the right operand takes a loop without BLAS)."""
     return np.ascontiguousarray(np.swapaxes(a, -1, -2))
 
 
@@ -107,22 +111,20 @@ def causal_scores(qs, k):
 
 def causal_attention_forward_numpy(qs, k, v):
     """qs (N, Tq, d) = q / sqrt(d), k and v (N, Tk, d) -> y = P v (N, Tq, d) and L (N, Tq),
-    L_i = log sum_{l <= i + offset} exp(S_il) with S = qs k^T."""
+    L_i = log sum_{l <= i + offset} exp(S_il) with S = qs k^T and offset = Tk - Tq."""
     S = causal_scores(qs, k)                                              # (N, Tq, Tk), -inf on the mask
     m = S.max(axis=-1, keepdims=True)                                     # key 0 is always seen: finite
-    S -= m
-    np.exp(S, out=S)                                                      # exp(S_ij - m_i); masked -> 0
-    total = S.sum(axis=-1, keepdims=True)
-    S /= total                                                            # P
-    return S @ v, (m + np.log(total))[..., 0]                             # y = P v, L
+    E = np.exp(S - m)                                                     # exp(S_ij - m_i); masked -> 0
+    total = E.sum(axis=-1, keepdims=True)
+    P = E / total
+    return P @ v, (m + np.log(total))[..., 0]                             # y = P v, L
 
 
 def causal_attention_backward_numpy(qs, k, v, L, dy):
     """(dqs, dk, dv) for y = P v, with P recomputed as exp(S - L): dv = P^T dy, dP = dy v^T,
     dS = P (dP - sum_l P_il dP_il), dqs = dS k, dk = dS^T qs (dq = dqs / sqrt(d))."""
-    P = causal_scores(qs, k)
-    P -= L[..., None]
-    np.exp(P, out=P)                                                      # P_ij = exp(S_ij - L_i)
+    S = causal_scores(qs, k)
+    P = np.exp(S - L[..., None])                                          # P_ij = exp(S_ij - L_i); masked -> 0
     dv = np.swapaxes(P, -1, -2) @ dy
     dS = causal_softmax_backward_numpy(P, dy @ transposed(v))             # from dP = dy v^T
     return dS @ k, np.swapaxes(dS, -1, -2) @ qs, dv
@@ -171,17 +173,20 @@ _SUMS = {"reassoc"}
 
 
 # Causal attention in blocks of query rows: for each (batch, head) n and each block of rows
-# i0..i0+m-1, three products on the keys 0..kv-1 those rows may see (kv = i0 + m + offset),
-# BLAS gemm calls from the compiled code (kernels/runtime.py):
+# i0..i0+m-1, products on the keys 0..kv-1 those rows may see (kv = i0 + m + offset), BLAS
+# gemm calls from the compiled code (kernels/runtime.py), two in the forward:
 #     s = qs_block k^T (m, kv),   rows of s -> P (exp, sum, divide; zeros on the mask),   y_block = s v
-# and in the backward, with P recomputed from L,
+# and five in the backward, with P recomputed from L (s = qs_block k^T again),
 #     g = dy_block v^T,   g -> dS = P (g - sum_l P_il g_il),   dqs_block = dS k,
 #     dk += dS^T qs_block,   dv += P^T dy_block.
 # The (batch, head) pairs are dealt round-robin to N_LANES lanes, each with its own block of
 # scores: results do not depend on the thread count. numba's threads run the lanes side by
 # side where NumPy's BLAS is held to one thread, else one thread runs them all
 # (runtime.numba_threads_unless_blas_spins).
-# The blocks skip the masked keys past kv (about half of S) and keep the scores in cache.
+# The blocks skip the masked keys past kv (up to half of S: 46% at T = 784, a quarter at
+# T = 128) and keep the scores in cache: each lane holds one block of scores (the backward
+# two, s and g), N_LANES x 64 x Tk floats each. Sums and the row maximum's shift accumulate
+# in float64 (the literal 0.0), also for float32 arrays.
 N_LANES = 4
 BLOCK_ROWS = 64                 # query rows per block
 
@@ -198,7 +203,7 @@ def _softmax_rows(s, t, i0, m, kv, offset, L, n):
         for j in range(seen):
             t[j] = mx - row[j]                                            # >= 0
         exp_neg_into(t, row, seen)                                        # exp(S_ij - m_i)
-        total = row[0] * 0.0
+        total = 0.0
         for j in range(seen):
             total += row[j]
         inv = 1.0 / total
@@ -259,7 +264,7 @@ def _attention_backward(gemm, qs, k, v, L, dy, dqs, dk, dv, S, G, T):
                 gemm_block(gemm, False, True, m, kv, d, dy, q0, d, v, k0, d, 0.0, g, 0, Tk)       # dP = dy v^T
                 for r in range(m):                                        # dS = P (dP - sum_l P_il dP_il)
                     p, gr = s[r], g[r]
-                    dot = p[0] * 0.0
+                    dot = 0.0
                     for j in range(kv):
                         dot += p[j] * gr[j]
                     for j in range(kv):
@@ -276,8 +281,21 @@ def _attention_scratch(Tq, Tk, dtype, rows=2):
     return [np.empty((N_LANES, block, Tk), dtype) for _ in range(rows)] + [np.empty((N_LANES, Tk), dtype)]
 
 
+def _check_shapes(qs, k, v, L=None, dy=None):
+    """The shapes the compiled kernels index by hand: qs (N, Tq, d), k and v (N, Tk, d), Tq <= Tk,
+    L (N, Tq) and dy like qs."""
+    N, Tq, d = qs.shape
+    if (k.shape != v.shape or k.shape[0] != N or k.shape[2] != d or Tq > k.shape[1]
+            or (L is not None and L.shape != (N, Tq)) or (dy is not None and dy.shape != qs.shape)):
+        raise ValueError(f"causal attention kernels: expected qs (N, Tq, d), k and v (N, Tk, d) with Tq <= Tk, "
+                         f"L (N, Tq) and dy like qs; got qs {qs.shape}, k {k.shape}, v {v.shape}"
+                         + ("" if L is None else f", L {L.shape}") + ("" if dy is None else f", dy {dy.shape}"))
+
+
 def causal_attention_forward_numba(qs, k, v):
-    """causal_attention_forward_numpy in blocks of query rows (no (Tq, Tk) array)."""
+    """causal_attention_forward_numpy in blocks of query rows (no (Tq, Tk) array); other dtypes
+    than float32 and float64, or mixed ones, go to the twin."""
+    _check_shapes(qs, k, v)
     if qs.dtype not in (np.float32, np.float64) or not (k.dtype == v.dtype == qs.dtype):
         return causal_attention_forward_numpy(qs, k, v)
     qs, k, v = (np.ascontiguousarray(a) for a in (qs, k, v))
@@ -289,6 +307,7 @@ def causal_attention_forward_numba(qs, k, v):
 
 def causal_attention_backward_numba(qs, k, v, L, dy):
     """causal_attention_backward_numpy in blocks of query rows, P recomputed block by block."""
+    _check_shapes(qs, k, v, L, dy)
     if qs.dtype not in (np.float32, np.float64) or not (k.dtype == v.dtype == dy.dtype == qs.dtype):
         return causal_attention_backward_numpy(qs, k, v, L, dy)
     qs, k, v, L, dy = (np.ascontiguousarray(a) for a in (qs, k, v, L, dy))
@@ -382,8 +401,9 @@ def gelu_backward_numba(x, t, dy):
 
 
 # ------------------------------------------------------------------ the choice
-# The compiled kernels are used for every shape and dtype: no measured threshold below which
-# the twins win. Attention runs on numba's threads, LayerNorm and GELU on one. Figures:
+# The compiled kernels are used for every shape (attention's for float32 and float64): no
+# measured threshold below which the twins win. Attention's lanes run on numba's threads where
+# NumPy's BLAS is held to one thread, else on one; LayerNorm and GELU on one. Figures:
 # benchmarks/README.md, section "Transformer".
 PAIRS = ("causal_attention", "layer_norm", "gelu")
 

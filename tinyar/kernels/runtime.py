@@ -4,7 +4,9 @@ Nothing here is mathematics, and nothing on the learner's path needs it: the ker
 modules' compiled sections and train.fit call it. Three parts:
 
 1. single_thread_numba_blas(): hold the BLAS that numba's np.dot calls to one thread
-   while a kernel runs, so that it and NumPy's own BLAS do not spin 4 threads on 2 cores.
+   while a kernel runs, so that it and NumPy's own BLAS do not spin 4 threads on 2 cores;
+   numba_threads_unless_blas_spins(): numba's parallel loops on one thread while NumPy's
+   BLAS has two (its idle workers spin on the cores).
 2. blas_gemm / gemm_block: BLAS's gemm on row-major blocks, callable from compiled code.
 3. keep_freed_memory(): glibc's malloc keeps freed blocks, so a training step's arrays
    are not faulted in afresh every step.
@@ -23,7 +25,7 @@ import threading
 import numpy as np
 
 # numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
-from tinyar.kernels import numba
+from tinyar.kernels import NUMBA_ERROR, numba
 
 # fastmath flags of the compiled kernels: "reassoc" lets LLVM vectorise dot products and
 # sums (it may add in another order: a rounding-level change), "contract" lets it fuse
@@ -123,11 +125,14 @@ def numpy_blas_threads():
 
 @contextlib.contextmanager
 def numba_threads_unless_blas_spins():
-    """A block whose parallel numba loops run on all of numba's threads if NumPy's BLAS runs on
-    one thread, and on one thread otherwise. Between products OpenBLAS's idle workers spin on
+    """A block whose parallel numba loops keep numba's thread count (numba.get_num_threads()) if
+    NumPy's BLAS runs on one thread, and run on one thread otherwise. Between products OpenBLAS's idle workers spin on
     the cores for a while; numba's threads then compete with them for the same two cores,
     and a kernel that alternates with NumPy products is slower on two threads than on one
     (the Transformer: benchmarks/README.md, "Threads")."""
+    if NUMBA_ERROR is not None:              # the stand-in: no threads to set (plain loops)
+        yield
+        return
     before = numba.get_num_threads()
     numba.set_num_threads(before if numpy_blas_threads() == 1 else 1)
     try:
@@ -137,7 +142,7 @@ def numba_threads_unless_blas_spins():
 
 
 # -------------------------------------------------- gemm on blocks, from numba
-# BLAS's gemm on row-major blocks, callable from numba-compiled code (convolution, MADE).
+# BLAS's gemm on row-major blocks, callable from numba-compiled code (convolution, MADE, attention).
 #
 # SciPy exports the Fortran BLAS routines (every argument passed by address) as
 # scipy.linalg.cython_blas; numba can call a C function pointer passed in as an argument (a

@@ -105,7 +105,7 @@ class CausalSelfAttention(Module):
         S = q k^T / sqrt(d),  S_ts = -inf for s > t            (B, T, T)   (the mask: module docstring)
         P = softmax(S) over s (row t sums to 1 over s <= t)
         y_h = P v                                              (B, T, d)
-    and y = concat_h(y_h) Wo + bo. `fused=True` computes softmax and P v as the one op
+    and y = concat_h(y_h) Wo + bo. `fused=True` computes S, softmax and P v as the one op
     fused.causal_attention; `fused=False` as causal_attention_composite, from primitives.
 
     All heads and all positions are computed at once with batched matmuls
