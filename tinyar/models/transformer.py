@@ -44,7 +44,10 @@ then LN_f's gamma, beta, and W_out (V, C), b_out (V,).
 Cost. One likelihood evaluation of a length-T sequence: O(L (T C^2 + T C d_mlp + T^2 C))
 -- the T^2 C term is attention, all positions in parallel. One sample: T steps; with
 the key/value cache step t costs O(L (C^2 + C d_mlp + t C)), so O(L T^2 C) in all,
-instead of O(L T^3 C) when every step recomputes the prefix.
+instead of O(L T^3 C) when every step recomputes the prefix. Memory kept for the
+backward pass: the (T, T) probabilities of every head and block when attention is built
+from primitives; with fused.causal_attention one number per row (T per head), the
+probabilities being recomputed in the backward.
 
 References
 [1] Course notes on autoregressive models (the Transformer as the state of the art).
