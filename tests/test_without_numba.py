@@ -103,8 +103,8 @@ def test_without_numba_a_forced_compiled_kernel_runs_as_plain_python():
     assert all(float(gap) < 1e-12 for gap in stdout.split()), stdout
 
 
-def test_without_numba_the_attention_kernel_runs_as_plain_python():
-    """causal_attention_*_numba called directly (no numba): the same numbers as the twins."""
+def test_without_numba_the_attention_and_linear_kernels_run_as_plain_python():
+    """causal_attention_*_numba and linear_*_numba called directly (no numba): the twins' numbers."""
     stdout, _ = run_without_numba(
         "import numpy as np\n"
         "from tinyar.kernels import attention as K\n"
@@ -114,7 +114,11 @@ def test_without_numba_the_attention_kernel_runs_as_plain_python():
         "y2, L2 = K.causal_attention_forward_numpy(q, k, v)\n"
         "g = K.causal_attention_backward_numba(q, k, v, L, dy)\n"
         "g2 = K.causal_attention_backward_numpy(q, k, v, L2, dy)\n"
-        "print(max(float(np.abs(a - b).max()) for a, b in zip((y, L) + g, (y2, L2) + g2)))\n")
+        "from tinyar.kernels import linear as KL\n"
+        "x, W, d = rng.standard_normal((600, 4)), rng.standard_normal((3, 4)), rng.standard_normal((600, 3))\n"
+        "lin = (KL.linear_forward_numba(x, W, None),) + KL.linear_backward_numba(d, x, W)\n"
+        "twin = (KL.linear_forward_numpy(x, W, None),) + KL.linear_backward_numpy(d, x, W)\n"
+        "print(max(float(np.abs(a - b).max()) for a, b in zip((y, L) + g + lin, (y2, L2) + g2 + twin)))\n")
     assert float(stdout) < 1e-12, stdout
 
 

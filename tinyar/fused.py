@@ -368,7 +368,7 @@ def linear(x, weight, bias=None):
     """y = x W^T + b for x (N, in), W (out, in), b (out,): nn.Linear's two ops in one.
 
     The same function as matmul(x, transpose(W)) + b; as one op it adds the bias in place
-    to the fresh product instead of writing a second (N, out) array.
+    to the fresh product instead of writing a second (N, out) array (kernels/linear.py).
         VJP: dx = dy W,   dW = dy^T x,   db = sum_rows dy
     """
     x, weight = as_tensor(x), as_tensor(weight)
@@ -378,18 +378,17 @@ def linear(x, weight, bias=None):
     if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"linear: W {weight.shape} needs a bias of shape ({weight.shape[0]},), got {bias.shape}")
     _require_float("linear", x, weight, *([] if bias is None else [bias]))
-    y = x.data @ weight.data.T                                # (N, out)
-    if bias is not None:
-        if np.result_type(y, bias.data) == y.dtype:
-            y += bias.data                                    # in place: y is this op's own array
-        else:
-            y = y + bias.data                                 # a wider bias widens y, as NumPy would
+    from tinyar.kernels.linear import choose
+    b = None if bias is None else bias.data
+    dtype = np.result_type(x.data, weight.data, *([] if b is None else [b]))    # NumPy's promotion
+    xd, Wd = x.data.astype(dtype, copy=False), weight.data.astype(dtype, copy=False)
+    n = xd.shape[0]
+    y = choose("linear_forward", n, dtype)(xd, Wd, b)         # (N, out): the twins under TINYAR_KERNELS=numpy
 
     def vjp(dy):
-        dx = dy @ weight.data if x.requires_grad else None    # (N, in)
-        dW = dy.T @ x.data if weight.requires_grad else None   # (out, in)
+        backward = choose("linear_backward", n, dtype)
+        dx, dW = backward(dy.astype(dtype, copy=False), xd, Wd, need_dx=x.requires_grad, need_dW=weight.requires_grad)
         if bias is None:
             return dx, dW
-        db = np.ones(dy.shape[0], dtype=dy.dtype) @ dy        # (out,)  sum_rows dy, as the product 1^T dy
-        return dx, dW, db
+        return dx, dW, dy.sum(axis=0)                         # db (out,) = sum_rows dy
     return Tensor._make(y, (x, weight) if bias is None else (x, weight, bias), vjp, "linear")

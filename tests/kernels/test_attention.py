@@ -86,11 +86,8 @@ def test_causal_attention_kernels_refuse_mismatched_shapes():
 
 
 def test_causal_attention_does_not_depend_on_the_thread_count():
-    """The (batch, head) pairs go to fixed lanes: one numba thread or all of them (which the kernel
-    uses when NumPy's BLAS runs on one thread), the same numbers."""
+    """The (batch, head) pairs go to fixed lanes: one numba thread or all of them, the same numbers."""
     import numba
-    from tinyar.kernels.runtime import one_blas_thread
-    pytest.importorskip("threadpoolctl")
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("numba has one thread here: nothing to compare")
     rng = np.random.default_rng(7)
@@ -100,9 +97,8 @@ def test_causal_attention_does_not_depend_on_the_thread_count():
         results = []
         for threads in (1, numba.config.NUMBA_NUM_THREADS):
             numba.set_num_threads(threads)
-            with one_blas_thread():
-                y, L = K.causal_attention_forward_numba(q, k, v)
-                results.append((y, L) + K.causal_attention_backward_numba(q, k, v, L, dy))
+            y, L = K.causal_attention_forward_numba(q, k, v)
+            results.append((y, L) + K.causal_attention_backward_numba(q, k, v, L, dy))
     finally:
         numba.set_num_threads(before)
     for a, b in zip(*results):

@@ -74,22 +74,3 @@ def test_overlapping_blocks_restore_the_count():
             pass
         assert scipy_blas_threads() == [1] * len(libs)
     assert scipy_blas_threads() == [2] * len(libs)
-
-
-def test_numba_runs_parallel_loops_on_one_thread_unless_numpy_blas_is_held_to_one():
-    """runtime.numba_threads_unless_blas_spins: all of numba's threads under one_blas_thread(), one
-    otherwise; the count is restored after the block (on an error too)."""
-    import numba
-    before = numba.get_num_threads()
-    with threadpoolctl.threadpool_limits(2, user_api="blas"):
-        assert runtime.numpy_blas_threads() == 2
-        with runtime.numba_threads_unless_blas_spins():
-            assert numba.get_num_threads() == 1
-    with runtime.one_blas_thread():
-        assert runtime.numpy_blas_threads() == 1
-        with runtime.numba_threads_unless_blas_spins():
-            assert numba.get_num_threads() == before
-    with pytest.raises(RuntimeError):
-        with runtime.numba_threads_unless_blas_spins():
-            raise RuntimeError("inside")
-    assert numba.get_num_threads() == before

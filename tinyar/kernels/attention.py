@@ -68,7 +68,7 @@ import numpy as np
 # numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
 from tinyar.kernels import numba, pick
 from tinyar.kernels.approx import exp_neg_into
-from tinyar.kernels.runtime import blas_gemm, gemm_block, numba_threads_unless_blas_spins, single_thread_numba_blas
+from tinyar.kernels.runtime import blas_gemm, gemm_block, single_thread_numba_blas
 
 GELU_C = math.sqrt(2.0 / math.pi)                                         # u = GELU_C (x + GELU_A x^3)
 GELU_A = 0.044715
@@ -179,10 +179,8 @@ _SUMS = {"reassoc"}
 # and five in the backward, with P recomputed from L (s = qs_block k^T again),
 #     g = dy_block v^T,   g -> dS = P (g - sum_l P_il g_il),   dqs_block = dS k,
 #     dk += dS^T qs_block,   dv += P^T dy_block.
-# The (batch, head) pairs are dealt round-robin to N_LANES lanes, each with its own block of
-# scores: results do not depend on the thread count. numba's threads run the lanes side by
-# side where NumPy's BLAS is held to one thread, else one thread runs them all
-# (runtime.numba_threads_unless_blas_spins).
+# The (batch, head) pairs are dealt round-robin to N_LANES lanes, which numba's threads run side
+# by side, each with its own block of scores: results do not depend on the thread count.
 # The blocks skip the masked keys past kv (up to half of S: 46% at T = 784, a quarter at
 # T = 128) and keep the scores in cache: each lane holds one block of scores (the backward
 # two, s and g), N_LANES x 64 x Tk floats each. Sums and the row maximum's shift accumulate
@@ -301,7 +299,7 @@ def causal_attention_forward_numba(qs, k, v):
     qs, k, v = (np.ascontiguousarray(a) for a in (qs, k, v))
     y, L = np.empty_like(qs), np.empty(qs.shape[:2], qs.dtype)
     S, T = _attention_scratch(qs.shape[1], k.shape[1], qs.dtype, rows=1)
-    with numba_threads_unless_blas_spins(), single_thread_numba_blas():     # BLAS one thread per lane
+    with single_thread_numba_blas():                  # numba's threads share the cores, BLAS one each
         return _attention_forward(blas_gemm(qs.dtype), qs, k, v, y, L, S, T)
 
 
@@ -313,7 +311,7 @@ def causal_attention_backward_numba(qs, k, v, L, dy):
     qs, k, v, L, dy = (np.ascontiguousarray(a) for a in (qs, k, v, L, dy))
     dqs, dk, dv = np.empty_like(qs), np.empty_like(k), np.empty_like(v)
     S, G, T = _attention_scratch(qs.shape[1], k.shape[1], qs.dtype)
-    with numba_threads_unless_blas_spins(), single_thread_numba_blas():
+    with single_thread_numba_blas():
         return _attention_backward(blas_gemm(qs.dtype), qs, k, v, L, dy, dqs, dk, dv, S, G, T)
 
 
@@ -402,9 +400,8 @@ def gelu_backward_numba(x, t, dy):
 
 # ------------------------------------------------------------------ the choice
 # The compiled kernels are used for every shape (attention's for float32 and float64): no
-# measured threshold below which the twins win. Attention's lanes run on numba's threads where
-# NumPy's BLAS is held to one thread, else on one; LayerNorm and GELU on one. Figures:
-# benchmarks/README.md, section "Transformer".
+# measured threshold below which the twins win. Attention runs on numba's threads, LayerNorm
+# and GELU on one. Figures: benchmarks/README.md, section "Transformer".
 PAIRS = ("causal_attention", "layer_norm", "gelu")
 
 

@@ -4,9 +4,7 @@ Nothing here is mathematics, and nothing on the learner's path needs it: the ker
 modules' compiled sections and train.fit call it. Three parts:
 
 1. single_thread_numba_blas(): hold the BLAS that numba's np.dot calls to one thread
-   while a kernel runs, so that it and NumPy's own BLAS do not spin 4 threads on 2 cores;
-   numba_threads_unless_blas_spins(): numba's parallel loops on one thread while NumPy's
-   BLAS has two (its idle workers spin on the cores).
+   while a kernel runs, so that it and NumPy's own BLAS do not spin 4 threads on 2 cores.
 2. blas_gemm / gemm_block: BLAS's gemm on row-major blocks, callable from compiled code.
 3. keep_freed_memory(): glibc's malloc keeps freed blocks, so a training step's arrays
    are not faulted in afresh every step.
@@ -25,7 +23,7 @@ import threading
 import numpy as np
 
 # numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
-from tinyar.kernels import NUMBA_ERROR, numba
+from tinyar.kernels import numba
 
 # fastmath flags of the compiled kernels: "reassoc" lets LLVM vectorise dot products and
 # sums (it may add in another order: a rounding-level change), "contract" lets it fuse
@@ -105,44 +103,8 @@ def one_blas_thread(on=True):
     return threadpool_limits(1, user_api="blas")
 
 
-_numpy_blas = None          # threadpoolctl controllers of NumPy's BLAS, found on first use
-
-
-def numpy_blas_threads():
-    """The thread count of the BLAS NumPy's products run on (threadpoolctl), None if unknown."""
-    global _numpy_blas
-    if _numpy_blas is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:
-            _numpy_blas = []
-        else:
-            numpy_root = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy")
-            libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
-            _numpy_blas = [lib for lib in libs if lib.filepath and lib.filepath.startswith(numpy_root)] or libs
-    return max(lib.get_num_threads() for lib in _numpy_blas) if _numpy_blas else None
-
-
-@contextlib.contextmanager
-def numba_threads_unless_blas_spins():
-    """A block whose parallel numba loops keep numba's thread count (numba.get_num_threads()) if
-    NumPy's BLAS runs on one thread, and run on one thread otherwise. Between products OpenBLAS's idle workers spin on
-    the cores for a while; numba's threads then compete with them for the same two cores,
-    and a kernel that alternates with NumPy products is slower on two threads than on one
-    (the Transformer: benchmarks/README.md, "Threads")."""
-    if NUMBA_ERROR is not None:              # the stand-in: no threads to set (plain loops)
-        yield
-        return
-    before = numba.get_num_threads()
-    numba.set_num_threads(before if numpy_blas_threads() == 1 else 1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
-
-
 # -------------------------------------------------- gemm on blocks, from numba
-# BLAS's gemm on row-major blocks, callable from numba-compiled code (convolution, MADE, attention).
+# BLAS's gemm on row-major blocks, callable from numba-compiled code (convolution, MADE, attention, Linear layers).
 #
 # SciPy exports the Fortran BLAS routines (every argument passed by address) as
 # scipy.linalg.cython_blas; numba can call a C function pointer passed in as an argument (a
