@@ -91,7 +91,8 @@ def test_causal_attention_does_not_depend_on_the_thread_count():
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("numba has one thread here: nothing to compare")
     rng = np.random.default_rng(7)
-    q, k, v, dy = (rng.standard_normal((9, 70, 8)).astype(np.float32) for _ in range(4))
+    q, k, v, dy = (rng.standard_normal((16, 260, 8)).astype(np.float32) for _ in range(4))
+    assert 16 * 260 * 260 >= K.PARALLEL_SCORES                             # large enough to run on the lanes' threads
     before = numba.get_num_threads()
     try:
         results = []

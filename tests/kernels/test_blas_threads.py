@@ -74,3 +74,16 @@ def test_overlapping_blocks_restore_the_count():
             pass
         assert scipy_blas_threads() == [1] * len(libs)
     assert scipy_blas_threads() == [2] * len(libs)
+
+
+def test_numba_threads_at_most_caps_the_count_and_restores_it():
+    import numba
+    before = numba.get_num_threads()
+    with runtime.numba_threads_at_most(1):
+        assert numba.get_num_threads() == 1
+    with runtime.numba_threads_at_most(64):
+        assert numba.get_num_threads() == before              # never more than numba had
+    with pytest.raises(RuntimeError):
+        with runtime.numba_threads_at_most(1):
+            raise RuntimeError("inside")
+    assert numba.get_num_threads() == before

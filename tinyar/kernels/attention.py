@@ -68,7 +68,7 @@ import numpy as np
 # numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
 from tinyar.kernels import numba, pick
 from tinyar.kernels.approx import exp_neg_into
-from tinyar.kernels.runtime import blas_gemm, gemm_block, single_thread_numba_blas
+from tinyar.kernels.runtime import blas_gemm, gemm_block, numba_threads_at_most, single_thread_numba_blas
 
 GELU_C = math.sqrt(2.0 / math.pi)                                         # u = GELU_C (x + GELU_A x^3)
 GELU_A = 0.044715
@@ -180,13 +180,15 @@ _SUMS = {"reassoc"}
 #     g = dy_block v^T,   g -> dS = P (g - sum_l P_il g_il),   dqs_block = dS k,
 #     dk += dS^T qs_block,   dv += P^T dy_block.
 # The (batch, head) pairs are dealt round-robin to N_LANES lanes, which numba's threads run side
-# by side, each with its own block of scores: results do not depend on the thread count.
+# by side (one thread below PARALLEL_SCORES scores), each with its own block of scores: results
+# do not depend on the thread count.
 # The blocks skip the masked keys past kv (up to half of S: 46% at T = 784, a quarter at
 # T = 128) and keep the scores in cache: each lane holds one block of scores (the backward
 # two, s and g), N_LANES x 64 x Tk floats each. Sums and the row maximum's shift accumulate
 # in float64 (the literal 0.0), also for float32 arrays.
 N_LANES = 4
 BLOCK_ROWS = 64                 # query rows per block
+PARALLEL_SCORES = 2 ** 20       # fewer scores N Tq Tk (the cached sampler's one-row steps): one thread
 
 
 @numba.njit(cache=True, error_model="numpy", fastmath=_SUMS)
@@ -299,7 +301,8 @@ def causal_attention_forward_numba(qs, k, v):
     qs, k, v = (np.ascontiguousarray(a) for a in (qs, k, v))
     y, L = np.empty_like(qs), np.empty(qs.shape[:2], qs.dtype)
     S, T = _attention_scratch(qs.shape[1], k.shape[1], qs.dtype, rows=1)
-    with single_thread_numba_blas():                  # numba's threads share the cores, BLAS one each
+    threads = numba_threads_at_most(1 if qs.shape[0] * qs.shape[1] * k.shape[1] < PARALLEL_SCORES else N_LANES)
+    with threads, single_thread_numba_blas():         # numba's threads share the cores, BLAS one each
         return _attention_forward(blas_gemm(qs.dtype), qs, k, v, y, L, S, T)
 
 
@@ -311,7 +314,8 @@ def causal_attention_backward_numba(qs, k, v, L, dy):
     qs, k, v, L, dy = (np.ascontiguousarray(a) for a in (qs, k, v, L, dy))
     dqs, dk, dv = np.empty_like(qs), np.empty_like(k), np.empty_like(v)
     S, G, T = _attention_scratch(qs.shape[1], k.shape[1], qs.dtype)
-    with single_thread_numba_blas():
+    threads = numba_threads_at_most(1 if qs.shape[0] * qs.shape[1] * k.shape[1] < PARALLEL_SCORES else N_LANES)
+    with threads, single_thread_numba_blas():
         return _attention_backward(blas_gemm(qs.dtype), qs, k, v, L, dy, dqs, dk, dv, S, G, T)
 
 

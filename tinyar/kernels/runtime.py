@@ -23,7 +23,7 @@ import threading
 import numpy as np
 
 # numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
-from tinyar.kernels import numba
+from tinyar.kernels import NUMBA_ERROR, numba
 
 # fastmath flags of the compiled kernels: "reassoc" lets LLVM vectorise dot products and
 # sums (it may add in another order: a rounding-level change), "contract" lets it fuse
@@ -101,6 +101,23 @@ def one_blas_thread(on=True):
         return contextlib.nullcontext()
     from threadpoolctl import threadpool_limits
     return threadpool_limits(1, user_api="blas")
+
+
+@contextlib.contextmanager
+def numba_threads_at_most(n):
+    """A block whose parallel numba loops run on at most n threads (numba's count is restored
+    after it). For calls too small to gain from a second thread: starting the threads of a
+    parallel loop costs microseconds, and a second thread competes with OpenBLAS's spinning
+    workers. Without numba a block that changes nothing."""
+    if NUMBA_ERROR is not None:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(n, before)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 # -------------------------------------------------- gemm on blocks, from numba
