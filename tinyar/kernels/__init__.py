@@ -1,6 +1,6 @@
 """Kernels: the loops NumPy cannot express fast, each as a NumPy twin and a compiled version.
 
-Each topic module (nade.py, masked.py, rnn.py, attention.py, conv.py, sgd.py) reads top
+Each topic module (nade.py, masked.py, rnn.py, attention.py, linear.py, conv.py, sgd.py) reads top
 to bottom as: a docstring with the math and the derivation of the backward pass; the
 NumPy twins, named `<name>_numpy`, which read like the equations and are the
 specification; then, below a banner
