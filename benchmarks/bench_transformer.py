@@ -13,7 +13,7 @@
    scaled_dot_product_attention).
 2. The whole model, forward + backward of the mean NLL: 2 blocks, 4 heads, d_model 128,
    MLP 512, B = 32, T = 128, vocabulary 96, float32. Same variants, and on 2 threads tinyar
-   with NumPy's BLAS held to one thread (the attention kernel then runs on numba's two).
+   with NumPy's BLAS held to one thread (numba's kernels keep two).
 3. Sampling 256 tokens for 8 sequences: with the key/value cache (O(t) per new token)
    against recomputing the whole prefix at every step (O(t^2)).
 
@@ -198,7 +198,7 @@ def compare(threads, rng):
     runs = []
     with kernels("numba"):
         runs.append(("tinyar, fused ops on numba kernels", timed_with_faults(tinyar_model_step(one_op, x))))
-        if isinstance(threads, int) and threads > 1:    # NumPy's BLAS on one thread, numba's on all
+        if isinstance(threads, int) and threads > 1:    # NumPy's BLAS on one thread, numba's kernels on two
             from threadpoolctl import threadpool_limits
             with threadpool_limits(limits=1, user_api="blas"):
                 runs.append(("tinyar, numba kernels, NumPy's BLAS on 1", timed_with_faults(tinyar_model_step(one_op, x))))

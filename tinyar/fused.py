@@ -379,11 +379,15 @@ def linear(x, weight, bias=None):
         raise ValueError(f"linear: W {weight.shape} needs a bias of shape ({weight.shape[0]},), got {bias.shape}")
     _require_float("linear", x, weight, *([] if bias is None else [bias]))
     from tinyar.kernels.linear import choose
-    b = None if bias is None else bias.data
-    dtype = np.result_type(x.data, weight.data, *([] if b is None else [b]))    # NumPy's promotion
-    xd, Wd = x.data.astype(dtype, copy=False), weight.data.astype(dtype, copy=False)
+    dtype = np.result_type(x.data, weight.data)               # the product's dtype, NumPy's promotion
+    xd, Wd = (np.ascontiguousarray(a, dtype=dtype) for a in (x.data, weight.data))
     n = xd.shape[0]
-    y = choose("linear_forward", n, dtype)(xd, Wd, b)         # (N, out): the twins under TINYAR_KERNELS=numpy
+    y = choose("linear_forward", n, dtype)(xd, Wd, None)      # (N, out): the twins under TINYAR_KERNELS=numpy
+    if bias is not None:
+        if np.result_type(y, bias.data) == y.dtype:
+            y += bias.data                                    # in place: y is this op's own array
+        else:
+            y = y + bias.data                                 # a wider bias widens y, as NumPy would
 
     def vjp(dy):
         backward = choose("linear_backward", n, dtype)

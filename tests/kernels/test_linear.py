@@ -6,8 +6,9 @@ import pytest
 from tinyar.kernels import linear as K
 
 DTYPES = [(np.float64, 1e-12), (np.float32, 2e-5)]
-# (N, in, out): below one block of rows, several blocks with a ragged last one, one input or output
-SHAPES = [(3, 4, 5), (300, 7, 2), (1100, 16, 33), (2600, 1, 9), (700, 12, 1)]
+# (N, in, out): below one block of rows, several blocks with a ragged last one, one input or output,
+# more than one dW block per lane (5000 rows: 5 blocks of 1024 over 4 lanes)
+SHAPES = [(3, 4, 5), (300, 7, 2), (1100, 16, 33), (2600, 1, 9), (700, 12, 1), (5000, 8, 7)]
 
 
 @pytest.mark.parametrize("dtype, tol", DTYPES)
@@ -44,7 +45,7 @@ def test_linear_kernels_do_not_depend_on_the_thread_count():
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("numba has one thread here: nothing to compare")
     rng = np.random.default_rng(5)
-    x, W, dy = (rng.standard_normal(s).astype(np.float32) for s in ((3000, 24), (40, 24), (3000, 40)))
+    x, W, dy = (rng.standard_normal(s).astype(np.float32) for s in ((5000, 24), (40, 24), (5000, 40)))
     before = numba.get_num_threads()
     try:
         results = []
@@ -70,8 +71,9 @@ def test_choose_keeps_small_batches_and_other_dtypes_on_the_twins(monkeypatch):
 
 
 @pytest.mark.parametrize("n", [5, 2 * K.MIN_ROWS + 3])
-@pytest.mark.parametrize("x_dtype, w_dtype", [(np.float64, np.float64), (np.float32, np.float32), (np.float32, np.float64)])
-def test_fused_linear_equals_matmul_plus_bias_on_both_paths(n, x_dtype, w_dtype):
+@pytest.mark.parametrize("x_dtype, w_dtype, b_dtype", [(np.float64, np.float64, np.float64), (np.float32, np.float32, np.float32),
+                                                       (np.float32, np.float64, np.float64), (np.float32, np.float32, np.float64)])
+def test_fused_linear_equals_matmul_plus_bias_on_both_paths(n, x_dtype, w_dtype, b_dtype):
     """fused.linear (the twins below MIN_ROWS rows, the compiled products from it) against the
     composite x @ W^T + b: values, gradients and NumPy's dtype promotion."""
     from tinyar import fused, ops
@@ -81,11 +83,24 @@ def test_fused_linear_equals_matmul_plus_bias_on_both_paths(n, x_dtype, w_dtype)
     dy = rng.standard_normal((n, 3))
     grads = []
     for op in (lambda x, W, b: fused.linear(x, W, b), lambda x, W, b: ops.matmul(x, ops.transpose(W)) + b):
-        x, W, b = (Tensor(a.astype(t), requires_grad=True) for a, t in ((xa, x_dtype), (Wa, w_dtype), (ba, w_dtype)))
+        x, W, b = (Tensor(a.astype(t), requires_grad=True) for a, t in ((xa, x_dtype), (Wa, w_dtype), (ba, b_dtype)))
         y = op(x, W, b)
         y.backward(dy.astype(y.dtype))
         grads.append((y.data, x.grad, W.grad, b.grad))
-    tol = 1e-12 if x_dtype == np.float64 else 1e-5
+    tol = 1e-12 if x_dtype == np.float64 else 1e-5                        # float32 products: float32 rounding
     for a, b in zip(*grads):
         assert a.dtype == b.dtype
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_linear_kernels_leave_what_gemm_cannot_take_to_the_twins():
+    """Mixed dtypes (BLAS would read float64 memory as float32) and empty dimensions."""
+    rng = np.random.default_rng(9)
+    x, W = rng.standard_normal((600, 3)).astype(np.float32), rng.standard_normal((2, 3))
+    np.testing.assert_allclose(K.linear_forward_numba(x, W, None), x @ W.T, rtol=1e-6)
+    dy = rng.standard_normal((600, 2))
+    for a, b in zip(K.linear_backward_numba(dy, x, W), (dy @ W, dy.T @ x)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    empty = np.zeros((600, 0))
+    assert K.linear_forward_numba(empty, np.zeros((4, 0)), None).shape == (600, 4)
+    assert np.all(K.linear_forward_numba(empty, np.zeros((4, 0)), None) == 0)

@@ -49,28 +49,30 @@ MIN_ROWS = 512                  # fewer rows (the key/value-cached sampler's ste
 
 @numba.njit(cache=True, parallel=True)
 def _rows_product(gemm, A, B, trans_b, C, block):
-    """C (N, M) = A (N, K) op(B), op(B) = B^T (B (M, K)) if trans_b else B (B (K, M)), by row blocks."""
-    N, K = A.shape
-    M = C.shape[1]
+    """C (N, n_c) = A (N, n_a) op(B) by blocks of rows; op(B) = B^T for B (n_c, n_a) if trans_b,
+    else B itself, (n_a, n_c)."""
+    N, n_a = A.shape
+    n_c = C.shape[1]
     n_blocks = (N + block - 1) // block
     for lane in numba.prange(N_LANES):
         for bi in range(lane, n_blocks, N_LANES):
             r0, m = bi * block, min(block, N - bi * block)
-            gemm_block(gemm, False, trans_b, m, M, K, A, r0 * K, K, B, 0, K if trans_b else M, 0.0, C, r0 * M, M)
+            gemm_block(gemm, False, trans_b, m, n_c, n_a, A, r0 * n_a, n_a, B, 0, n_a if trans_b else n_c,
+                       0.0, C, r0 * n_c, n_c)
     return C
 
 
 @numba.njit(cache=True, parallel=True)
 def _lane_grams(gemm, D, X, P, block):
-    """P[lane] (M, K) = sum over the lane's row blocks of D_block^T X_block; D (N, M), X (N, K)."""
-    N, M = D.shape
-    K = X.shape[1]
+    """P[lane] (n_d, n_x) = sum over the lane's row blocks of D_block^T X_block; D (N, n_d), X (N, n_x)."""
+    N, n_d = D.shape
+    n_x = X.shape[1]
     n_blocks = (N + block - 1) // block
     for lane in numba.prange(N_LANES):
         P[lane] = 0.0
         for bi in range(lane, n_blocks, N_LANES):
             r0, m = bi * block, min(block, N - bi * block)
-            gemm_block(gemm, True, False, M, K, m, D, r0 * M, M, X, r0 * K, K, 1.0, P[lane], 0, K)
+            gemm_block(gemm, True, False, n_d, n_x, m, D, r0 * n_d, n_d, X, r0 * n_x, n_x, 1.0, P[lane], 0, n_x)
     return P
 
 
@@ -78,8 +80,18 @@ def _contiguous(*arrays):
     return [np.ascontiguousarray(a) for a in arrays]
 
 
+def _twin_serves(*arrays):
+    """True for what BLAS's gemm cannot take: mixed dtypes, other dtypes than float32 and float64,
+    an empty dimension."""
+    dtype = arrays[0].dtype
+    return (dtype not in (np.float32, np.float64) or any(a.dtype != dtype for a in arrays)
+            or any(0 in a.shape for a in arrays))
+
+
 def linear_forward_numba(x, W, b):
     """linear_forward_numpy with the rows in blocks on numba's threads."""
+    if _twin_serves(x, W):
+        return linear_forward_numpy(x, W, b)
     x, W = _contiguous(x, W)
     y = np.empty((x.shape[0], W.shape[0]), dtype=x.dtype)
     with single_thread_numba_blas():
@@ -91,6 +103,8 @@ def linear_forward_numba(x, W, b):
 
 def linear_backward_numba(dy, x, W, need_dx=True, need_dW=True):
     """linear_backward_numpy with the rows in blocks on numba's threads (dW: per-lane sums, added in order)."""
+    if _twin_serves(dy, x, W):
+        return linear_backward_numpy(dy, x, W, need_dx, need_dW)
     dy, x, W = _contiguous(dy, x, W)
     dx = dW = None
     gemm = blas_gemm(x.dtype)
@@ -99,7 +113,7 @@ def linear_backward_numba(dy, x, W, need_dx=True, need_dW=True):
             dx = _rows_product(gemm, dy, W, False, np.empty_like(x), BLOCK_ROWS)
         if need_dW:
             P = _lane_grams(gemm, dy, x, np.empty((N_LANES,) + W.shape, dtype=x.dtype), GRAM_BLOCK_ROWS)
-            dW = P[0]
+            dW = P[0].copy()
             for lane in range(1, N_LANES):
                 dW += P[lane]
     return dx, dW

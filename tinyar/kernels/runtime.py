@@ -4,7 +4,8 @@ Nothing here is mathematics, and nothing on the learner's path needs it: the ker
 modules' compiled sections and train.fit call it. Three parts:
 
 1. single_thread_numba_blas(): hold the BLAS that numba's np.dot calls to one thread
-   while a kernel runs, so that it and NumPy's own BLAS do not spin 4 threads on 2 cores.
+   while a kernel runs, so that it and NumPy's own BLAS do not spin 4 threads on 2 cores;
+   one_blas_thread() the same for NumPy's BLAS, numba_threads_at_most(n) for numba's loops.
 2. blas_gemm / gemm_block: BLAS's gemm on row-major blocks, callable from compiled code.
 3. keep_freed_memory(): glibc's malloc keeps freed blocks, so a training step's arrays
    are not faulted in afresh every step.

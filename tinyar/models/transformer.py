@@ -231,7 +231,7 @@ class Transformer(TokenModel):
     n_layers, d_model, n_heads, d_mlp: L blocks of width d_model, n_heads heads
                 of d_model / n_heads dimensions, an MLP of d_mlp GELU units
     fused:      use the fused ops (fused.causal_attention, fused.layer_norm, fused.gelu,
-                fused.linear); False builds them from primitives (slower, same numbers)
+                fused.linear); False builds them from primitives (slower, the same numbers up to rounding)
     vocab:      optional list of V characters (id -> character): lets sample() take a
                 prompt string and decode() turn ids back into text
     """
