@@ -184,8 +184,8 @@ _SUMS = {"reassoc"}
 # do not depend on the thread count.
 # The blocks skip the masked keys past kv (up to half of S: 46% at T = 784, a quarter at
 # T = 128) and keep the scores in cache: each lane holds one block of scores (the backward
-# two, s and g), N_LANES x 64 x Tk floats each. Sums and the row maximum's shift accumulate
-# in float64 (the literal 0.0), also for float32 arrays.
+# two, s and g), N_LANES x 64 x Tk floats each. The row sums accumulate in float64 (they start
+# from the literal 0.0), also for float32 arrays.
 N_LANES = 4
 BLOCK_ROWS = 64                 # query rows per block
 PARALLEL_SCORES = 2 ** 20       # fewer scores N Tq Tk (the cached sampler's one-row steps): one thread
