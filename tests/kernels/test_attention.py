@@ -168,27 +168,3 @@ def test_choose_honours_the_numpy_switch(monkeypatch):
     assert K.choose("layer_norm") == (K.layer_norm_forward_numpy, K.layer_norm_backward_numpy)
     with pytest.raises(ValueError, match="causal_attention"):
         K.choose("softmax")
-
-
-def test_layer_norm_and_gelu_do_not_depend_on_the_thread_count():
-    """Rows and elements run on numba's threads; dgamma and dbeta are per-lane sums added in
-    lane order: one thread or all of them, the same bits."""
-    import numba
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("numba has one thread here: nothing to compare")
-    rng = np.random.default_rng(11)
-    x, dy = rng.standard_normal((1001, 48)).astype(np.float32), rng.standard_normal((1001, 48)).astype(np.float32)
-    gamma, beta = rng.standard_normal(48).astype(np.float32), rng.standard_normal(48).astype(np.float32)
-    before = numba.get_num_threads()
-    try:
-        results = []
-        for threads in (1, numba.config.NUMBA_NUM_THREADS):
-            numba.set_num_threads(threads)
-            y, mu, r = K.layer_norm_forward_numba(x, gamma, beta, 1e-5)
-            g, t = K.gelu_forward_numba(x)
-            results.append((y, mu, r) + K.layer_norm_backward_numba(dy, x, mu, r, gamma)
-                           + (g, t, K.gelu_backward_numba(x, t, dy)))
-    finally:
-        numba.set_num_threads(before)
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)

@@ -67,7 +67,7 @@ import numpy as np
 
 # numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
 from tinyar.kernels import numba, pick
-from tinyar.kernels.approx import exp_neg_into, tanh_rational
+from tinyar.kernels.approx import exp_neg_into
 from tinyar.kernels.runtime import blas_gemm, gemm_block, numba_threads_at_most, single_thread_numba_blas
 
 GELU_C = math.sqrt(2.0 / math.pi)                                         # u = GELU_C (x + GELU_A x^3)
@@ -165,11 +165,9 @@ def gelu_backward_numpy(x, t, dy):
 
 
 # ---- compiled fast path: safe to skip on a first reading ----
-# One sweep per row does a whole formula, with no temporaries, on numba's threads (rows or
-# elements are independent; LayerNorm's dgamma and dbeta are summed per lane, then in lane
-# order, so results do not depend on the thread count). In float32 GELU's tanh is
-# approx.tanh_rational and the softmax's exp approx.exp_neg_into, which the compiler
-# vectorises (numba's own tanh and exp are scalar library calls).
+# One sweep per row does a whole formula, with no temporaries. tanh stays a NumPy call over the
+# whole array between two sweeps (in a numba loop it would be a scalar library call); the
+# softmax's exp is approx.exp_neg_into, which the compiler vectorises.
 # Row sums may be reassociated (SIMD partial sums); no other fastmath flag, so no FMA contraction.
 _SUMS = {"reassoc"}
 
@@ -321,13 +319,13 @@ def causal_attention_backward_numba(qs, k, v, L, dy):
         return _attention_backward(blas_gemm(qs.dtype), qs, k, v, L, dy, dqs, dk, dv, S, G, T)
 
 
-@numba.njit(cache=True, parallel=True, fastmath=_SUMS)
+@numba.njit(cache=True, fastmath=_SUMS)
 def layer_norm_forward_numba(x, gamma, beta, eps):
     N, C = x.shape
     y = np.empty_like(x)
     mu = np.empty((N, 1), dtype=x.dtype)
     r = np.empty((N, 1), dtype=x.dtype)
-    for n in numba.prange(N):                                             # rows are independent
+    for n in range(N):
         m = 0.0
         for c in range(C):
             m += x[n, c]
@@ -344,57 +342,60 @@ def layer_norm_forward_numba(x, gamma, beta, eps):
     return y, mu, r
 
 
-@numba.njit(cache=True, parallel=True, fastmath=_SUMS)
+@numba.njit(cache=True, fastmath=_SUMS)
 def layer_norm_backward_numba(dy, x, mu, r, gamma):
     N, C = dy.shape
     dx = np.empty_like(dy)
-    part_gamma = np.zeros((N_LANES, C), dtype=dy.dtype)                  # each lane's sums over its rows
-    part_beta = np.zeros((N_LANES, C), dtype=dy.dtype)
-    rows = (N + N_LANES - 1) // N_LANES
-    for lane in numba.prange(N_LANES):                                    # rows in N_LANES contiguous runs
-        for n in range(lane * rows, min(N, (lane + 1) * rows)):
-            m, rn = mu[n, 0], r[n, 0]
-            g_mean = 0.0
-            gx_mean = 0.0
-            for c in range(C):
-                g = dy[n, c] * gamma[c]
-                g_mean += g
-                gx_mean += g * (x[n, c] - m) * rn                         # g xhat
-            g_mean /= C
-            gx_mean /= C
-            for c in range(C):
-                h = (x[n, c] - m) * rn                                    # xhat, recomputed
-                dx[n, c] = rn * (dy[n, c] * gamma[c] - g_mean - h * gx_mean)   # r (g - mean(g) - xhat mean(g xhat))
-                part_gamma[lane, c] += dy[n, c] * h                       # dgamma = sum_n dy xhat
-                part_beta[lane, c] += dy[n, c]                            # dbeta = sum_n dy
-    dgamma = part_gamma[0].copy()
-    dbeta = part_beta[0].copy()
-    for lane in range(1, N_LANES):                                        # in lane order: thread-count independent
-        dgamma += part_gamma[lane]
-        dbeta += part_beta[lane]
+    dgamma = np.zeros(C, dtype=dy.dtype)
+    dbeta = np.zeros(C, dtype=dy.dtype)
+    for n in range(N):
+        m, rn = mu[n, 0], r[n, 0]
+        g_mean = 0.0
+        gx_mean = 0.0
+        for c in range(C):
+            g = dy[n, c] * gamma[c]
+            g_mean += g
+            gx_mean += g * (x[n, c] - m) * rn                             # g xhat
+        g_mean /= C
+        gx_mean /= C
+        for c in range(C):
+            h = (x[n, c] - m) * rn                                        # xhat, recomputed
+            dx[n, c] = rn * (dy[n, c] * gamma[c] - g_mean - h * gx_mean)  # r (g - mean(g) - xhat mean(g xhat))
+            dgamma[c] += dy[n, c] * h                                     # dgamma = sum_n dy xhat
+            dbeta[c] += dy[n, c]                                          # dbeta = sum_n dy
     return dx, dgamma, dbeta
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy")
+@numba.njit(cache=True)
+def _gelu_u_numba(x, u):
+    for k in range(x.size):                                               # u = sqrt(2/pi) x (1 + 0.044715 x^2)
+        v = x[k]
+        u[k] = GELU_C * v * (1.0 + GELU_A * v * v)
+    return u
+
+
+@numba.njit(cache=True)
+def _gelu_y_numba(x, t, y):
+    for k in range(x.size):                                               # y = 0.5 x (1 + t)
+        y[k] = 0.5 * x[k] * (1.0 + t[k])
+    return y
+
+
 def gelu_forward_numba(x):
-    """gelu_forward_numpy in one parallel sweep; tanh in float32 by approx.tanh_rational."""
-    xf = np.ascontiguousarray(x).reshape(-1)
-    y, t = np.empty_like(xf), np.empty_like(xf)
-    single = xf.itemsize == 4
-    for k in numba.prange(xf.size):
-        v = xf[k]
-        u = GELU_C * v * (1.0 + GELU_A * v * v)                           # u = sqrt(2/pi) (x + 0.044715 x^3)
-        tk = tanh_rational(u) if single else math.tanh(u)
-        t[k] = tk
-        y[k] = 0.5 * v * (1.0 + tk)                                       # y = 0.5 x (1 + t)
+    """gelu_forward_numpy in three sweeps: numba computes u, NumPy's tanh turns it into t in
+    place, numba computes y."""
+    xf = np.ascontiguousarray(x).reshape(-1)                             # flat (0-d inputs too)
+    t = _gelu_u_numba(xf, np.empty_like(xf))                              # u
+    np.tanh(t, out=t)                                                     # t = tanh(u), in place
+    y = _gelu_y_numba(xf, t, np.empty_like(xf))
     return y.reshape(np.shape(x)), t.reshape(np.shape(x))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def gelu_backward_numba(x, t, dy):
     xf, tf, dyf = x.reshape(-1), t.reshape(-1), dy.reshape(-1)
     dx = np.empty_like(xf)
-    for k in numba.prange(xf.size):                                       # one pass over the arrays
+    for k in range(xf.size):                                              # one pass over the arrays
         v, tk = xf[k], tf[k]
         du = GELU_C * (1.0 + 3.0 * GELU_A * v * v)
         dx[k] = dyf[k] * (0.5 * (1.0 + tk) + 0.5 * v * (1.0 - tk * tk) * du)
@@ -403,8 +404,8 @@ def gelu_backward_numba(x, t, dy):
 
 # ------------------------------------------------------------------ the choice
 # The compiled kernels are used for every shape (attention's for float32 and float64): no
-# measured threshold below which the twins win. All of them run on numba's threads. Figures:
-# benchmarks/README.md, section "Transformer".
+# measured threshold below which the twins win. Attention runs on numba's threads, LayerNorm
+# and GELU on one. Figures: benchmarks/README.md, section "Transformer".
 PAIRS = ("causal_attention", "layer_norm", "gelu")
 
 
