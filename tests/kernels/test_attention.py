@@ -168,3 +168,19 @@ def test_choose_honours_the_numpy_switch(monkeypatch):
     assert K.choose("layer_norm") == (K.layer_norm_forward_numpy, K.layer_norm_backward_numpy)
     with pytest.raises(ValueError, match="causal_attention"):
         K.choose("softmax")
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 3e-7), (np.float64, 1e-15)])
+def test_exp_neg_into_is_numpys_exp(dtype, rtol):
+    """approx.exp_neg_into, the softmax's exp: e^-t for t >= 0 over float32's range (the Cephes
+    scheme, within float32 rounding), float64 exact; past t = 87 float32 gives e^-87, no less."""
+    from tinyar.kernels.approx import exp_neg_into
+    t = np.concatenate([np.linspace(0, 87, 20001), [0.0, 1e-30, 1e-7, 0.5 * np.log(2)]]).astype(dtype)
+    out = np.empty_like(t)
+    exp_neg_into(t, out, t.size)
+    np.testing.assert_allclose(out, np.exp(-t.astype(np.float64)), rtol=rtol, atol=0)
+    assert out[-4] == 1.0
+    far = np.array([100.0, 1e4, np.inf], dtype)
+    got = np.full(3, -1.0, dtype)
+    exp_neg_into(far, got, 2)                                              # n: only the first two
+    assert got[2] == -1.0 and np.all(got[:2] >= 0) and np.all(got[:2] <= np.exp(-87.0) * 1.0001)

@@ -104,3 +104,17 @@ def test_linear_kernels_leave_what_gemm_cannot_take_to_the_twins():
     empty = np.zeros((600, 0))
     assert K.linear_forward_numba(empty, np.zeros((4, 0)), None).shape == (600, 4)
     assert np.all(K.linear_forward_numba(empty, np.zeros((4, 0)), None) == 0)
+
+
+def test_gradcheck_fused_linear_on_the_compiled_path():
+    """float64 finite differences through the row-block kernels (the op's gradcheck case in
+    gradcheck_cases.py has 4 rows, below MIN_ROWS: the twins)."""
+    from tinyar import fused
+    from tinyar.gradcheck import gradcheck
+    from tinyar.tensor import Tensor
+    assert K.choose("linear_backward", K.MIN_ROWS + 5, np.float64) is K.linear_backward_numba
+    rng = np.random.default_rng(2)
+    x = Tensor(rng.standard_normal((K.MIN_ROWS + 5, 3)), requires_grad=True)
+    W, b = Tensor(rng.standard_normal((2, 3)), requires_grad=True), Tensor(rng.standard_normal(2), requires_grad=True)
+    result = gradcheck(lambda x, W, b: fused.linear(x, W, b), x, W, b)
+    assert result["max_abs_error"] < 1e-6
