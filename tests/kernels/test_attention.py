@@ -184,3 +184,27 @@ def test_exp_neg_into_is_numpys_exp(dtype, rtol):
     got = np.full(3, -1.0, dtype)
     exp_neg_into(far, got, 2)                                              # n: only the first two
     assert got[2] == -1.0 and np.all(got[:2] >= 0) and np.all(got[:2] <= np.exp(-87.0) * 1.0001)
+
+
+def test_layer_norm_and_gelu_do_not_depend_on_the_thread_count():
+    """Rows and elements run on numba's threads; dgamma and dbeta are per-lane sums added in
+    lane order: one thread or all of them, the same bits."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here: nothing to compare")
+    rng = np.random.default_rng(11)
+    x, dy = rng.standard_normal((1001, 48)).astype(np.float32), rng.standard_normal((1001, 48)).astype(np.float32)
+    gamma, beta = rng.standard_normal(48).astype(np.float32), rng.standard_normal(48).astype(np.float32)
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            y, mu, r = K.layer_norm_forward_numba(x, gamma, beta, 1e-5)
+            g, t = K.gelu_forward_numba(x)
+            results.append((y, mu, r) + K.layer_norm_backward_numba(dy, x, mu, r, gamma)
+                           + (g, t, K.gelu_backward_numba(x, t, dy)))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

@@ -67,7 +67,7 @@ import numpy as np
 
 # numba, or where it cannot be imported a stand-in that leaves the functions uncompiled (__init__.py)
 from tinyar.kernels import numba, pick
-from tinyar.kernels.approx import exp_neg_into
+from tinyar.kernels.approx import exp_neg_into, tanh_rational
 from tinyar.kernels.runtime import blas_gemm, gemm_block, numba_threads_at_most, single_thread_numba_blas
 
 GELU_C = math.sqrt(2.0 / math.pi)                                         # u = GELU_C (x + GELU_A x^3)
@@ -165,9 +165,11 @@ def gelu_backward_numpy(x, t, dy):
 
 
 # ---- compiled fast path: safe to skip on a first reading ----
-# One sweep per row does a whole formula, with no temporaries. tanh stays a NumPy call over the
-# whole array between two sweeps (in a numba loop it would be a scalar library call); the
-# softmax's exp is approx.exp_neg_into, which the compiler vectorises.
+# One sweep per row does a whole formula, with no temporaries, on numba's threads (rows or
+# elements are independent; LayerNorm's dgamma and dbeta are summed per lane, then in lane
+# order, so results do not depend on the thread count). In float32 GELU's tanh is
+# approx.tanh_rational and the softmax's exp approx.exp_neg_into, which the compiler
+# vectorises (numba's own tanh and exp are scalar library calls).
 # Row sums may be reassociated (SIMD partial sums); no other fastmath flag, so no FMA contraction.
 _SUMS = {"reassoc"}
 
@@ -319,13 +321,22 @@ def causal_attention_backward_numba(qs, k, v, L, dy):
         return _attention_backward(blas_gemm(qs.dtype), qs, k, v, L, dy, dqs, dk, dv, S, G, T)
 
 
-@numba.njit(cache=True, fastmath=_SUMS)
-def layer_norm_forward_numba(x, gamma, beta, eps):
+# LayerNorm and GELU: rows (or elements) on numba's threads, one thread below PARALLEL_ELEMENTS
+# elements (the cached sampler's one-token steps, where starting threads costs more than the work).
+PARALLEL_ELEMENTS = 2 ** 15
+
+
+def _threads_for(x):
+    return numba_threads_at_most(1 if x.size < PARALLEL_ELEMENTS else N_LANES)
+
+
+@numba.njit(cache=True, parallel=True, fastmath=_SUMS)
+def _layer_norm_forward(x, gamma, beta, eps):
     N, C = x.shape
     y = np.empty_like(x)
     mu = np.empty((N, 1), dtype=x.dtype)
     r = np.empty((N, 1), dtype=x.dtype)
-    for n in range(N):
+    for n in numba.prange(N):                                             # rows are independent
         m = 0.0
         for c in range(C):
             m += x[n, c]
@@ -342,70 +353,91 @@ def layer_norm_forward_numba(x, gamma, beta, eps):
     return y, mu, r
 
 
-@numba.njit(cache=True, fastmath=_SUMS)
-def layer_norm_backward_numba(dy, x, mu, r, gamma):
+@numba.njit(cache=True, parallel=True, fastmath=_SUMS)
+def _layer_norm_backward(dy, x, mu, r, gamma):
     N, C = dy.shape
     dx = np.empty_like(dy)
-    dgamma = np.zeros(C, dtype=dy.dtype)
-    dbeta = np.zeros(C, dtype=dy.dtype)
-    for n in range(N):
-        m, rn = mu[n, 0], r[n, 0]
-        g_mean = 0.0
-        gx_mean = 0.0
-        for c in range(C):
-            g = dy[n, c] * gamma[c]
-            g_mean += g
-            gx_mean += g * (x[n, c] - m) * rn                             # g xhat
-        g_mean /= C
-        gx_mean /= C
-        for c in range(C):
-            h = (x[n, c] - m) * rn                                        # xhat, recomputed
-            dx[n, c] = rn * (dy[n, c] * gamma[c] - g_mean - h * gx_mean)  # r (g - mean(g) - xhat mean(g xhat))
-            dgamma[c] += dy[n, c] * h                                     # dgamma = sum_n dy xhat
-            dbeta[c] += dy[n, c]                                          # dbeta = sum_n dy
+    part_gamma = np.zeros((N_LANES, C), dtype=dy.dtype)                  # each lane's sums over its rows
+    part_beta = np.zeros((N_LANES, C), dtype=dy.dtype)
+    rows = (N + N_LANES - 1) // N_LANES
+    for lane in numba.prange(N_LANES):                                    # rows in N_LANES contiguous runs
+        for n in range(lane * rows, min(N, (lane + 1) * rows)):
+            m, rn = mu[n, 0], r[n, 0]
+            g_mean = 0.0
+            gx_mean = 0.0
+            for c in range(C):
+                g = dy[n, c] * gamma[c]
+                g_mean += g
+                gx_mean += g * (x[n, c] - m) * rn                         # g xhat
+            g_mean /= C
+            gx_mean /= C
+            for c in range(C):
+                h = (x[n, c] - m) * rn                                    # xhat, recomputed
+                dx[n, c] = rn * (dy[n, c] * gamma[c] - g_mean - h * gx_mean)   # r (g - mean(g) - xhat mean(g xhat))
+                part_gamma[lane, c] += dy[n, c] * h                       # dgamma = sum_n dy xhat
+                part_beta[lane, c] += dy[n, c]                            # dbeta = sum_n dy
+    dgamma = part_gamma[0].copy()
+    dbeta = part_beta[0].copy()
+    for lane in range(1, N_LANES):                                        # in lane order: thread-count independent
+        dgamma += part_gamma[lane]
+        dbeta += part_beta[lane]
     return dx, dgamma, dbeta
 
 
-@numba.njit(cache=True)
-def _gelu_u_numba(x, u):
-    for k in range(x.size):                                               # u = sqrt(2/pi) x (1 + 0.044715 x^2)
-        v = x[k]
-        u[k] = GELU_C * v * (1.0 + GELU_A * v * v)
-    return u
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _gelu_forward(xf):
+    y, t = np.empty_like(xf), np.empty_like(xf)
+    single = xf.itemsize == 4
+    for k in numba.prange(xf.size):
+        v = xf[k]
+        u = GELU_C * v * (1.0 + GELU_A * v * v)                           # u = sqrt(2/pi) (x + 0.044715 x^3)
+        tk = tanh_rational(u) if single else math.tanh(u)
+        t[k] = tk
+        y[k] = 0.5 * v * (1.0 + tk)                                       # y = 0.5 x (1 + t)
+    return y, t
 
 
-@numba.njit(cache=True)
-def _gelu_y_numba(x, t, y):
-    for k in range(x.size):                                               # y = 0.5 x (1 + t)
-        y[k] = 0.5 * x[k] * (1.0 + t[k])
-    return y
-
-
-def gelu_forward_numba(x):
-    """gelu_forward_numpy in three sweeps: numba computes u, NumPy's tanh turns it into t in
-    place, numba computes y."""
-    xf = np.ascontiguousarray(x).reshape(-1)                             # flat (0-d inputs too)
-    t = _gelu_u_numba(xf, np.empty_like(xf))                              # u
-    np.tanh(t, out=t)                                                     # t = tanh(u), in place
-    y = _gelu_y_numba(xf, t, np.empty_like(xf))
-    return y.reshape(np.shape(x)), t.reshape(np.shape(x))
-
-
-@numba.njit(cache=True)
-def gelu_backward_numba(x, t, dy):
+@numba.njit(cache=True, parallel=True)
+def _gelu_backward(x, t, dy):
     xf, tf, dyf = x.reshape(-1), t.reshape(-1), dy.reshape(-1)
     dx = np.empty_like(xf)
-    for k in range(xf.size):                                              # one pass over the arrays
+    for k in numba.prange(xf.size):                                       # one pass over the arrays
         v, tk = xf[k], tf[k]
         du = GELU_C * (1.0 + 3.0 * GELU_A * v * v)
         dx[k] = dyf[k] * (0.5 * (1.0 + tk) + 0.5 * v * (1.0 - tk * tk) * du)
     return dx.reshape(x.shape)
 
 
+def layer_norm_forward_numba(x, gamma, beta, eps):
+    """layer_norm_forward_numpy, rows on numba's threads."""
+    with _threads_for(x):
+        return _layer_norm_forward(x, gamma, beta, eps)
+
+
+def layer_norm_backward_numba(dy, x, mu, r, gamma):
+    """layer_norm_backward_numpy, rows in N_LANES runs; dgamma, dbeta summed per run, then in run order."""
+    with _threads_for(x):
+        return _layer_norm_backward(dy, x, mu, r, gamma)
+
+
+def gelu_forward_numba(x):
+    """gelu_forward_numpy in one sweep over the elements; tanh in float32 by approx.tanh_rational."""
+    xf = np.ascontiguousarray(x).reshape(-1)                             # flat (0-d inputs too)
+    with _threads_for(xf):
+        y, t = _gelu_forward(xf)
+    return y.reshape(np.shape(x)), t.reshape(np.shape(x))
+
+
+def gelu_backward_numba(x, t, dy):
+    """gelu_backward_numpy in one sweep over the elements."""
+    with _threads_for(x):
+        return _gelu_backward(x, t, dy)
+
+
 # ------------------------------------------------------------------ the choice
 # The compiled kernels are used for every shape (attention's for float32 and float64): no
-# measured threshold below which the twins win. Attention runs on numba's threads, LayerNorm
-# and GELU on one. Figures: benchmarks/README.md, section "Transformer".
+# measured threshold below which the twins win. All of them run on numba's threads. Figures:
+# benchmarks/README.md, section "Transformer".
 PAIRS = ("causal_attention", "layer_norm", "gelu")
 
 
