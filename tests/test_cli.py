@@ -36,10 +36,10 @@ def test_train_writes_a_run_folder_and_prints_the_test_nll(tmp_path, capsys):
 def test_flags_override_the_recipe_and_model_options_reach_the_model(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "fvsbn", "--epochs", "2", "--lr", "0.01", "--batch-size", "50", "--momentum", "0.5",
-                 "--order", "random", "--init-std", "0.1", "--seed", "3", "--out", str(out), "--no-progress"]) == 0
+                 "--l1", "1e-5", "--order", "random", "--init-std", "0.1", "--seed", "3", "--out", str(out), "--no-progress"]) == 0
     run = json.loads((out / "run.json").read_text())
     recipe = run["settings"]["recipe"]
-    assert (recipe["lr"], recipe["batch_size"], recipe["momentum"]) == (0.01, 50, 0.5)
+    assert (recipe["lr"], recipe["batch_size"], recipe["momentum"], recipe["l1"]) == (0.01, 50, 0.5, 1e-5)
     assert recipe["model"] == {"init_std": 0.1, "order": "random"}
     model = tinyar.load(out)
     assert model.order.tolist() != list(range(64)) and run["config"]["init_std"] == 0.1

@@ -52,7 +52,7 @@ def run(trained, tmp_path):
     ("--lr", "nan", "a finite number > 0"), ("--lr", "inf", "a finite number > 0"),
     ("--momentum", "-0.5", "a number in [0, 1)"), ("--momentum", "1", "a number in [0, 1)"),
     ("--momentum", "5", "a number in [0, 1)"),
-    ("--weight-decay", "-1", "a finite number >= 0"), ("--weight-decay", "nan", "a finite number >= 0"),
+    ("--weight-decay", "-1", "a finite number >= 0"), ("--l1", "-0.001", "a finite number >= 0"), ("--weight-decay", "nan", "a finite number >= 0"),
     ("--clip", "0", "a finite number > 0"), ("--clip", "-1", "a finite number > 0"),
     ("--batch-size", "0", "an integer >= 1"), ("--batch-size", "-5", "an integer >= 1"),
     ("--batch-size", "2.5", "an integer >= 1"), ("--epochs", "0", "an integer >= 1"),

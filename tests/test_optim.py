@@ -52,6 +52,28 @@ def test_weight_decay():
     np.testing.assert_allclose(trace, [[0.85, 2.1], [0.7575, 1.945]], rtol=1e-14)
 
 
+def test_l1_penalty():
+    # g' = g + 0.5 sign(p), sign(0) = 0:  p0 = (1, 0, -2), g1 = (1, 1, 1)
+    # g1' = (1.5, 1, 0.5) -> p1 = (0.85, -0.1, -2.05);  g2 = (0, 0, 0): g2' = (0.5, -0.5, -0.5) -> p2 = (0.8, -0.05, -2.0)
+    trace = run(steps=[np.ones(3), np.zeros(3)], p0=(1.0, 0.0, -2.0), lr=0.1, l1=0.5)
+    np.testing.assert_allclose(trace, [[0.85, -0.1, -2.05], [0.8, -0.05, -2.0]], rtol=1e-14)
+
+
+def test_l1_with_weight_decay_and_momentum_on_both_paths(monkeypatch):
+    """The L1 term joins g before the velocity, like weight decay, on the compiled momentum pass too."""
+    lr, mu, wd, l1 = 0.05, 0.8, 0.1, 0.3
+    for kernels in ("numba", "numpy"):
+        monkeypatch.setenv("TINYAR_KERNELS", kernels)
+        p, v = np.array([1.0, 2.0]), None
+        expected = []
+        for g in GRADS:
+            g = g + wd * p + l1 * np.sign(p)
+            v = g if v is None else mu * v + g
+            p = p - lr * v
+            expected.append(p)
+        np.testing.assert_allclose(run(lr=lr, momentum=mu, weight_decay=wd, l1=l1), expected, rtol=1e-14)
+
+
 def test_weight_decay_momentum_and_nesterov_together():
     lr, mu, wd = 0.05, 0.8, 0.1
     p, v = np.array([1.0, 2.0]), None
@@ -202,6 +224,8 @@ def test_numpy_momentum_path_equals_the_compiled_path(nesterov, wd, dtype, monke
     (dict(lr=0.1, momentum=float("nan")), ValueError, "momentum"),
     (dict(lr=0.1, weight_decay=-0.01), ValueError, "SGD: need weight_decay >= 0"),
     (dict(lr=0.1, weight_decay=float("inf")), ValueError, "weight_decay"),
+    (dict(lr=0.1, l1=-1e-4), ValueError, "SGD: need l1 >= 0"),
+    (dict(lr=0.1, l1=float("nan")), ValueError, "l1"),
     (dict(lr=0.1, nesterov=True), ValueError, "Nesterov")])
 def test_sgd_refuses_bad_settings(kwargs, error, match):
     with pytest.raises(error, match=match):

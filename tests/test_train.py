@@ -195,8 +195,10 @@ def test_fit_rejects_bad_arguments(digits):
 def test_make_optimizer_follows_the_recipe():
     model = FVSBN(4)
     opt, schedule = train.make_optimizer(model, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01,
-                                                     epochs=3, batch_size=10), n_train=25)
-    assert (opt.lr, opt.momentum, opt.nesterov, opt.weight_decay) == (0.1, 0.9, True, 0.01) and schedule is None
+                                                     l1=1e-4, epochs=3, batch_size=10), n_train=25)
+    assert (opt.lr, opt.momentum, opt.nesterov, opt.weight_decay, opt.l1) == (0.1, 0.9, True, 0.01, 1e-4)
+    assert schedule is None
+    assert train.make_optimizer(model, dict(lr=0.1, epochs=3, batch_size=10), n_train=25)[0].l1 == 0.0
     opt, schedule = train.make_optimizer(model, dict(lr=0.1, epochs=2, batch_size=10, warmup=100), n_train=25)
     assert (schedule.total, schedule.warmup) == (6, 3)                # 2 epochs x 3 steps; at most half warm-up
     assert train.make_optimizer(model, dict(lr=0.1, epochs=2, batch_size=10, warmup=5, schedule="constant"),

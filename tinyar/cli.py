@@ -44,7 +44,7 @@ def cmd_gradcheck(args):
 # --------------------------------------------------------------------- train
 RECIPE_FLAGS = {          # recipe key -> command-line flag
     "lr": "--lr", "momentum": "--momentum", "batch_size": "--batch-size", "epochs": "--epochs",
-    "nesterov": "--nesterov", "weight_decay": "--weight-decay", "clip": "--clip", "warmup": "--warmup",
+    "nesterov": "--nesterov", "weight_decay": "--weight-decay", "l1": "--l1", "clip": "--clip", "warmup": "--warmup",
     "schedule": "--schedule", "patience": "--patience", "seq_len": "--seq-len",
 }
 
@@ -206,6 +206,7 @@ def add_train_arguments(p, model=None):
     r.add_argument("--momentum", type=momentum_value, default=None, help="SGD momentum, in [0, 1)")
     r.add_argument("--nesterov", action="store_const", const=True, default=None, help="Nesterov momentum")
     r.add_argument("--weight-decay", type=nonnegative_float, default=None, help="L2 weight decay")
+    r.add_argument("--l1", type=nonnegative_float, default=None, help="L1 penalty weight (adds l1 sign(p) to each gradient)")
     r.add_argument("--batch-size", type=positive_int, default=None, help="minibatch size")
     r.add_argument("--epochs", type=positive_int, default=None, help="number of epochs (in all, when resuming)")
     r.add_argument("--clip", type=clip_norm, default=None,

@@ -1,15 +1,17 @@
 """Stochastic gradient descent, gradient clipping and learning-rate schedules.
 
 SGD with momentum mu, weight decay lambda and learning rate eta (lr), per parameter p
-with gradient g (the same conventions as PyTorch's torch.optim.SGD):
+with gradient g (the same conventions as PyTorch's torch.optim.SGD), and an optional L1
+penalty lambda_1 |p|_1:
 
     g <- g + lambda p                       weight decay (L2 penalty lambda/2 |p|^2)
+    g <- g + lambda_1 sign(p)               L1 penalty (its subgradient; sign(0) = 0)
     v <- mu v + g                           velocity (v = g on the first step)
     p <- p - eta v                          classical momentum
     p <- p - eta (g + mu v)                 Nesterov momentum
 
 Every setting is checked where it enters (check_setting): a learning rate that is not a
-finite positive number, momentum outside [0, 1), a negative weight decay or a clip norm
+finite positive number, momentum outside [0, 1), a negative weight decay or L1 weight, a clip norm
 <= 0 would not fail loudly, they would train wrongly (clip -1 flips every gradient into
 ascent, clip 0 freezes the model, momentum >= 1 lets the velocity grow without bound).
 """
@@ -24,18 +26,20 @@ from tinyar.kernels import sgd
 
 
 class SGD:
-    """Minibatch SGD with momentum, Nesterov momentum and weight decay over a list of Parameters.
+    """Minibatch SGD with momentum, Nesterov momentum, weight decay and an L1 penalty over a list
+    of Parameters.
 
-    lr > 0, 0 <= momentum < 1 and weight_decay >= 0, all finite; anything else is a ValueError.
+    lr > 0, 0 <= momentum < 1, weight_decay >= 0 and l1 >= 0, all finite; anything else is a ValueError.
     """
 
-    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, l1=0.0):
         self.params = list(params)
         if not self.params:
             raise ValueError("SGD: got an empty parameter list")
         self.lr = check_setting("SGD", "lr", lr, 0, low_allowed=False)
         self.momentum = check_setting("SGD", "momentum", momentum, 0, 1)
         self.weight_decay = check_setting("SGD", "weight_decay", weight_decay, 0)
+        self.l1 = check_setting("SGD", "l1", l1, 0)
         if nesterov and self.momentum == 0:
             raise ValueError("SGD: Nesterov momentum needs momentum > 0")
         self.nesterov = nesterov
@@ -50,6 +54,8 @@ class SGD:
             g = p.grad
             if self.weight_decay:
                 g = g + self.weight_decay * p.data                    # g <- g + lambda p
+            if self.l1:
+                g = g + self.l1 * np.sign(p.data)                     # g <- g + lambda_1 sign(p)
             if self.momentum:
                 v = self.velocity[k]
                 if v is None:

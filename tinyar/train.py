@@ -211,12 +211,13 @@ def load(path):
 
 # ------------------------------------------------------------------ training
 def make_optimizer(model, recipe, n_train):
-    """SGD over model.parameters() as a recipe says (lr, momentum, nesterov, weight_decay), and
+    """SGD over model.parameters() as a recipe says (lr, momentum, nesterov, weight_decay, l1), and
     the cosine schedule over all the run's steps if it asks for one (schedule, warmup); else None."""
     check_count("make_optimizer", "epochs", recipe["epochs"])
     check_count("make_optimizer", "batch_size", recipe["batch_size"])
     optimizer = SGD(model.parameters(), lr=recipe["lr"], momentum=recipe.get("momentum", 0.0),
-                    nesterov=bool(recipe.get("nesterov", False)), weight_decay=recipe.get("weight_decay", 0.0))
+                    nesterov=bool(recipe.get("nesterov", False)), weight_decay=recipe.get("weight_decay", 0.0),
+                    l1=recipe.get("l1", 0.0))
     schedule = None
     if recipe.get("schedule") == "cosine" or (recipe.get("warmup") and recipe.get("schedule") != "constant"):
         total = recipe["epochs"] * math.ceil(n_train / recipe["batch_size"])
