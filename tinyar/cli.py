@@ -86,7 +86,7 @@ def clip_norm(text):
 
 
 def nonnegative_float(text):
-    """A weight decay or a standard deviation: a finite number >= 0."""
+    """A weight decay, an L1 weight or a standard deviation: a finite number >= 0."""
     return _number(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 
 
@@ -206,7 +206,8 @@ def add_train_arguments(p, model=None):
     r.add_argument("--momentum", type=momentum_value, default=None, help="SGD momentum, in [0, 1)")
     r.add_argument("--nesterov", action="store_const", const=True, default=None, help="Nesterov momentum")
     r.add_argument("--weight-decay", type=nonnegative_float, default=None, help="L2 weight decay")
-    r.add_argument("--l1", type=nonnegative_float, default=None, help="L1 penalty weight (adds l1 sign(p) to each gradient)")
+    r.add_argument("--l1", type=nonnegative_float, default=None,
+                   help="L1 penalty weight (adds l1 sign(p) to each gradient)")
     r.add_argument("--batch-size", type=positive_int, default=None, help="minibatch size")
     r.add_argument("--epochs", type=positive_int, default=None, help="number of epochs (in all, when resuming)")
     r.add_argument("--clip", type=clip_norm, default=None,

@@ -1,14 +1,17 @@
 """Stochastic gradient descent, gradient clipping and learning-rate schedules.
 
 SGD with momentum mu, weight decay lambda and learning rate eta (lr), per parameter p
-with gradient g (the same conventions as PyTorch's torch.optim.SGD), and an optional L1
-penalty lambda_1 |p|_1:
+with gradient g (the same conventions as PyTorch's torch.optim.SGD), plus an L1 penalty
+lambda_1 |p|_1 (not an option of PyTorch's SGD):
 
     g <- g + lambda p                       weight decay (L2 penalty lambda/2 |p|^2)
     g <- g + lambda_1 sign(p)               L1 penalty (its subgradient; sign(0) = 0)
     v <- mu v + g                           velocity (v = g on the first step)
     p <- p - eta v                          classical momentum
     p <- p - eta (g + mu v)                 Nesterov momentum
+
+The L1 term is a subgradient step: it pulls a weight towards 0 but does not make it exactly
+0 (a weight the data does not need ends up hovering within about eta lambda_1 of 0).
 
 Every setting is checked where it enters (check_setting): a learning rate that is not a
 finite positive number, momentum outside [0, 1), a negative weight decay or L1 weight, a clip norm

@@ -1,5 +1,7 @@
 """kernels/attention.py: every compiled kernel agrees with its NumPy twin, in float32 and float64;
 `choose` honours TINYAR_KERNELS=numpy."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -195,6 +197,7 @@ def test_layer_norm_and_gelu_do_not_depend_on_the_thread_count():
     rng = np.random.default_rng(11)
     x, dy = rng.standard_normal((1001, 48)).astype(np.float32), rng.standard_normal((1001, 48)).astype(np.float32)
     gamma, beta = rng.standard_normal(48).astype(np.float32), rng.standard_normal(48).astype(np.float32)
+    assert x.size >= K.PARALLEL_ELEMENTS                                   # large enough to use the threads
     before = numba.get_num_threads()
     try:
         results = []
@@ -208,3 +211,54 @@ def test_layer_norm_and_gelu_do_not_depend_on_the_thread_count():
         numba.set_num_threads(before)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype, tol", DTYPES)
+def test_layer_norm_and_gelu_on_the_threads_agree_with_their_twins(dtype, tol):
+    """Above PARALLEL_ELEMENTS the kernels run on numba's threads: same numbers as the twins,
+    with a row count that does not split evenly into the lanes."""
+    rng = np.random.default_rng(12)
+    N, C = 1003, 40
+    assert N * C >= K.PARALLEL_ELEMENTS
+    x, dy = rng.standard_normal((N, C)).astype(dtype), rng.standard_normal((N, C)).astype(dtype)
+    gamma, beta = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    y, mu, r = K.layer_norm_forward_numba(x, gamma, beta, 1e-5)
+    for got, want in zip((y, mu, r) + K.layer_norm_backward_numba(dy, x, mu, r, gamma),
+                         K.layer_norm_forward_numpy(x, gamma, beta, 1e-5)
+                         + K.layer_norm_backward_numpy(dy, x, mu, r, gamma)):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)   # dgamma, dbeta: sums of 1003 rows
+    g, t = K.gelu_forward_numba(3 * x)
+    g_twin, t_twin = K.gelu_forward_numpy(3 * x)
+    np.testing.assert_allclose(t, t_twin, rtol=tol, atol=tol)
+    np.testing.assert_allclose(g, g_twin, rtol=tol, atol=tol)
+    np.testing.assert_allclose(K.gelu_backward_numba(3 * x, t, dy), K.gelu_backward_numpy(3 * x, t, dy),
+                               rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_at_extreme_inputs(dtype):
+    """Far from 0 GELU is x (x >> 0) or 0 (x << 0): tanh(u) must come out as exactly +-1 there,
+    else 0.5 x (1 + t) leaves x times a rounding error (1e-2 at x = -1e6)."""
+    x = np.array([-1e6, -1e3, -30.0, -9.0, 9.0, 30.0, 1e3, 1e6], dtype)
+    y, t = K.gelu_forward_numba(x)
+    np.testing.assert_array_equal(t, np.sign(x))
+    np.testing.assert_array_equal(y[:4], 0.0)
+    np.testing.assert_array_equal(y[4:], x[4:])
+    np.testing.assert_array_equal(y, K.gelu_forward_numpy(x)[0])
+
+
+def test_small_layer_norm_and_gelu_calls_run_on_one_thread(monkeypatch):
+    """Below PARALLEL_ELEMENTS elements (the cached sampler's one-token steps) one thread,
+    above it up to N_LANES."""
+    asked = []
+
+    def threads_at_most(n):
+        asked.append(n)
+        return contextlib.nullcontext()
+    monkeypatch.setattr(K, "numba_threads_at_most", threads_at_most)
+    x = np.ones((8, 64), np.float32)
+    K.gelu_forward_numba(x)
+    K.layer_norm_forward_numba(x, np.ones(64, np.float32), np.zeros(64, np.float32), 1e-5)
+    big = np.ones((K.PARALLEL_ELEMENTS // 64, 64), np.float32)
+    K.gelu_forward_numba(big)
+    assert asked == [1, 1, K.N_LANES]

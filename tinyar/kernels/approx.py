@@ -34,7 +34,7 @@ _Q = (1.0, 0.46410300008126476, 0.024464064641256656, 0.0002535084606467356)
 
 @numba.njit(cache=True, error_model="numpy")
 def tanh_rational(v):
-    """tanh(v) as x P(x^2) / Q(x^2), x = v clamped to [-9, 9] (1 - tanh(9) = 3e-8: float32's 1)."""
+    """tanh(v) as x P(x^2) / Q(x^2), x = v clamped to [-9, 9] (1 - tanh(9) = 3e-8: within one float32 step of 1)."""
     x = np.float64(v)
     x = 9.0 if x > 9.0 else x                               # plain comparisons: they vectorize
     x = -9.0 if x < -9.0 else x

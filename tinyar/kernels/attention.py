@@ -165,9 +165,9 @@ def gelu_backward_numpy(x, t, dy):
 
 
 # ---- compiled fast path: safe to skip on a first reading ----
-# One sweep per row does a whole formula, with no temporaries, on numba's threads (rows or
-# elements are independent; LayerNorm's dgamma and dbeta are summed per lane, then in lane
-# order, so results do not depend on the thread count). In float32 GELU's tanh is
+# One sweep per row does a whole formula, with no (N, C) temporaries, on numba's threads (rows
+# or elements are independent; LayerNorm's dgamma and dbeta are summed per lane of rows, then
+# in lane order, so results do not depend on the thread count). In float32 GELU's tanh is
 # approx.tanh_rational and the softmax's exp approx.exp_neg_into, which the compiler
 # vectorises (numba's own tanh and exp are scalar library calls).
 # Row sums may be reassociated (SIMD partial sums); no other fastmath flag, so no FMA contraction.
@@ -327,6 +327,7 @@ PARALLEL_ELEMENTS = 2 ** 15
 
 
 def _threads_for(x):
+    """A block whose parallel loops run on one thread if x is small, else on up to N_LANES."""
     return numba_threads_at_most(1 if x.size < PARALLEL_ELEMENTS else N_LANES)
 
 
@@ -360,7 +361,7 @@ def _layer_norm_backward(dy, x, mu, r, gamma):
     part_gamma = np.zeros((N_LANES, C), dtype=dy.dtype)                  # each lane's sums over its rows
     part_beta = np.zeros((N_LANES, C), dtype=dy.dtype)
     rows = (N + N_LANES - 1) // N_LANES
-    for lane in numba.prange(N_LANES):                                    # rows in N_LANES contiguous runs
+    for lane in numba.prange(N_LANES):                                    # lanes: N_LANES contiguous runs of rows
         for n in range(lane * rows, min(N, (lane + 1) * rows)):
             m, rn = mu[n, 0], r[n, 0]
             g_mean = 0.0
@@ -391,7 +392,10 @@ def _gelu_forward(xf):
     for k in numba.prange(xf.size):
         v = xf[k]
         u = GELU_C * v * (1.0 + GELU_A * v * v)                           # u = sqrt(2/pi) (x + 0.044715 x^3)
-        tk = tanh_rational(u) if single else math.tanh(u)
+        if single:                                                        # tanh(u) = +-1 in float32 past |u| = 9
+            tk = 1.0 if u >= 9.0 else (-1.0 if u <= -9.0 else tanh_rational(u))
+        else:
+            tk = math.tanh(u)
         t[k] = tk
         y[k] = 0.5 * v * (1.0 + tk)                                       # y = 0.5 x (1 + t)
     return y, t
@@ -415,7 +419,7 @@ def layer_norm_forward_numba(x, gamma, beta, eps):
 
 
 def layer_norm_backward_numba(dy, x, mu, r, gamma):
-    """layer_norm_backward_numpy, rows in N_LANES runs; dgamma, dbeta summed per run, then in run order."""
+    """layer_norm_backward_numpy, rows dealt to N_LANES lanes; dgamma, dbeta summed per lane, then in lane order."""
     with _threads_for(x):
         return _layer_norm_backward(dy, x, mu, r, gamma)
 
@@ -436,8 +440,8 @@ def gelu_backward_numba(x, t, dy):
 
 # ------------------------------------------------------------------ the choice
 # The compiled kernels are used for every shape (attention's for float32 and float64): no
-# measured threshold below which the twins win. All of them run on numba's threads. Figures:
-# benchmarks/README.md, section "Transformer".
+# measured threshold below which the twins win. All of them run on numba's threads above
+# PARALLEL_SCORES / PARALLEL_ELEMENTS, on one below. Figures: benchmarks/README.md, section "Transformer".
 PAIRS = ("causal_attention", "layer_norm", "gelu")
 
 
