@@ -2,6 +2,7 @@
 and PyTorch, side by side.
 
     flock /tmp/tinyar-heavy.lock python benchmarks/bench_pixelcnn.py [--repeats 7] [--quick]
+        [--only conv|models|sampling] [--default-malloc]
 
 Part 1, one convolution y = conv(x, w) + b, then dx, dw, db (float32, batch 64), at the
 layer shapes of a PixelCNN on 8x8 digits and on 28x28 images, each implementation of
@@ -28,6 +29,12 @@ reruns the network over the rows so far for every pixel (`sample(n, cached=False
 reference is timed on fewer images (--uncached-samples, 8 by default) and scaled up to n (its
 cost grows about linearly in the batch); the row label says so. One timed run each.
 
+Memory: a step allocates and frees arrays of a few megabytes; with glibc's default malloc,
+freed memory at the top of the heap goes back to the OS and the next step faults it in again
+page by page. The script first asks glibc (mallopt) to keep freed blocks of up to 32 MB, as
+train.fit does in every training run (tinyar.keep_freed_memory), one setting for tinyar and
+PyTorch, which share the process; --default-malloc leaves glibc's defaults.
+
 Times are medians of --repeats runs after a warm-up run (numba compiles then). NumPy's BLAS
 and PyTorch use both cores; the shift kernels use numba's threads (both cores) with BLAS
 held to one thread each, and "shift 1T" the same on one numba thread; the loops use one core.
@@ -45,7 +52,7 @@ import common                                        # noqa: E402  (also puts th
 import numba                                         # noqa: E402
 import numpy as np                                   # noqa: E402
 
-from tinyar import nn                                # noqa: E402
+from tinyar import keep_freed_memory, nn             # noqa: E402
 from tinyar.kernels import conv                      # noqa: E402
 from tinyar.models import GatedPixelCNN, PixelCNN    # noqa: E402
 
@@ -224,24 +231,31 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="8x8 rows only, 3 repeats")
     parser.add_argument("--samples", type=int, default=64, help="images per sampling row")
     parser.add_argument("--uncached-samples", type=int, default=8, help="images the uncached sampler is timed on")
+    parser.add_argument("--only", choices=["conv", "models", "sampling"], help="one part of the benchmark")
+    parser.add_argument("--default-malloc", action="store_true", help="leave glibc's malloc settings alone")
     args = parser.parse_args(argv)
+    kept = not args.default_malloc and keep_freed_memory()
     repeats = 3 if args.quick else args.repeats
     rng = np.random.default_rng(0)
     versions = f"NumPy {np.__version__}, numba {numba.__version__} ({numba.get_num_threads()} threads)" + (
         f", PyTorch {torch.__version__} ({torch.get_num_threads()} threads)" if torch is not None
         else ", PyTorch not installed")
     print(f"{platform.machine()}, Python {platform.python_version()}, {versions}; float32, batch 64; "
-          f"median of {repeats}")
+          f"median of {repeats}; load average {os.getloadavg()[0]:.1f}; malloc: "
+          + ("freed blocks up to 32 MB kept (mallopt)" if kept else "glibc's defaults"))
     sizes = [8] if args.quick else [8, 28]
     conv_shapes = [(1, 32, 7, None), (32, 32, 3, None), (32, 32, 1, None), (64, 64, 3, None),
                    (1, 32, 7, "A"), (32, 32, 3, "B")]
-    rows = [conv_row(64, C, O, H, k, mask, repeats, rng) for H in sizes for C, O, k, mask in conv_shapes]
-    print_table("conv2d forward + backward (dx, dw, db)", rows)
-    rows = [model_row(cls, H, repeats, rng) for H in sizes for cls in (PixelCNN, GatedPixelCNN)]
-    print_table("whole model: mean NLL of 64 binary images + gradient of every parameter", rows)
-    rows = [sampling_row(cls, H, args.samples, min(args.uncached_samples, args.samples))
-            for H in sizes for cls in (PixelCNN, GatedPixelCNN)]
-    print_sampling_table(rows)
+    if args.only in (None, "conv"):
+        rows = [conv_row(64, C, O, H, k, mask, repeats, rng) for H in sizes for C, O, k, mask in conv_shapes]
+        print_table("conv2d forward + backward (dx, dw, db)", rows)
+    if args.only in (None, "models"):
+        rows = [model_row(cls, H, repeats, rng) for H in sizes for cls in (PixelCNN, GatedPixelCNN)]
+        print_table("whole model: mean NLL of 64 binary images + gradient of every parameter", rows)
+    if args.only in (None, "sampling"):
+        rows = [sampling_row(cls, H, args.samples, min(args.uncached_samples, args.samples))
+                for H in sizes for cls in (PixelCNN, GatedPixelCNN)]
+        print_sampling_table(rows)
 
 
 if __name__ == "__main__":
