@@ -89,11 +89,11 @@ def test_compare_quick_on_mnist_trains_with_the_mnist_recipes(monkeypatch, tmp_p
     seen, real_fit = [], train.fit
 
     def fit(model, train, valid, optimizer, **kwargs):
-        seen.append((type(model).__name__, optimizer.lr, optimizer.weight_decay))
+        seen.append((type(model).__name__, optimizer.lr, optimizer.weight_decay, optimizer.l1))
         return real_fit(model, train, valid, optimizer, **kwargs)
     monkeypatch.setattr("tinyar.train.fit", fit)
     rows = compare.compare("mnist", models=["fvsbn", "made"], out=tmp_path, quick=True, log=lambda m: None)
     assert [r["model"] for r in rows] == ["fvsbn", "made"] and all(np.isfinite(r["test_nll"]) for r in rows)
     from tinyar.models import FVSBN, MADE
-    assert seen[0][:2] == ("FVSBN", FVSBN.recipes["mnist"]["lr"])
-    assert seen[1] == ("MADE", MADE.recipes["mnist"]["lr"], MADE.recipes["mnist"]["weight_decay"])
+    assert seen[0] == ("FVSBN", FVSBN.recipes["mnist"]["lr"], 0.0, FVSBN.recipes["mnist"]["l1"])
+    assert seen[1] == ("MADE", MADE.recipes["mnist"]["lr"], MADE.recipes["mnist"]["weight_decay"], 0.0)

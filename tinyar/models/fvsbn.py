@@ -57,8 +57,9 @@ class FVSBN(AutoregressiveModel):
     """
     data_kind = "binary"
     recipe = dict(lr=0.03, momentum=0.9, batch_size=100, epochs=200, model=dict(init_std=0.0))
-    # binarized MNIST (--data mnist): the best of the runs tried; its figures are in the README
-    recipes = {"mnist": dict(lr=0.03, momentum=0.9, batch_size=100, epochs=60, schedule="cosine",
+    # binarized MNIST (--data mnist): the best of the runs tried, with an L1 penalty (SGD's l1);
+    # its figures are in the README
+    recipes = {"mnist": dict(lr=0.03, momentum=0.9, batch_size=100, epochs=60, schedule="cosine", l1=1e-4,
                              model=dict(init_std=0.0))}
 
     def __init__(self, n_dims, order=None, init_std=0.0, rng=None, dtype=np.float32):
