@@ -7,7 +7,7 @@ and puts them in one picture, a panel per run titled with the model, its hidden 
 sizes and its validation NLL in nats, so that the numbers of the README's binarized-MNIST
 table can be set beside what each model draws. The runs themselves take minutes to hours
 (the README's table gives each recipe's time); drawing takes seconds. From the README's runs
-the titles read "FVSBN: 98.92", "NADE, H = 500: 88.83" and so on, and the likelihood gap
+the titles read "FVSBN: 98.67", "NADE, H = 500: 88.83" and so on, and the likelihood gap
 shows: FVSBN draws blotches with a digit's rough outline, NADE whole strokes.
 
     python demos/mnist_samples.py RUN [RUN ...] [--n 16] [--seed 0] [--out mnist_samples.png]
